@@ -1,0 +1,231 @@
+"""The command line: train, evaluate, predict, bench and list models.
+
+Bad input ends a command with a one-line message naming the file and a non-zero exit status,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from fer_core.errors import FerError  # noqa: E402
+
+
+def _print_json(value) -> None:
+    print(json.dumps(value, indent=2))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fer_core.data import load_dataset, train_validation
+    from fer_core.store import ModelStore
+    from fer_core.train import TrainConfig, TrainProgress, store_result, train
+
+    dataset = load_dataset(args.data, cache=True)
+    train_part, validation = train_validation(dataset, args.seed)
+    config = TrainConfig(arch=args.arch, epochs=args.epochs, minutes=args.minutes,
+                         batch_size=args.batch_size, learning_rate=args.lr,
+                         class_weight=args.class_weight, augment=not args.no_augment,
+                         patience=args.patience, precision=args.precision, seed=args.seed)
+    name = args.name or args.arch
+    checkpoints = Path(args.checkpoint_dir or Path("checkpoints") / name)
+
+    def report(progress: TrainProgress) -> None:
+        if progress.epoch_end:
+            eta = "" if progress.eta_seconds is None else f" eta {progress.eta_seconds / 60:.1f} min"
+            print(f"epoch {progress.epoch}/{progress.epochs} loss {progress.loss:.4f} "
+                  f"acc {progress.accuracy:.4f} val_loss {progress.val_loss:.4f} "
+                  f"val_acc {progress.val_accuracy:.4f} elapsed {progress.elapsed_seconds / 60:.1f} min{eta}",
+                  flush=True)
+
+    print(f"training {args.arch} on {len(train_part)} faces, validating on {len(validation)}; "
+          f"checkpoints in {checkpoints}", flush=True)
+    result = train(train_part, config, validation=validation, checkpoint_dir=checkpoints, listener=report)
+    reproduce = "python -m fer_core " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    card = store_result(result, name, validation, data_description=Path(args.data).name,
+                        reproduce=reproduce, store=ModelStore(args.store))
+    metrics = card["metrics"]
+    print(f"stopped: {result.stopped} after {result.epochs_run} epochs, {result.minutes:.1f} min")
+    print(f"saved {name}: validation accuracy {metrics['accuracy']:.4f} "
+          f"(flip TTA {metrics['flip_tta']['accuracy']:.4f}), macro-F1 {metrics['macro_f1']:.4f}, "
+          f"{card['parameters']:,} parameters, {card['ms_per_face']:.2f} ms per face")
+    return 0
+
+
+def _evaluation_rows(dataset, usage: str | None):
+    if usage:
+        if usage not in dataset.usages():
+            raise FerError(f"{dataset.source}: no rows with Usage {usage} (found: {', '.join(dataset.usages())})")
+        return dataset.with_usage(usage)
+    for candidate in ("PrivateTest", "PublicTest"):
+        if candidate in dataset.usages():
+            return dataset.with_usage(candidate)
+    return dataset
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from fer_core.data import load_dataset
+    from fer_core.evaluate import evaluate_probabilities
+    from fer_core.predict import EmotionClassifier
+    from fer_core.preprocess import Preprocessing
+    from fer_core.store import ModelStore
+    from fer_core.train import dataset_inputs
+
+    stored = ModelStore(args.store).load(args.model)
+    dataset = _evaluation_rows(load_dataset(args.data, cache=args.cache), args.usage)
+    preprocessing = Preprocessing.from_dict(stored.card.get("preprocessing"))
+    x, _ = dataset_inputs(dataset, preprocessing)
+    probabilities = EmotionClassifier(stored.model, args.flip_tta).predict_dataset(x)
+    report = evaluate_probabilities(dataset, probabilities)
+    usage = ", ".join(dataset.usages())
+    print(f"model {stored.name} ({stored.card.get('arch', '?')}) on {args.data} [{usage}], {report.n} faces")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    print(report.format())
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from fer_core.images import encode_png, load_image
+    from fer_core.predict import EmotionAnalyser, annotate
+    from fer_core.store import ModelStore
+
+    analyser = EmotionAnalyser.from_store(args.model, args.detector, args.flip_tta, ModelStore(args.store))
+    outputs, failed = [], 0
+    for path in args.images:
+        try:
+            image = load_image(path)
+            results = analyser.analyse(image)
+        except FerError as error:
+            print(f"error: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        outputs.append({"image": path, "faces": [r.to_dict() for r in results]})
+        if args.annotate:
+            target = Path(args.annotate)
+            if len(args.images) > 1:
+                target.mkdir(parents=True, exist_ok=True)
+                target = target / f"{Path(path).stem}_annotated.png"
+            target.write_bytes(encode_png(annotate(image, results)))
+        if not args.json:
+            summary = ", ".join(f"{r.label} {r.score:.2f} at {list(r.box)}" for r in results) or "no face found"
+            print(f"{path}: {summary}")
+    if args.json:
+        _print_json(outputs[0] if len(args.images) == 1 and outputs else outputs)
+    return 1 if failed else 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from fer_core.bench import classifier_ms_per_face, pipeline_fps
+    from fer_core.images import load_image
+    from fer_core.predict import EmotionAnalyser
+    from fer_core.samples import sample_frame
+    from fer_core.store import ModelStore
+
+    analyser = EmotionAnalyser.from_store(args.model, args.detector, store=ModelStore(args.store))
+    frame = load_image(args.image) if args.image else sample_frame()
+    ms = classifier_ms_per_face(analyser.classifier, 1)
+    print(f"model {analyser.model_name}, detector {args.detector}, frame {frame.shape[1]}x{frame.shape[0]}")
+    print(f"classifier: {ms:.3f} ms per face at batch 1 ({1000 / ms:.0f} faces/s)")
+    result = pipeline_fps(analyser, frame, args.seconds)
+    print(f"pipeline: {result['ms_per_frame']:.2f} ms per frame, {result['faces_per_frame']:.1f} faces per frame")
+    print(f"fps: {result['fps']:.1f}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from fer_core.store import ModelStore
+
+    cards = ModelStore(args.store).cards()
+    if args.json:
+        _print_json(cards)
+        return 0
+    if not cards:
+        print("no stored models")
+    print(f"{'name':<16}{'arch':<15}{'accuracy':>9}{'macro-F1':>9}{'params':>11}{'ms/face':>9}  data")
+    for card in cards:
+        metrics = card.get("metrics") or {}
+
+        def figure(value, fmt):
+            return format(value, fmt) if isinstance(value, (int, float)) else "-"
+
+        print(f"{card['name']:<16}{card.get('arch', '?'):<15}{figure(metrics.get('accuracy'), '.4f'):>9}"
+              f"{figure(metrics.get('macro_f1'), '.4f'):>9}{figure(card.get('parameters'), ','):>11}"
+              f"{figure(card.get('ms_per_face'), '.2f'):>9}  {(card.get('training') or {}).get('data', '-')}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from fer_core.detect import DETECTORS
+    from fer_core.models import ARCHITECTURES
+
+    parser = argparse.ArgumentParser(prog="python -m fer_core",
+                                     description="FER Lab: facial emotion recognition engine")
+    parser.add_argument("--store", help="model folder (default: $FER_LAB_MODELS or the project's models/)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a model and save it in the store")
+    train.add_argument("--arch", required=True, choices=sorted(ARCHITECTURES))
+    train.add_argument("--data", required=True, help="FER2013 CSV(.gz), class-folder tree or zip of one")
+    train.add_argument("--epochs", type=int, default=60)
+    train.add_argument("--minutes", type=float, help="time budget; resume later from the checkpoint")
+    train.add_argument("--name", help="name to save under (default: the architecture)")
+    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW, cosine)")
+    train.add_argument("--class-weight", choices=("none", "balanced", "sqrt"), default="none")
+    train.add_argument("--no-augment", action="store_true")
+    train.add_argument("--patience", type=int, default=15, help="early-stopping patience in epochs")
+    train.add_argument("--precision", choices=("auto", "float32", "mixed_bfloat16"), default="auto")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--checkpoint-dir", help="default: checkpoints/NAME; an existing one is resumed")
+    train.set_defaults(run=cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="score a model on labelled faces")
+    evaluate.add_argument("--model", default="default", help="stored name or .keras path")
+    evaluate.add_argument("--data", required=True)
+    evaluate.add_argument("--usage", choices=("PrivateTest", "PublicTest", "Training"))
+    evaluate.add_argument("--json", help="also write the report as JSON to this file")
+    evaluate.add_argument("--flip-tta", action="store_true", help="average with the mirrored face")
+    evaluate.add_argument("--cache", action="store_true", help="cache the parsed dataset")
+    evaluate.set_defaults(run=cmd_evaluate)
+
+    predict = commands.add_parser("predict", help="find faces in images and tell their emotions")
+    predict.add_argument("images", nargs="+")
+    predict.add_argument("--model", default="default")
+    predict.add_argument("--detector", default="mtcnn", choices=sorted(DETECTORS))
+    predict.add_argument("--json", action="store_true")
+    predict.add_argument("--annotate", help="write the annotated image here (a folder for several)")
+    predict.add_argument("--flip-tta", action="store_true")
+    predict.set_defaults(run=cmd_predict)
+
+    bench = commands.add_parser("bench", help="time the whole pipeline on one frame")
+    bench.add_argument("--image", help="frame to time (default: a generated 640x480 frame with a face)")
+    bench.add_argument("--seconds", type=float, default=5.0)
+    bench.add_argument("--model", default="default")
+    bench.add_argument("--detector", default="haar", choices=sorted(DETECTORS))
+    bench.set_defaults(run=cmd_bench)
+
+    models = commands.add_parser("models", help="list stored models")
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(run=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (FerError, KeyError, ValueError, OSError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

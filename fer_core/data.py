@@ -1,0 +1,372 @@
+"""Labelled face datasets: FER2013 CSVs (plain or gzip), class-folder trees and zips of them.
+
+Every loader returns a :class:`FaceDataset` of 48x48 uint8 gray faces with FER2013 labels, and
+every problem in the input is reported with its place (CSV line, file path or zip entry).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import os
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from fer_core.errors import DataError, ImageError
+from fer_core.images import load_image
+from fer_core.labels import EMOTIONS, NUM_CLASSES, label_from_name
+from fer_core.preprocess import resize_face, to_gray
+
+IMAGE_SIZE = 48
+FER_PIXELS = IMAGE_SIZE * IMAGE_SIZE
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".pgm"}
+#: Usage values of FER2013 and the folder names that mean the same split.
+USAGE_BY_FOLDER = {
+    "training": "Training",
+    "train": "Training",
+    "publictest": "PublicTest",
+    "public_test": "PublicTest",
+    "validation": "PublicTest",
+    "val": "PublicTest",
+    "valid": "PublicTest",
+    "test": "PublicTest",
+    "privatetest": "PrivateTest",
+    "private_test": "PrivateTest",
+}
+#: Limits on a zip's content, against zip bombs.
+MAX_ZIP_UNCOMPRESSED = 4 * 1024**3
+MAX_ZIP_RATIO = 200
+MAX_PROBLEMS_SHOWN = 20
+
+
+@dataclass
+class FaceDataset:
+    """Gray faces (N, 48, 48) uint8 with labels (N,) in FER2013 codes, and each row's usage."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    usage: np.ndarray
+    source: str = ""
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def subset(self, mask_or_index: np.ndarray) -> FaceDataset:
+        """Rows picked by a boolean mask or an index array."""
+        return FaceDataset(
+            self.images[mask_or_index],
+            self.labels[mask_or_index],
+            self.usage[mask_or_index],
+            self.source,
+        )
+
+    def with_usage(self, *usages: str) -> FaceDataset:
+        """Rows whose ``Usage`` is one of ``usages``."""
+        return self.subset(np.isin(self.usage, usages))
+
+    def usages(self) -> list[str]:
+        """The distinct usage values present, in a stable order."""
+        return sorted(set(self.usage.tolist()))
+
+    def class_counts(self) -> dict[str, int]:
+        """Number of faces per emotion."""
+        counts = np.bincount(self.labels, minlength=NUM_CLASSES)
+        return {name: int(counts[code]) for code, name in enumerate(EMOTIONS)}
+
+
+def _raise_problems(problems: list[str], what: str) -> None:
+    if not problems:
+        return
+    shown = problems[:MAX_PROBLEMS_SHOWN]
+    more = len(problems) - len(shown)
+    tail = f"\n  ... and {more} more" if more > 0 else ""
+    raise DataError(f"{what}: {len(problems)} problem(s)\n  " + "\n  ".join(shown) + tail)
+
+
+# ---------------------------------------------------------------- FER2013 CSV
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    with open(path, "rb") as probe:
+        magic = probe.read(2)
+    if magic == b"\x1f\x8b":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def _parse_pixels(text: str) -> np.ndarray | str:
+    """Pixels of one row, or the reason they are unusable."""
+    tokens = text.split()
+    if len(tokens) != FER_PIXELS:
+        return f"expected {FER_PIXELS} pixel values (48x48), found {len(tokens)}"
+    try:
+        values = np.array(tokens, dtype=np.float64)
+    except ValueError:
+        bad = next(t for t in tokens if not _is_number(t))
+        return f"non-numeric pixel value {bad!r}"
+    if values.min() < 0 or values.max() > 255 or not np.all(np.isfinite(values)):
+        return "pixel values must lie between 0 and 255"
+    return values.astype(np.uint8).reshape(IMAGE_SIZE, IMAGE_SIZE)
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def load_fer2013_csv(path: str | os.PathLike) -> FaceDataset:
+    """Read a FER2013 CSV (``emotion,pixels[,Usage]``; plain or gzip).
+
+    Rows without a ``Usage`` column are marked ``Training``. Raises :class:`DataError` naming
+    the line of every bad row.
+    """
+    path = Path(path)
+    try:
+        handle = _open_text(path)
+    except OSError as error:
+        raise DataError(f"{path}: cannot open ({error.strerror or error})") from error
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    usage: list[str] = []
+    problems: list[str] = []
+    try:
+        with handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if header is None:
+                raise DataError(f"{path}: the file is empty")
+            columns = [name.strip().lower() for name in header]
+            missing = [name for name in ("emotion", "pixels") if name not in columns]
+            if missing:
+                raise DataError(
+                    f"{path}, line 1: missing column(s) {', '.join(missing)}; a FER2013 CSV "
+                    f"has the header 'emotion,pixels,Usage' (found {','.join(header)!r})"
+                )
+            emotion_col, pixels_col = columns.index("emotion"), columns.index("pixels")
+            usage_col = columns.index("usage") if "usage" in columns else None
+            for row in reader:
+                line = reader.line_num
+                if not row or all(not cell.strip() for cell in row):
+                    continue
+                if len(row) <= max(emotion_col, pixels_col):
+                    problems.append(f"line {line}: expected {len(header)} columns, found {len(row)}")
+                    continue
+                label_text = row[emotion_col].strip()
+                if not label_text.lstrip("-").isdigit() or not 0 <= int(label_text) < NUM_CLASSES:
+                    problems.append(f"line {line}: emotion label {label_text!r} is not 0-6")
+                    continue
+                pixels = _parse_pixels(row[pixels_col])
+                if isinstance(pixels, str):
+                    problems.append(f"line {line}: {pixels}")
+                    continue
+                images.append(pixels)
+                labels.append(int(label_text))
+                row_usage = row[usage_col].strip() if usage_col is not None and usage_col < len(row) else ""
+                usage.append(row_usage or "Training")
+    except (UnicodeDecodeError, EOFError, gzip.BadGzipFile, csv.Error) as error:
+        raise DataError(f"{path}: not a readable CSV file ({error})") from error
+    _raise_problems(problems, str(path))
+    if not images:
+        raise DataError(f"{path}: the CSV has a header but no data rows")
+    return FaceDataset(
+        np.stack(images), np.array(labels, dtype=np.int64), np.array(usage), str(path)
+    )
+
+
+# ---------------------------------------------------------------- class folders and zips
+
+
+def _usage_and_label(parts: tuple[str, ...]) -> tuple[str, int | None]:
+    """The split and class of an image from the folder names on its path (file name excluded)."""
+    usage = "Training"
+    label = None
+    for part in parts:
+        key = part.strip().lower()
+        if key in USAGE_BY_FOLDER:
+            usage = USAGE_BY_FOLDER[key]
+        code = label_from_name(part)
+        if code is not None:
+            label = code
+    return usage, label
+
+
+def _face_from_bytes(data: bytes, name: str) -> np.ndarray:
+    image = load_image(data, name=name)
+    return resize_face(to_gray(image), IMAGE_SIZE)
+
+
+def _collect(entries: Iterator[tuple[tuple[str, ...], str, bytes | Exception]], source: str) -> FaceDataset:
+    """Build a dataset from (folder parts, display name, bytes or read error) entries."""
+    images, labels, usage, problems = [], [], [], []
+    for parts, name, data in entries:
+        split, label = _usage_and_label(parts)
+        if label is None:
+            folder = "/".join(parts) or "(top level)"
+            problems.append(
+                f"{name}: folder {folder!r} is not an emotion class; use one of "
+                f"{', '.join(EMOTIONS)} (or a synonym such as happiness, sadness, surprised)"
+            )
+            continue
+        if isinstance(data, Exception):
+            problems.append(f"{name}: cannot read ({data})")
+            continue
+        try:
+            images.append(_face_from_bytes(data, name))
+        except ImageError as error:
+            problems.append(str(error))
+            continue
+        labels.append(label)
+        usage.append(split)
+    _raise_problems(problems, source)
+    if not images:
+        raise DataError(f"{source}: no images found in class folders ({', '.join(EMOTIONS)})")
+    return FaceDataset(np.stack(images), np.array(labels, dtype=np.int64), np.array(usage), source)
+
+
+def load_image_folder(root: str | os.PathLike) -> FaceDataset:
+    """Read a tree with one subfolder per class (optionally inside train/test folders).
+
+    Images of any size or mode are made gray 48x48; files that are not images (by extension)
+    are skipped, hidden files too.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder")
+
+    def entries() -> Iterator[tuple[tuple[str, ...], str, bytes | Exception]]:
+        for path in sorted(root.rglob("*")):
+            relative = path.relative_to(root)
+            if any(part.startswith(".") or part == "__MACOSX" for part in relative.parts):
+                continue
+            if not path.is_file() or path.suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            try:
+                data: bytes | Exception = path.read_bytes()
+            except OSError as error:
+                data = error
+            yield relative.parts[:-1], str(path), data
+
+    return _collect(entries(), str(root))
+
+
+def load_zip(path: str | os.PathLike, *, max_uncompressed: int = MAX_ZIP_UNCOMPRESSED) -> FaceDataset:
+    """Read a zip of a class-folder tree in memory; nothing is extracted to disk.
+
+    Entries with absolute paths or ``..`` are refused, and so is a zip whose content exceeds
+    ``max_uncompressed`` bytes or is compressed suspiciously well (a zip bomb).
+    """
+    path = Path(path)
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as error:
+        raise DataError(f"{path}: not a readable zip file ({error})") from error
+    with archive:
+        infos = [info for info in archive.infolist() if not info.is_dir()]
+        unsafe = [
+            info.filename
+            for info in infos
+            if info.filename.startswith(("/", "\\"))
+            or ".." in PurePosixPath(info.filename.replace("\\", "/")).parts
+            or ":" in PurePosixPath(info.filename).parts[0]
+        ]
+        if unsafe:
+            raise DataError(
+                f"{path}: refusing entries that point outside the archive: {', '.join(unsafe[:5])}"
+            )
+        total = sum(info.file_size for info in infos)
+        if total > max_uncompressed:
+            raise DataError(
+                f"{path}: content of {total / 1e6:.0f} MB exceeds the limit of "
+                f"{max_uncompressed / 1e6:.0f} MB"
+            )
+        bombs = [i.filename for i in infos if i.compress_size and i.file_size / i.compress_size > MAX_ZIP_RATIO]
+        if bombs:
+            raise DataError(f"{path}: entry {bombs[0]} is compressed {MAX_ZIP_RATIO}x or more (a zip bomb?)")
+
+        def entries() -> Iterator[tuple[tuple[str, ...], str, bytes | Exception]]:
+            for info in infos:
+                member = PurePosixPath(info.filename.replace("\\", "/"))
+                if any(part.startswith(".") or part == "__MACOSX" for part in member.parts):
+                    continue
+                if member.suffix.lower() not in IMAGE_EXTENSIONS:
+                    continue
+                try:
+                    data: bytes | Exception = archive.read(info)
+                except (zipfile.BadZipFile, OSError, RuntimeError) as error:
+                    data = error
+                yield member.parts[:-1], f"{path}:{info.filename}", data
+
+        return _collect(entries(), str(path))
+
+
+# ---------------------------------------------------------------- any source, with a cache
+
+
+def _cache_file(path: Path) -> Path:
+    stat = path.stat()
+    key = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    base = Path(os.environ.get("FER_LAB_CACHE", Path.home() / ".cache" / "fer_lab"))
+    return base / f"dataset-{key}.npz"
+
+
+def load_dataset(path: str | os.PathLike, *, cache: bool = False) -> FaceDataset:
+    """Load a FER2013 CSV(.gz), a class-folder tree or a zip of one, by what ``path`` is.
+
+    With ``cache``, a parsed copy is kept under ``$FER_LAB_CACHE`` (default ~/.cache/fer_lab)
+    so the next load of the same unchanged file takes a second instead of tens.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    if path.is_dir():
+        return load_image_folder(path)
+    cache_file = _cache_file(path) if cache else None
+    if cache_file is not None and cache_file.exists():
+        with np.load(cache_file) as stored:
+            return FaceDataset(stored["images"], stored["labels"], stored["usage"], str(path))
+    dataset = load_zip(path) if zipfile.is_zipfile(path) else load_fer2013_csv(path)
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache_file, images=dataset.images, labels=dataset.labels, usage=dataset.usage)
+    return dataset
+
+
+# ---------------------------------------------------------------- splits
+
+
+def stratified_split(
+    dataset: FaceDataset, validation_fraction: float = 0.1, seed: int = 0
+) -> tuple[FaceDataset, FaceDataset]:
+    """Split into train and validation parts with the same class proportions."""
+    from sklearn.model_selection import train_test_split
+
+    counts = np.bincount(dataset.labels, minlength=NUM_CLASSES)
+    stratify = dataset.labels if counts[counts > 0].min() >= 2 else None
+    train_index, val_index = train_test_split(
+        np.arange(len(dataset)), test_size=validation_fraction, random_state=seed, stratify=stratify
+    )
+    return dataset.subset(train_index), dataset.subset(val_index)
+
+
+def stratified_folds(dataset: FaceDataset, k: int = 5, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Index pairs (train, test) of ``k`` stratified folds."""
+    from sklearn.model_selection import StratifiedKFold
+
+    folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    return list(folds.split(np.zeros(len(dataset)), dataset.labels))
+
+
+def train_validation(dataset: FaceDataset, seed: int = 0) -> tuple[FaceDataset, FaceDataset]:
+    """FER2013's own Training/PublicTest split when present, else a stratified 10% split."""
+    if "Training" in dataset.usages() and "PublicTest" in dataset.usages():
+        return dataset.with_usage("Training"), dataset.with_usage("PublicTest")
+    return stratified_split(dataset, 0.1, seed)

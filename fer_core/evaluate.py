@@ -1,0 +1,112 @@
+"""Model quality on labelled faces: accuracy, per-class precision/recall/F1, confusion matrices
+and k-fold cross-validation, all computed with scikit-learn's metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+from fer_core.data import FaceDataset, stratified_folds
+from fer_core.labels import EMOTIONS, NUM_CLASSES
+
+
+@dataclass
+class EvaluationReport:
+    """Scores of one model on one labelled set."""
+
+    accuracy: float
+    macro_f1: float
+    n: int
+    per_class: dict[str, dict[str, float]]
+    confusion_matrix: list[list[int]]
+
+    @property
+    def confusion_normalized(self) -> list[list[float]]:
+        """Rows divided by their totals (recall on the diagonal); empty rows stay zero."""
+        counts = np.asarray(self.confusion_matrix, dtype=np.float64)
+        totals = counts.sum(axis=1, keepdims=True)
+        return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0).round(4).tolist()
+
+    def to_dict(self) -> dict:
+        return {
+            "accuracy": self.accuracy,
+            "macro_f1": self.macro_f1,
+            "n": self.n,
+            "per_class": self.per_class,
+            "confusion_matrix": self.confusion_matrix,
+            "confusion_matrix_normalized": self.confusion_normalized,
+        }
+
+    def format(self) -> str:
+        """A readable table: one row per class, then the confusion matrix and the accuracy."""
+        lines = [f"{'class':<10}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}"]
+        for name, row in self.per_class.items():
+            lines.append(f"{name:<10}{row['precision']:>10.4f}{row['recall']:>10.4f}"
+                         f"{row['f1']:>10.4f}{row['support']:>10d}")
+        lines.append(f"{'macro f1':<10}{self.macro_f1:>30.4f}{self.n:>10d}")
+        lines.append("")
+        lines.append("confusion matrix (rows: true, columns: predicted)")
+        lines.append(" " * 10 + "".join(f"{name[:7]:>8}" for name in EMOTIONS))
+        for name, row in zip(EMOTIONS, self.confusion_matrix):
+            lines.append(f"{name:<10}" + "".join(f"{value:>8d}" for value in row))
+        lines.append("")
+        lines.append(f"accuracy: {self.accuracy:.4f}")
+        return "\n".join(lines)
+
+
+def report_from_predictions(true_labels: np.ndarray, predicted_labels: np.ndarray) -> EvaluationReport:
+    """Scores of predicted against true FER2013 codes."""
+    classes = list(range(NUM_CLASSES))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        true_labels, predicted_labels, labels=classes, zero_division=0)
+    per_class = {
+        name: {"precision": round(float(precision[c]), 4), "recall": round(float(recall[c]), 4),
+               "f1": round(float(f1[c]), 4), "support": int(support[c])}
+        for c, name in enumerate(EMOTIONS)
+    }
+    present = [c for c in classes if support[c] > 0]
+    return EvaluationReport(
+        accuracy=round(float(accuracy_score(true_labels, predicted_labels)), 4),
+        macro_f1=round(float(f1_score(true_labels, predicted_labels, labels=present,
+                                      average="macro", zero_division=0)), 4),
+        n=int(len(true_labels)),
+        per_class=per_class,
+        confusion_matrix=confusion_matrix(true_labels, predicted_labels, labels=classes).tolist(),
+    )
+
+
+def evaluate_probabilities(dataset: FaceDataset, probabilities: np.ndarray) -> EvaluationReport:
+    """Scores of class probabilities (N, 7) for the faces of ``dataset``."""
+    return report_from_predictions(dataset.labels, np.argmax(probabilities, axis=1))
+
+
+def cross_validate(
+    dataset: FaceDataset,
+    fit_and_predict: Callable[[FaceDataset, FaceDataset], np.ndarray],
+    k: int = 5,
+    seed: int = 0,
+) -> dict:
+    """k-fold stratified cross-validation.
+
+    ``fit_and_predict(train, test)`` trains a fresh model on ``train`` and returns its
+    probabilities for ``test``. Returns each fold's report, the mean and standard deviation of
+    accuracy and macro-F1, and the summed confusion matrix.
+    """
+    reports = []
+    for train_index, test_index in stratified_folds(dataset, k, seed):
+        train_part = dataset.subset(train_index)
+        test_part = dataset.subset(test_index)
+        reports.append(evaluate_probabilities(test_part, fit_and_predict(train_part, test_part)))
+    accuracies = np.array([r.accuracy for r in reports])
+    f1s = np.array([r.macro_f1 for r in reports])
+    return {
+        "folds": [r.to_dict() for r in reports],
+        "accuracy_mean": round(float(accuracies.mean()), 4),
+        "accuracy_std": round(float(accuracies.std()), 4),
+        "macro_f1_mean": round(float(f1s.mean()), 4),
+        "macro_f1_std": round(float(f1s.std()), 4),
+        "confusion_matrix": np.sum([r.confusion_matrix for r in reports], axis=0).tolist(),
+    }

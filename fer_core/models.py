@@ -1,0 +1,211 @@
+"""Network architectures, one builder function per model, registered by name.
+
+Every builder takes the input shape and the number of classes and returns an uncompiled
+functional Keras model whose input is a gray face scaled to [0, 1] and whose output is the
+softmax over the seven emotions (kept in float32 under a mixed-precision policy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+from keras import layers
+
+from fer_core.labels import NUM_CLASSES
+
+Builder = Callable[..., keras.Model]
+ARCHITECTURES: dict[str, Builder] = {}
+INPUT_SHAPE = (48, 48, 1)
+
+
+def register(name: str) -> Callable[[Builder], Builder]:
+    """Add a builder to :data:`ARCHITECTURES` under ``name``."""
+
+    def decorate(builder: Builder) -> Builder:
+        ARCHITECTURES[name] = builder
+        return builder
+
+    return decorate
+
+
+def build_model(arch: str, input_shape: tuple[int, int, int] = INPUT_SHAPE,
+                num_classes: int = NUM_CLASSES) -> keras.Model:
+    """Build the registered architecture ``arch``."""
+    if arch not in ARCHITECTURES:
+        raise KeyError(f"unknown architecture {arch!r}; choose one of {', '.join(sorted(ARCHITECTURES))}")
+    return ARCHITECTURES[arch](input_shape=input_shape, num_classes=num_classes)
+
+
+def describe(arch: str) -> str:
+    """First line of the builder's docstring, for menus."""
+    return (ARCHITECTURES[arch].__doc__ or arch).strip().splitlines()[0]
+
+
+def _softmax_head(x: keras.KerasTensor, num_classes: int) -> keras.KerasTensor:
+    x = layers.Dense(num_classes, name="logits")(x)
+    return layers.Activation("softmax", dtype="float32", name="probabilities")(x)
+
+
+def _conv_bn_relu(x: keras.KerasTensor, filters: int, kernel: int = 3, **kwargs) -> keras.KerasTensor:
+    x = layers.Conv2D(filters, kernel, padding="same", use_bias=False, **kwargs)(x)
+    x = layers.BatchNormalization()(x)
+    return layers.ReLU()(x)
+
+
+@register("mini_xception")
+def mini_xception(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES) -> keras.Model:
+    """mini-Xception: residual depthwise-separable blocks and global average pooling (~60K).
+
+    Arriaga, Ploeger and Valdenegro, "Real-time Convolutional Neural Networks for Emotion and
+    Gender Classification", arXiv:1710.07557, 2017.
+    """
+    inputs = keras.Input(input_shape)
+    x = _conv_bn_relu(inputs, 8)
+    x = _conv_bn_relu(x, 8)
+    for filters in (16, 32, 64, 128):
+        residual = layers.Conv2D(filters, 1, strides=2, padding="same", use_bias=False)(x)
+        residual = layers.BatchNormalization()(residual)
+        x = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU()(x)
+        x = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.MaxPooling2D(3, strides=2, padding="same")(x)
+        x = layers.Add()([x, residual])
+    x = layers.Conv2D(num_classes, 3, padding="same")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    outputs = layers.Activation("softmax", dtype="float32", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="mini_xception")
+
+
+@register("ds_cnn")
+def ds_cnn(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES) -> keras.Model:
+    """Depthwise-separable CNN: 4 blocks of separable convolutions with BN+ReLU, GAP (~60K).
+
+    After Howard et al., "MobileNets: Efficient Convolutional Neural Networks for Mobile Vision
+    Applications", arXiv:1704.04861, 2017, as used for FER in lightweight real-time systems.
+    """
+    inputs = keras.Input(input_shape)
+    x = _conv_bn_relu(inputs, 16)
+    for filters in (32, 64, 96, 128):
+        for _ in range(2):
+            x = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False)(x)
+            x = layers.BatchNormalization()(x)
+            x = layers.ReLU()(x)
+        x = layers.MaxPooling2D()(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(0.3)(x)
+    return keras.Model(inputs, _softmax_head(x, num_classes), name="ds_cnn")
+
+
+@register("simple_cnn")
+def simple_cnn(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES) -> keras.Model:
+    """Simple CNN: 4 plain convolution layers with max-pooling, dropout and dense layers (~1.4M).
+
+    The baseline of Tang, "Deep Learning using Linear Support Vector Machines", ICML 2013
+    workshop (FER2013 challenge), in the common Keras form.
+    """
+    inputs = keras.Input(input_shape)
+    x = layers.Conv2D(32, 3, padding="same", activation="relu")(inputs)
+    x = layers.Conv2D(64, 3, padding="same", activation="relu")(x)
+    x = layers.MaxPooling2D()(x)
+    x = layers.Dropout(0.25)(x)
+    x = layers.Conv2D(128, 3, padding="same", activation="relu")(x)
+    x = layers.MaxPooling2D()(x)
+    x = layers.Conv2D(128, 3, padding="same", activation="relu")(x)
+    x = layers.MaxPooling2D()(x)
+    x = layers.Dropout(0.25)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(256, activation="relu")(x)
+    x = layers.Dropout(0.5)(x)
+    return keras.Model(inputs, _softmax_head(x, num_classes), name="simple_cnn")
+
+
+@register("alexnet_small")
+def alexnet_small(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES) -> keras.Model:
+    """Reduced AlexNet: 5 convolutions, 3 max-pools and two dense layers for 48x48 faces (~5M).
+
+    Krizhevsky, Sutskever and Hinton, "ImageNet Classification with Deep Convolutional Neural
+    Networks", NeurIPS 2012, with widths cut for 48x48 gray input.
+    """
+    inputs = keras.Input(input_shape)
+    x = _conv_bn_relu(inputs, 64, 5)
+    x = layers.MaxPooling2D()(x)
+    x = _conv_bn_relu(x, 192, 5)
+    x = layers.MaxPooling2D()(x)
+    x = _conv_bn_relu(x, 384)
+    x = _conv_bn_relu(x, 256)
+    x = _conv_bn_relu(x, 256)
+    x = layers.MaxPooling2D()(x)
+    x = layers.Flatten()(x)
+    for _ in range(2):
+        x = layers.Dropout(0.5)(x)
+        x = layers.Dense(256, activation="relu")(x)
+    return keras.Model(inputs, _softmax_head(x, num_classes), name="alexnet_small")
+
+
+@register("modified_cnn")
+def modified_cnn(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES) -> keras.Model:
+    """Modified CNN: max-pooling and dropout after each of 4 convolutions, then 2 dense layers (~1.7M).
+
+    After the "modified CNN" of Mehendale, "Facial emotion recognition using convolutional
+    neural networks (FERC)", SN Applied Sciences 2, 446, 2020, in its common Keras form.
+    """
+    inputs = keras.Input(input_shape)
+    x = inputs
+    for filters in (32, 64, 128, 256):
+        x = _conv_bn_relu(x, filters)
+        x = layers.MaxPooling2D()(x)
+        x = layers.Dropout(0.25)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(512, activation="relu")(x)
+    x = layers.Dropout(0.5)(x)
+    x = layers.Dense(256, activation="relu")(x)
+    x = layers.Dropout(0.5)(x)
+    return keras.Model(inputs, _softmax_head(x, num_classes), name="modified_cnn")
+
+
+@register("fer_vgg")
+def fer_vgg(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES) -> keras.Model:
+    """FER Lab VGG: our default, 4 VGG blocks (32-256) with BN, GAP and a small head (~1.2M).
+
+    In the line of Simonyan and Zisserman, "Very Deep Convolutional Networks for Large-Scale
+    Image Recognition", ICLR 2015, and Khaireddin and Chen, "Facial Emotion Recognition:
+    State of the Art Performance on FER2013", arXiv:2105.03588, 2021; sized to train on two CPU
+    cores and classify a face in about a millisecond.
+    """
+    inputs = keras.Input(input_shape)
+    x = inputs
+    for filters, convs in ((32, 2), (64, 2), (128, 2), (256, 2)):
+        for _ in range(convs):
+            x = _conv_bn_relu(x, filters)
+        x = layers.MaxPooling2D()(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(0.4)(x)
+    x = layers.Dense(128, activation="relu")(x)
+    x = layers.Dropout(0.3)(x)
+    return keras.Model(inputs, _softmax_head(x, num_classes), name="fer_vgg")
+
+
+def build_augmentation(rotation_degrees: float = 10.0, shift: float = 0.1, zoom: float = 0.1,
+                       erasing: bool = True, seed: int | None = None) -> keras.Sequential:
+    """Training-time augmentation as Keras layers: flip, rotation, shift, zoom and erasing.
+
+    The layers are identities at inference, so they can stay inside a saved model.
+    """
+    steps: list[layers.Layer] = [
+        layers.RandomFlip("horizontal", seed=seed),
+        layers.RandomRotation(rotation_degrees / 360.0, fill_mode="nearest", seed=seed),
+        layers.RandomTranslation(shift, shift, fill_mode="nearest", seed=seed),
+        layers.RandomZoom((-zoom, zoom), fill_mode="nearest", seed=seed),
+    ]
+    if erasing:
+        steps.append(layers.RandomErasing(factor=0.5, scale=(0.02, 0.15), seed=seed))
+    return keras.Sequential(steps, name="augmentation")
+
+
+def with_augmentation(model: keras.Model, augmentation: keras.Sequential) -> keras.Model:
+    """A training model that augments its input, then runs ``model`` (weights shared)."""
+    inputs = keras.Input(model.input_shape[1:])
+    return keras.Model(inputs, model(augmentation(inputs)), name=f"{model.name}_train")

@@ -1,0 +1,135 @@
+"""The model store: Keras ``.keras`` files, each beside a JSON model card, listed and loaded by name.
+
+The store is the ``models/`` folder of the project unless ``$FER_LAB_MODELS`` names another;
+the name ``default`` is the model the app opens with.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from fer_core.errors import ModelNotFoundError
+from fer_core.labels import EMOTIONS
+
+PROJECT_MODELS = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_NAME = "default"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def models_dir() -> Path:
+    """The store folder: ``$FER_LAB_MODELS`` or the project's ``models/``."""
+    return Path(os.environ.get("FER_LAB_MODELS", PROJECT_MODELS))
+
+
+def check_name(name: str) -> str:
+    """A model name is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit."""
+    if not _NAME.match(name) or name.endswith(".keras") or name.endswith(".json"):
+        raise ValueError(f"invalid model name {name!r}: use 1-64 letters, digits, '.', '_' or '-'")
+    return name
+
+
+@dataclass
+class StoredModel:
+    """A loaded model with its card."""
+
+    name: str
+    model: keras.Model
+    card: dict
+
+
+class ModelStore:
+    """Saves, lists and loads models with their cards in one folder."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root is not None else models_dir()
+
+    def names(self) -> list[str]:
+        """Stored model names, ``default`` first."""
+        if not self.root.is_dir():
+            return []
+        names = sorted(p.stem for p in self.root.glob("*.keras") if p.with_suffix(".json").exists())
+        return sorted(names, key=lambda n: n != DEFAULT_NAME)
+
+    def resolve(self, name_or_path: str | os.PathLike) -> Path:
+        """The ``.keras`` file of a stored name or of a path to a model file."""
+        text = str(name_or_path)
+        candidate = Path(text)
+        if text.endswith(".keras") and candidate.is_file():
+            return candidate
+        stored = self.root / f"{text}.keras"
+        if _NAME.match(text) and stored.is_file():
+            return stored
+        known = ", ".join(self.names()) or "none"
+        raise ModelNotFoundError(f"no model {text!r} in {self.root} (stored models: {known})")
+
+    def card(self, name_or_path: str | os.PathLike) -> dict:
+        """The card of a model (a minimal one for a bare ``.keras`` file without a card)."""
+        path = self.resolve(name_or_path)
+        card_path = path.with_suffix(".json")
+        if card_path.exists():
+            return json.loads(card_path.read_text())
+        return {"name": path.stem, "arch": "unknown", "labels": list(EMOTIONS)}
+
+    def cards(self) -> list[dict]:
+        """The cards of every stored model."""
+        return [self.card(name) for name in self.names()]
+
+    def load(self, name_or_path: str | os.PathLike = DEFAULT_NAME) -> StoredModel:
+        """Load a model and its card by name or path."""
+        path = self.resolve(name_or_path)
+        try:
+            model = keras.saving.load_model(path, compile=False)
+        except Exception as error:  # Keras raises many types for damaged files
+            raise ModelNotFoundError(f"{path}: not a loadable Keras model ({error})") from error
+        return StoredModel(path.stem, model, self.card(path))
+
+    def save(self, name: str, model: keras.Model, card: dict) -> Path:
+        """Write ``name.keras`` and ``name.json`` (replacing a model of that name)."""
+        check_name(name)
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / f"{name}.keras"
+        model.save(path)
+        card = {**card, "name": name, "file_bytes": path.stat().st_size}
+        path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+        return path
+
+    def delete(self, name: str) -> None:
+        """Remove a stored model and its card."""
+        path = self.resolve(check_name(name))
+        path.unlink()
+        path.with_suffix(".json").unlink(missing_ok=True)
+
+
+def make_card(
+    *,
+    arch: str,
+    model: keras.Model,
+    preprocessing: dict,
+    training: dict,
+    metrics: dict | None,
+    ms_per_face: float | None,
+    reproduce: str,
+    description: str = "",
+) -> dict:
+    """A model card: what the model is, how it was trained, and how well and fast it runs."""
+    return {
+        "arch": arch,
+        "description": description,
+        "labels": list(EMOTIONS),
+        "input_size": list(model.input_shape[1:]),
+        "preprocessing": preprocessing,
+        "parameters": int(model.count_params()),
+        "training": training,
+        "metrics": metrics,
+        "ms_per_face": None if ms_per_face is None else round(ms_per_face, 3),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "keras_version": keras.__version__,
+        "reproduce": reproduce,
+    }

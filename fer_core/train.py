@@ -1,0 +1,346 @@
+"""Training with Keras: augmentation layers, class weights, AdamW with a warm-up cosine schedule,
+label smoothing, early stopping, checkpoints that resume, a time budget and progress reports.
+
+A UI follows a run through a :class:`ProgressListener` and stops it with a cancel event; the
+command line prints the same reports.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import keras
+import numpy as np
+
+from fer_core.data import FaceDataset, train_validation
+from fer_core.labels import NUM_CLASSES
+from fer_core.models import build_augmentation, build_model, with_augmentation
+from fer_core.preprocess import Preprocessing, faces_to_input
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (stored in the model card as its recipe)."""
+
+    arch: str = "fer_vgg"
+    epochs: int = 60
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.1
+    warmup_epochs: float = 2.0
+    augment: bool = True
+    class_weight: str = "none"  # none | balanced | sqrt
+    patience: int = 15
+    minutes: float | None = None
+    precision: str = "auto"  # auto | float32 | mixed_bfloat16
+    seed: int = 0
+    preprocessing: dict = field(default_factory=lambda: Preprocessing().to_dict())
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainProgress:
+    """One report from a running training: after a batch, or with validation after an epoch."""
+
+    epoch: int
+    epochs: int
+    batch: int
+    batches: int
+    loss: float
+    accuracy: float
+    elapsed_seconds: float
+    eta_seconds: float | None
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    epoch_end: bool = False
+
+
+class ProgressListener(Protocol):
+    """Receives progress reports; called from the training thread."""
+
+    def __call__(self, progress: TrainProgress) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    """A finished run: the inference model (best weights) and how the run went."""
+
+    model: keras.Model
+    config: TrainConfig
+    history: dict[str, list[float]]
+    epochs_run: int
+    stopped: str  # completed | early_stopping | time_budget | cancelled
+    minutes: float
+    best_val_accuracy: float | None
+    train_rows: int
+    validation_rows: int
+
+
+def resolve_precision(choice: str) -> str:
+    """``auto`` picks mixed_bfloat16 only on CPUs with AMX, where it measured faster.
+
+    On CPUs with AVX-512 BF16 but no AMX, bfloat16 trained slower than float32 here.
+    """
+    if choice != "auto":
+        return choice
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "float32"
+    return "mixed_bfloat16" if "amx_bf16" in flags else "float32"
+
+
+def class_weights(labels: np.ndarray, mode: str) -> dict[int, float] | None:
+    """Per-class loss weights: none, balanced (inverse frequency) or its square root."""
+    if mode == "none":
+        return None
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(labels)
+    weights = compute_class_weight("balanced", classes=present, y=labels)
+    if mode == "sqrt":
+        weights = np.sqrt(weights)
+    elif mode != "balanced":
+        raise ValueError(f"class_weight must be none, balanced or sqrt, not {mode!r}")
+    return {int(c): float(w) for c, w in zip(present, weights)}
+
+
+class _RunMonitor(keras.callbacks.Callback):
+    """Reports progress, honours the cancel event and the time budget, and checkpoints."""
+
+    def __init__(self, config: TrainConfig, batches: int, listener: ProgressListener | None,
+                 cancel: threading.Event | None, checkpoint_dir: Path | None, base_name: str,
+                 history: dict[str, list[float]], start_epoch: int, best: float | None):
+        super().__init__()
+        self.config, self.batches, self.listener, self.cancel = config, batches, listener, cancel
+        self.checkpoint_dir, self.base_name = checkpoint_dir, base_name
+        self.history, self.start_epoch, self.best = history, start_epoch, best
+        self.stopped = "completed"
+        self.epoch = start_epoch
+        self.started = time.monotonic()
+        self.epoch_started = self.started
+        self.epoch_seconds: list[float] = []
+
+    def _budget_seconds(self) -> float | None:
+        return None if self.config.minutes is None else self.config.minutes * 60.0
+
+    def _stop(self, reason: str) -> None:
+        self.stopped = reason
+        self.model.stop_training = True
+
+    def _eta(self, batch: int) -> float | None:
+        done_batches = (self.epoch - self.start_epoch) * self.batches + batch + 1
+        elapsed = time.monotonic() - self.started
+        remaining = (self.config.epochs - self.epoch) * self.batches - batch - 1
+        eta = elapsed / done_batches * remaining
+        budget = self._budget_seconds()
+        return eta if budget is None else min(eta, max(0.0, budget - elapsed))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self.epoch_started = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        if self.listener is not None:
+            self.listener(TrainProgress(
+                self.epoch + 1, self.config.epochs, batch + 1, self.batches,
+                float(logs.get("loss", math.nan)), float(logs.get("accuracy", math.nan)),
+                time.monotonic() - self.started, self._eta(batch)))
+        if self.cancel is not None and self.cancel.is_set():
+            self._stop("cancelled")
+        budget = self._budget_seconds()
+        if budget is not None and time.monotonic() - self.started > budget:
+            self._stop("time_budget")
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(float(value))
+        self.epoch_seconds.append(time.monotonic() - self.epoch_started)
+        val_accuracy = logs.get("val_accuracy")
+        improved = val_accuracy is not None and (self.best is None or val_accuracy > self.best)
+        if improved:
+            self.best = float(val_accuracy)
+        if self.checkpoint_dir is not None:
+            self._checkpoint(epoch + 1, improved)
+        if self.listener is not None:
+            self.listener(TrainProgress(
+                epoch + 1, self.config.epochs, self.batches, self.batches,
+                float(logs.get("loss", math.nan)), float(logs.get("accuracy", math.nan)),
+                time.monotonic() - self.started, self._eta(self.batches - 1),
+                logs.get("val_loss"), val_accuracy, epoch_end=True))
+        budget = self._budget_seconds()
+        if budget is not None and self.stopped == "completed":
+            elapsed = time.monotonic() - self.started
+            if elapsed + float(np.mean(self.epoch_seconds)) > budget and epoch + 1 < self.config.epochs:
+                self._stop("time_budget")
+
+    def _checkpoint(self, epochs_done: int, improved: bool) -> None:
+        directory = self.checkpoint_dir
+        self.model.save(directory / "last.keras")
+        if improved:
+            self.model.get_layer(self.base_name).save(directory / "best.keras")
+        state = {"epochs_done": epochs_done, "best_val_accuracy": self.best,
+                 "history": self.history, "config": self.config.to_dict()}
+        (directory / "state.json").write_text(json.dumps(state, indent=1))
+
+
+def dataset_inputs(dataset: FaceDataset, preprocessing: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
+    faces = dataset.images
+    if faces.shape[1] != preprocessing.size:
+        from fer_core.preprocess import resize_face
+
+        faces = np.stack([resize_face(face, preprocessing.size) for face in faces])
+    x = faces_to_input(faces, preprocessing)
+    y = keras.utils.to_categorical(dataset.labels, NUM_CLASSES).astype(np.float32)
+    return x, y
+
+
+def _compile(model: keras.Model, config: TrainConfig, steps_per_epoch: int) -> None:
+    total_steps = max(1, config.epochs * steps_per_epoch)
+    warmup_steps = int(min(total_steps // 2, config.warmup_epochs * steps_per_epoch))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=config.learning_rate * 0.1 if warmup_steps else config.learning_rate,
+        decay_steps=max(1, total_steps - warmup_steps),
+        alpha=0.01,
+        warmup_target=config.learning_rate if warmup_steps else None,
+        warmup_steps=warmup_steps,
+    )
+    model.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=["accuracy"],
+    )
+
+
+def train(
+    dataset: FaceDataset,
+    config: TrainConfig,
+    *,
+    validation: FaceDataset | None = None,
+    checkpoint_dir: str | Path | None = None,
+    listener: ProgressListener | None = None,
+    cancel: threading.Event | None = None,
+) -> TrainResult:
+    """Train ``config.arch`` on ``dataset`` and return the model with the best validation accuracy.
+
+    Without ``validation``, FER2013's PublicTest rows are used when present, else a stratified
+    10% split. With ``checkpoint_dir``, every epoch is checkpointed and a later call with the
+    same directory resumes where the last one stopped.
+    """
+    if validation is None:
+        dataset, validation = train_validation(dataset, config.seed)
+    if len(dataset) == 0 or len(validation) == 0:
+        raise ValueError("training needs at least one training and one validation face")
+    preprocessing = Preprocessing.from_dict(config.preprocessing)
+    x_train, y_train = dataset_inputs(dataset, preprocessing)
+    x_val, y_val = dataset_inputs(validation, preprocessing)
+    steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
+
+    keras.utils.set_random_seed(config.seed)
+    precision = resolve_precision(config.precision)
+    previous_policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        history: dict[str, list[float]] = {}
+        start_epoch, best = 0, None
+        input_shape = (preprocessing.size, preprocessing.size, 1)
+        base = build_model(config.arch, input_shape)
+        if directory is not None and (directory / "state.json").exists():
+            state = json.loads((directory / "state.json").read_text())
+            if state["config"]["arch"] != config.arch:
+                raise ValueError(f"{directory} holds a checkpoint of {state['config']['arch']}, "
+                                 f"not {config.arch}; use another checkpoint folder")
+            trainer = keras.saving.load_model(directory / "last.keras")
+            base = trainer.get_layer(base.name)
+            start_epoch, best, history = state["epochs_done"], state["best_val_accuracy"], state["history"]
+        else:
+            trainer = with_augmentation(base, build_augmentation(seed=config.seed)) if config.augment else base
+            _compile(trainer, config, steps_per_epoch)
+            if directory is not None:
+                directory.mkdir(parents=True, exist_ok=True)
+
+        monitor = _RunMonitor(config, steps_per_epoch, listener, cancel, directory, base.name,
+                              history, start_epoch, best)
+        early = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=config.patience,
+                                              restore_best_weights=True, verbose=0)
+        started = time.monotonic()
+        if start_epoch < config.epochs:
+            trainer.fit(
+                x_train, y_train,
+                batch_size=config.batch_size,
+                epochs=config.epochs,
+                initial_epoch=start_epoch,
+                validation_data=(x_val, y_val),
+                class_weight=class_weights(dataset.labels, config.class_weight),
+                callbacks=[monitor, early],
+                verbose=0,
+            )
+        minutes = (time.monotonic() - started) / 60.0
+        stopped = monitor.stopped
+        if stopped == "completed" and early.stopped_epoch > 0:
+            stopped = "early_stopping"
+        if directory is not None and (directory / "best.keras").exists():
+            best_model = keras.saving.load_model(directory / "best.keras")
+            base.set_weights(best_model.get_weights())
+        elif early.best_weights is not None:
+            trainer.set_weights(early.best_weights)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+    model = base
+    if precision != "float32":
+        model = build_model(config.arch, input_shape)
+        model.set_weights([np.asarray(w, dtype=np.float32) for w in base.get_weights()])
+    epochs_run = len(history.get("loss", []))
+    return TrainResult(model, config, history, epochs_run, stopped, minutes, monitor.best,
+                       len(dataset), len(validation))
+
+
+def store_result(
+    result: TrainResult,
+    name: str,
+    validation: FaceDataset,
+    *,
+    data_description: str,
+    reproduce: str,
+    store=None,
+) -> dict:
+    """Evaluate a finished run on its validation faces, time it, and save it with its card.
+
+    Returns the card. The metrics are those of plain inference and, under ``flip_tta``, of
+    inference with the mirrored face averaged in.
+    """
+    from fer_core.bench import classifier_ms_per_face
+    from fer_core.evaluate import evaluate_probabilities
+    from fer_core.models import describe
+    from fer_core.predict import EmotionClassifier
+    from fer_core.store import ModelStore, make_card
+
+    preprocessing = Preprocessing.from_dict(result.config.preprocessing)
+    x_val, _ = dataset_inputs(validation, preprocessing)
+    plain = EmotionClassifier(result.model)
+    report = evaluate_probabilities(validation, plain.predict_dataset(x_val))
+    flipped = evaluate_probabilities(validation, EmotionClassifier(result.model, True).predict_dataset(x_val))
+    metrics = {"dataset": data_description, "usage": sorted(set(validation.usage.tolist())),
+               **report.to_dict(), "flip_tta": {"accuracy": flipped.accuracy, "macro_f1": flipped.macro_f1}}
+    training = {"data": data_description, "train_rows": result.train_rows,
+                "validation_rows": result.validation_rows, "recipe": result.config.to_dict(),
+                "precision": resolve_precision(result.config.precision),
+                "epochs_run": result.epochs_run, "stopped": result.stopped,
+                "minutes": round(result.minutes, 1), "history": result.history}
+    card = make_card(arch=result.config.arch, model=result.model, preprocessing=preprocessing.to_dict(),
+                     training=training, metrics=metrics, ms_per_face=classifier_ms_per_face(plain),
+                     reproduce=reproduce, description=describe(result.config.arch))
+    (store or ModelStore()).save(name, result.model, card)
+    return card
