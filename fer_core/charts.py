@@ -1,0 +1,85 @@
+"""Plotly figures shared by the app's pages: probabilities, emotions over time, training curves,
+confusion matrices and per-class scores. Figures only; no Streamlit here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from fer_core.labels import COLORS_RGB, DISPLAY_NAMES, EMOTIONS
+
+#: Class colours as CSS strings, keyed by display name (the names the charts show).
+COLOR_MAP = {DISPLAY_NAMES[name]: "rgb({}, {}, {})".format(*COLORS_RGB[name]) for name in EMOTIONS}
+NAMES = [DISPLAY_NAMES[name] for name in EMOTIONS]
+
+
+def probability_bars(probabilities: dict[str, float], title: str | None = None, height: int = 260) -> go.Figure:
+    """Horizontal bars of the seven class probabilities, in the class colours."""
+    frame = pd.DataFrame({"emotion": NAMES, "probability": [probabilities[name] for name in EMOTIONS]})
+    figure = px.bar(frame, x="probability", y="emotion", color="emotion", orientation="h",
+                    color_discrete_map=COLOR_MAP, range_x=[0, 1], title=title, text_auto=".0%")
+    figure.update_layout(showlegend=False, height=height, margin=dict(l=0, r=0, t=30 if title else 0, b=0),
+                         yaxis=dict(categoryorder="array", categoryarray=NAMES[::-1], title=None),
+                         xaxis=dict(tickformat=".0%", title=None))
+    return figure
+
+
+def emotions_over_time(table: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Lines of each class probability against time, from a table with ``time`` and one column per class."""
+    long = table.melt(id_vars="time", value_vars=list(EMOTIONS), var_name="emotion", value_name="probability")
+    long["emotion"] = long["emotion"].map(DISPLAY_NAMES)
+    figure = px.line(long, x="time", y="probability", color="emotion", color_discrete_map=COLOR_MAP,
+                     markers=True, title=title, labels={"time": "time (s)"})
+    figure.update_layout(yaxis=dict(range=[0, 1], tickformat=".0%"), hovermode="x unified")
+    return figure
+
+
+def training_curves(history: list[dict]) -> go.Figure:
+    """Loss and accuracy per epoch, training and validation, side by side."""
+    frame = pd.DataFrame(history, columns=["epoch", "loss", "accuracy", "val_loss", "val_accuracy"])
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"))
+    for column, (key, name) in enumerate((("loss", "loss"), ("accuracy", "accuracy")), start=1):
+        for prefix, label, dash in (("", "training", "solid"), ("val_", "validation", "dash")):
+            figure.add_trace(go.Scatter(x=frame["epoch"], y=frame[prefix + key], mode="lines+markers",
+                                        name=f"{label} {name}", line=dict(dash=dash)), row=1, col=column)
+    figure.update_xaxes(title_text="epoch", dtick=1 if len(frame) < 15 else None)
+    figure.update_yaxes(tickformat=".0%", row=1, col=2)
+    figure.update_layout(height=330, margin=dict(t=40, b=0), legend=dict(orientation="h", y=-0.25))
+    return figure
+
+
+def confusion_matrix_figure(metrics: dict, normalised: bool = False, title: str | None = None) -> go.Figure:
+    """Heat map of a confusion matrix (rows true, columns predicted) from an evaluation dict.
+
+    ``metrics`` is shaped like ``EvaluationReport.to_dict()``; the hover shows both the count and the
+    share of the true class.
+    """
+    counts = pd.DataFrame(metrics["confusion_matrix"], index=NAMES, columns=NAMES)
+    totals = counts.sum(axis=1).replace(0, 1)
+    shares = counts.div(totals, axis=0)
+    shown = shares if normalised else counts
+    figure = px.imshow(shown, text_auto=".0%" if normalised else "d", color_continuous_scale="Blues",
+                       labels=dict(x="predicted", y="true", color="share" if normalised else "faces"),
+                       zmin=0, zmax=1 if normalised else None, title=title, aspect="equal")
+    figure.update_traces(customdata=np.dstack([counts.to_numpy(), shares.to_numpy()]),
+                         hovertemplate="true %{y}<br>predicted %{x}<br>%{customdata[0]} faces "
+                                       "(%{customdata[1]:.1%} of the true class)<extra></extra>")
+    figure.update_layout(margin=dict(l=0, r=0, t=40 if title else 10, b=0), coloraxis_showscale=False)
+    return figure
+
+
+def per_class_scores(metrics_by_model: dict[str, dict]) -> go.Figure:
+    """Grouped bars of precision, recall and F1 per class, one colour per model."""
+    rows = [{"model": model, "emotion": DISPLAY_NAMES[name], "metric": metric, "value": scores[metric]}
+            for model, metrics in metrics_by_model.items()
+            for name, scores in metrics["per_class"].items()
+            for metric in ("precision", "recall", "f1")]
+    figure = px.bar(pd.DataFrame(rows), x="emotion", y="value", color="model", barmode="group",
+                    facet_row="metric", category_orders={"emotion": NAMES, "metric": ["precision", "recall", "f1"]},
+                    height=620)
+    figure.update_yaxes(range=[0, 1], tickformat=".0%", title=None)
+    figure.for_each_annotation(lambda annotation: annotation.update(text=annotation.text.split("=")[-1]))
+    return figure
