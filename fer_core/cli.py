@@ -47,7 +47,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"training {args.arch} on {len(train_part)} faces, validating on {len(validation)}; "
           f"checkpoints in {checkpoints}", flush=True)
     result = train(train_part, config, validation=validation, checkpoint_dir=checkpoints, listener=report)
-    reproduce = "python -m fer_core " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    reproduce = "python -m fer_core " + " ".join(shlex.quote(a) for a in args.argv)
     card = store_result(result, name, validation, data_description=Path(args.data).name,
                         reproduce=reproduce, store=ModelStore(args.store))
     metrics = card["metrics"]
@@ -220,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.run(args)
     except (FerError, KeyError, ValueError, OSError) as error:

@@ -91,7 +91,7 @@ def load_image(
     except UnidentifiedImageError as error:
         raise ImageError(f"{label}: not an image file Pillow can read") from error
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageError(f"{label}: the image is too large to decode safely") from error
+        raise ImageError(f"{label}: the image is too large to decode safely ({error})") from error
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ImageError(f"{label}: the image is damaged or truncated ({error})") from error
 

@@ -47,9 +47,18 @@ def _softmax_head(x: keras.KerasTensor, num_classes: int) -> keras.KerasTensor:
     return layers.Activation("softmax", dtype="float32", name="probabilities")(x)
 
 
+def _batch_norm() -> layers.BatchNormalization:
+    """Batch normalisation whose running statistics settle within a few hundred steps.
+
+    Keras' default momentum (0.99) leaves them unsettled after the few epochs of a small dataset,
+    and the model then predicts one class at inference.
+    """
+    return layers.BatchNormalization(momentum=0.9)
+
+
 def _conv_bn_relu(x: keras.KerasTensor, filters: int, kernel: int = 3, **kwargs) -> keras.KerasTensor:
     x = layers.Conv2D(filters, kernel, padding="same", use_bias=False, **kwargs)(x)
-    x = layers.BatchNormalization()(x)
+    x = _batch_norm()(x)
     return layers.ReLU()(x)
 
 
@@ -64,13 +73,17 @@ def mini_xception(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES) -> keras.Mod
     x = _conv_bn_relu(inputs, 8)
     x = _conv_bn_relu(x, 8)
     for filters in (16, 32, 64, 128):
-        residual = layers.Conv2D(filters, 1, strides=2, padding="same", use_bias=False)(x)
-        residual = layers.BatchNormalization()(residual)
+        # The paper's strided 1x1 shortcut, written as subsampling then a 1x1 convolution (the
+        # same function): TensorFlow's oneDNN kernel for a strided 1x1 convolution corrupts
+        # memory in its backward pass on a batch of one face.
+        residual = layers.MaxPooling2D(1, strides=2)(x)
+        residual = layers.Conv2D(filters, 1, use_bias=False)(residual)
+        residual = _batch_norm()(residual)
         x = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization()(x)
+        x = _batch_norm()(x)
         x = layers.ReLU()(x)
         x = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization()(x)
+        x = _batch_norm()(x)
         x = layers.MaxPooling2D(3, strides=2, padding="same")(x)
         x = layers.Add()([x, residual])
     x = layers.Conv2D(num_classes, 3, padding="same")(x)
@@ -91,7 +104,7 @@ def ds_cnn(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES) -> keras.Model:
     for filters in (32, 64, 96, 128):
         for _ in range(2):
             x = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False)(x)
-            x = layers.BatchNormalization()(x)
+            x = _batch_norm()(x)
             x = layers.ReLU()(x)
         x = layers.MaxPooling2D()(x)
     x = layers.GlobalAveragePooling2D()(x)
@@ -201,7 +214,7 @@ def build_augmentation(rotation_degrees: float = 10.0, shift: float = 0.1, zoom:
         layers.RandomZoom((-zoom, zoom), fill_mode="nearest", seed=seed),
     ]
     if erasing:
-        steps.append(layers.RandomErasing(factor=0.5, scale=(0.02, 0.15), seed=seed))
+        steps.append(layers.RandomErasing(factor=0.5, scale=(0.02, 0.15), value_range=(0.0, 1.0), seed=seed))
     return keras.Sequential(steps, name="augmentation")
 
 

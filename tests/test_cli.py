@@ -1,0 +1,112 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from fer_core.cli import main
+from fer_core.labels import EMOTIONS
+
+
+@pytest.fixture
+def astronaut_png(tmp_path, astronaut_bgr):
+    path = tmp_path / "astronaut.png"
+    Image.fromarray(astronaut_bgr[:, :, ::-1]).save(path)
+    return path
+
+
+def test_models_lists_the_store(model_store, capsys):
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("default") and "ds_cnn" in lines[1]
+    assert main(["models", "--json"]) == 0
+    cards = json.loads(capsys.readouterr().out)
+    assert [card["name"] for card in cards] == ["default", "tiny"]
+
+
+def test_predict_json_and_annotate(model_store, astronaut_png, tmp_path, capsys):
+    out = tmp_path / "annotated.png"
+    assert main(["predict", str(astronaut_png), "--json", "--detector", "haar", "--annotate", str(out)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["image"] == str(astronaut_png)
+    face = result["faces"][0]
+    assert len(face["box"]) == 4 and face["label"] in EMOTIONS
+    assert set(face["probabilities"]) == set(EMOTIONS)
+    assert face["score"] == max(face["probabilities"].values())
+    assert Image.open(out).size == (512, 512)
+
+
+def test_predict_several_images_gives_a_list(model_store, astronaut_png, tmp_path, capsys):
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (64, 64), (200, 200, 200)).save(blank)
+    assert main(["predict", str(astronaut_png), str(blank), "--json", "--detector", "mtcnn",
+                 "--annotate", str(tmp_path / "out")]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [len(r["faces"]) for r in results] == [1, 0]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["astronaut_annotated.png", "blank_annotated.png"]
+
+
+def test_predict_bad_file_is_one_line_naming_the_file(model_store, tmp_path, capsys):
+    fake = tmp_path / "photo.jpg"
+    fake.write_bytes(b"GIF89a but not really")
+    assert main(["predict", str(fake), "--detector", "haar"]) != 0
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and str(fake) in error[0] and "Traceback" not in error[0]
+
+
+def test_unknown_model_is_reported(model_store, astronaut_png, capsys):
+    assert main(["predict", str(astronaut_png), "--model", "missing"]) == 2
+    assert "no model 'missing'" in capsys.readouterr().err
+
+
+def test_evaluate_picks_private_test_and_writes_json(model_store, fer_csv, tmp_path, capsys):
+    report_path = tmp_path / "report.json"
+    assert main(["evaluate", "--model", "default", "--data", str(fer_csv), "--json", str(report_path)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert "PrivateTest" in out[0]
+    accuracy = float(out[-1].removeprefix("accuracy: "))
+    report = json.loads(report_path.read_text())
+    assert report["n"] == 14 and report["accuracy"] == pytest.approx(accuracy, abs=1e-4)
+    assert set(report["per_class"]["angry"]) == {"precision", "recall", "f1", "support"}
+    assert len(report["confusion_matrix"]) == 7 and sum(map(sum, report["confusion_matrix"])) == 14
+
+    assert main(["evaluate", "--data", str(fer_csv), "--usage", "PublicTest", "--flip-tta"]) == 0
+    assert "21 faces" in capsys.readouterr().out
+
+
+def test_evaluate_missing_usage_is_an_error(model_store, tmp_path, capsys):
+    from conftest import synthetic_dataset, write_fer_csv
+
+    path = tmp_path / "train_only.csv"
+    write_fer_csv(path, *synthetic_dataset(7))
+    assert main(["evaluate", "--data", str(path), "--usage", "PrivateTest"]) == 2
+    assert "no rows with Usage PrivateTest" in capsys.readouterr().err
+
+
+def test_train_saves_to_the_store(model_store, fer_csv, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FER_LAB_CACHE", str(tmp_path / "cache"))
+    assert main(["train", "--arch", "ds_cnn", "--data", str(fer_csv), "--epochs", "1", "--name", "mine",
+                 "--batch-size", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "saved mine" in out
+    card = model_store.card("mine")
+    assert card["training"]["train_rows"] == 56 and card["metrics"]["n"] == 21
+    assert "train --arch ds_cnn" in card["reproduce"]
+    assert (tmp_path / "checkpoints" / "mine" / "state.json").exists()
+
+
+def test_bench_prints_fps_last(model_store, capsys):
+    assert main(["bench", "--seconds", "0.5"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("fps: ") and float(last.split()[1]) > 0
+
+
+def test_module_entry_point_fails_cleanly_on_a_missing_file(model_store, tmp_path):
+    missing = tmp_path / "nowhere.png"
+    run = subprocess.run([sys.executable, "-m", "fer_core", "predict", str(missing), "--detector", "haar"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    assert "Traceback" not in run.stderr
+    assert f"{missing}: no such file" in run.stderr

@@ -1,0 +1,179 @@
+import gzip
+import io
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import synthetic_dataset, write_fer_csv
+from fer_core.data import (FaceDataset, load_dataset, load_fer2013_csv, load_image_folder, load_zip,
+                           stratified_folds, stratified_split, train_validation)
+from fer_core.errors import DataError
+from fer_core.labels import label_from_name
+
+
+def _row(label="3", pixels=None):
+    values = pixels if pixels is not None else " ".join(["128"] * 2304)
+    return f"{label},{values},Training"
+
+
+@pytest.mark.parametrize(("bad_row", "message"), [
+    (_row(pixels=" ".join(["1"] * 100)), "expected 2304 pixel values (48x48), found 100"),
+    (_row(pixels=" ".join(["1"] * 2303 + ["x"])), "non-numeric pixel value 'x'"),
+    (_row(label="9"), "emotion label '9' is not 0-6"),
+    (_row(label="happy"), "emotion label 'happy' is not 0-6"),
+    (_row(pixels=" ".join(["300"] * 2304)), "pixel values must lie between 0 and 255"),
+])
+def test_bad_csv_row_is_reported_with_its_line_number(tmp_path, bad_row, message):
+    path = tmp_path / "bad.csv"
+    path.write_text("\n".join(["emotion,pixels,Usage", _row(), _row(), bad_row, _row()]) + "\n")
+    with pytest.raises(DataError) as error:
+        load_fer2013_csv(path)
+    assert f"line 4: {message}" in str(error.value)
+    assert str(path) in str(error.value)
+
+
+def test_csv_missing_column_and_empty_file(tmp_path):
+    path = tmp_path / "nopixels.csv"
+    path.write_text("emotion,Usage\n3,Training\n")
+    with pytest.raises(DataError, match="line 1: missing column"):
+        load_fer2013_csv(path)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(DataError, match="empty"):
+        load_fer2013_csv(empty)
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("emotion,pixels,Usage\n")
+    with pytest.raises(DataError, match="no data rows"):
+        load_fer2013_csv(header_only)
+
+
+def test_csv_gzip_and_without_usage(tmp_path):
+    images, labels = synthetic_dataset(14)
+    plain = tmp_path / "plain.csv"
+    write_fer_csv(plain, images, labels)
+    text = plain.read_text().replace(",Training", "").replace(",Usage", "")
+    gz = tmp_path / "faces.csv.gz"
+    with gzip.open(gz, "wt") as handle:
+        handle.write(text)
+    dataset = load_dataset(gz)
+    assert len(dataset) == 14
+    np.testing.assert_array_equal(dataset.images, images)
+    np.testing.assert_array_equal(dataset.labels, labels)
+    assert dataset.usages() == ["Training"]
+
+
+def test_csv_usage_column_and_cache(fer_csv, tmp_path, monkeypatch):
+    monkeypatch.setenv("FER_LAB_CACHE", str(tmp_path / "cache"))
+    first = load_dataset(fer_csv, cache=True)
+    assert list((tmp_path / "cache").glob("*.npz"))
+    second = load_dataset(fer_csv, cache=True)
+    np.testing.assert_array_equal(first.images, second.images)
+    assert first.usages() == ["PrivateTest", "PublicTest", "Training"]
+    train, validation = train_validation(first)
+    assert len(train) == 56 and len(validation) == 21
+
+
+def _save_png(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def test_folder_with_synonym_class_names_loads(tmp_path):
+    images, _ = synthetic_dataset(7)
+    names = {"Anger": 0, "disgusted": 1, "scared": 2, "HAPPINESS": 3, "sadness": 4, "Surprised": 5, "neutral": 6}
+    for index, (folder, _code) in enumerate(names.items()):
+        _save_png(tmp_path / "train" / folder / f"{index}.png", images[index])
+        # A colour image of another size is made gray 48x48.
+        big = np.repeat(np.kron(images[index], np.ones((2, 2), np.uint8))[..., None], 3, axis=2)
+        _save_png(tmp_path / "test" / folder / f"{index}_big.png", big)
+    (tmp_path / "train" / "notes.txt").write_text("not an image")
+    dataset = load_image_folder(tmp_path)
+    assert len(dataset) == 14
+    assert dataset.images.shape == (14, 48, 48)
+    assert sorted(dataset.labels.tolist()) == sorted(list(names.values()) * 2)
+    assert dataset.usages() == ["PublicTest", "Training"]
+
+
+def test_folder_problems_name_the_path(tmp_path):
+    images, _ = synthetic_dataset(2)
+    _save_png(tmp_path / "happy" / "a.png", images[0])
+    _save_png(tmp_path / "bored" / "b.png", images[1])
+    (tmp_path / "sad").mkdir()
+    (tmp_path / "sad" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    with pytest.raises(DataError) as error:
+        load_image_folder(tmp_path)
+    text = str(error.value)
+    assert "2 problem(s)" in text
+    assert "'bored' is not an emotion class" in text
+    assert str(tmp_path / "sad" / "broken.jpg") in text
+
+
+def _zip_bytes(entries: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _png_bytes(array) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_zip_of_class_folders_loads_in_memory(tmp_path):
+    images, _ = synthetic_dataset(3)
+    path = tmp_path / "faces.zip"
+    path.write_bytes(_zip_bytes({
+        "dataset/train/happy/1.png": _png_bytes(images[0]),
+        "dataset/train/fearful/2.png": _png_bytes(images[1]),
+        "dataset/validation/sad/3.png": _png_bytes(images[2]),
+        "__MACOSX/dataset/train/happy/._1.png": b"junk",
+        "dataset/readme.txt": b"hello",
+    }))
+    dataset = load_dataset(path)
+    assert sorted(dataset.labels.tolist()) == [2, 3, 4]
+    assert dataset.usages() == ["PublicTest", "Training"]
+
+
+def test_zip_with_path_traversal_is_refused(tmp_path):
+    path = tmp_path / "evil.zip"
+    path.write_bytes(_zip_bytes({"happy/ok.png": _png_bytes(np.zeros((48, 48), np.uint8)),
+                                 "../../escaped.png": b"x"}))
+    with pytest.raises(DataError, match="outside the archive"):
+        load_zip(path)
+    assert not (tmp_path.parent / "escaped.png").exists()
+
+
+def test_not_a_zip_nor_csv(tmp_path):
+    path = tmp_path / "random.bin"
+    path.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(DataError):
+        load_dataset(path)
+    with pytest.raises(DataError, match="no such file"):
+        load_dataset(tmp_path / "missing.csv")
+
+
+def test_label_synonyms():
+    assert label_from_name("Happiness") == 3
+    assert label_from_name("3_happy") == 3
+    assert label_from_name("fearful") == 2
+    assert label_from_name("bored") is None
+
+
+def test_stratified_split_and_folds():
+    images, labels = synthetic_dataset(140)
+    dataset = FaceDataset(images, labels, np.array(["Training"] * 140))
+    train, validation = stratified_split(dataset, 0.2, seed=1)
+    assert len(validation) == 28
+    assert np.bincount(validation.labels).tolist() == [4] * 7
+    folds = stratified_folds(dataset, 5)
+    assert len(folds) == 5
+    tested = np.concatenate([test for _, test in folds])
+    assert sorted(tested.tolist()) == list(range(140))
+    for train_index, test_index in folds:
+        assert not set(train_index) & set(test_index)
+        assert np.bincount(labels[test_index]).tolist() == [4] * 7

@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+
+from conftest import ASTRONAUT_FACE, overlap
+from fer_core.detect import DETECTORS, get_detector
+
+
+@pytest.fixture(scope="module", params=["haar", "mtcnn"])
+def detector(request):
+    return get_detector(request.param)
+
+
+def test_both_detectors_find_the_astronaut_face(detector, astronaut_bgr):
+    faces = detector.detect(astronaut_bgr)
+    assert len(faces) == 1
+    assert overlap(faces[0].box, ASTRONAUT_FACE) > 0.5
+    assert faces[0].score > 0
+
+
+def test_no_face_in_blank_noise_or_tiny_images(detector):
+    rng = np.random.default_rng(0)
+    assert detector.detect(np.full((480, 640, 3), 200, np.uint8)) == []
+    assert detector.detect(rng.integers(0, 255, (240, 320), dtype=np.uint8)) == []
+    assert detector.detect(np.zeros((1, 1, 3), np.uint8)) == []
+
+
+def test_no_phantom_faces_on_textured_photos(detector):
+    from skimage import data
+
+    for photo in (data.coins(), data.moon(), data.cell(), data.coffee()[:, :, ::-1].copy()):
+        assert detector.detect(np.ascontiguousarray(photo)) == []
+
+
+def test_large_image_is_searched_downscaled_and_boxes_scaled_back(astronaut_bgr):
+    import cv2
+
+    detector = get_detector("haar", max_side=640)
+    large = cv2.resize(astronaut_bgr, (2048, 2048))
+    faces = detector.detect(large)
+    assert len(faces) == 1
+    expected = tuple(v * 4 for v in ASTRONAUT_FACE)
+    assert overlap(faces[0].box, expected) > 0.5
+
+
+def test_mtcnn_gives_eyes_and_gray_input_works(astronaut_bgr):
+    import cv2
+
+    detector = get_detector("mtcnn")
+    face = detector.detect(cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2GRAY))[0]
+    (lx, ly), (rx, ry) = face.eyes
+    assert lx < rx and abs(ly - ry) < 20
+
+
+def test_registry_and_unknown_name():
+    assert {"haar", "mtcnn", "none"} <= set(DETECTORS)
+    assert get_detector("none").detect(np.zeros((10, 20), np.uint8))[0].box == (0, 0, 20, 10)
+    with pytest.raises(KeyError, match="unknown face detector"):
+        get_detector("yolo")

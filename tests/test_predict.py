@@ -1,0 +1,85 @@
+import cv2
+import numpy as np
+import pytest
+
+from conftest import ASTRONAUT_FACE, overlap
+from fer_core.labels import EMOTIONS
+from fer_core.predict import EmotionAnalyser, EmotionClassifier, FaceResult, annotate
+
+
+@pytest.fixture
+def analyser(model_store):
+    return EmotionAnalyser.from_store("default", "haar", store=model_store)
+
+
+def _check_face(face: FaceResult):
+    assert set(face.probabilities) == set(EMOTIONS)
+    assert sum(face.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+    assert face.label == max(face.probabilities, key=face.probabilities.get)
+
+
+@pytest.mark.parametrize("layout", ["bgr", "gray", "gray3d", "bgra"])
+def test_analyse_any_channel_layout(analyser, astronaut_bgr, layout):
+    image = {
+        "bgr": astronaut_bgr,
+        "gray": cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2GRAY),
+        "gray3d": cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2GRAY)[..., None],
+        "bgra": cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2BGRA),
+    }[layout]
+    faces = analyser.analyse(image)
+    assert len(faces) == 1
+    assert overlap(faces[0].box, ASTRONAUT_FACE) > 0.5
+    _check_face(faces[0])
+
+
+def test_tiny_and_huge_images(analyser, astronaut_bgr):
+    assert analyser.analyse(np.zeros((1, 1, 3), np.uint8)) == []
+    assert analyser.analyse(np.zeros((1, 1), np.uint8)) == []
+    huge = cv2.resize(astronaut_bgr, (6000, 6000), interpolation=cv2.INTER_LINEAR)
+    faces = analyser.analyse(huge)
+    assert len(faces) == 1
+    assert overlap(faces[0].box, tuple(v * 6000 / 512 for v in ASTRONAUT_FACE)) > 0.5
+
+
+def test_float_and_invalid_arrays(analyser, astronaut_bgr):
+    assert len(analyser.analyse(astronaut_bgr.astype(np.float32) / 255.0)) == 1
+    with pytest.raises(ValueError, match="expected an image"):
+        analyser.analyse(np.zeros((0, 0), np.uint8))
+
+
+def test_all_faces_of_a_frame_in_one_batch(model_store, astronaut_bgr):
+    from fer_core.samples import sample_frame
+
+    calls = []
+    analyser = EmotionAnalyser.from_store("default", "haar", store=model_store)
+    classify = analyser.classifier.__call__
+    analyser.classifier = lambda faces: calls.append(len(faces)) or classify(faces)
+    faces = analyser.analyse(sample_frame(1280, 720, faces=3))
+    assert len(faces) == 3 and calls == [3]
+
+
+def test_flip_tta_averages_mirrored_predictions(model_store):
+    model = model_store.load("default").model
+    faces = np.random.default_rng(0).random((3, 48, 48, 1)).astype(np.float32)
+    plain = EmotionClassifier(model)(faces)
+    mirrored = EmotionClassifier(model)(faces[:, :, ::-1])
+    np.testing.assert_allclose(EmotionClassifier(model, flip_tta=True)(faces), (plain + mirrored) / 2, atol=1e-5)
+    np.testing.assert_allclose(plain, model.predict(faces, verbose=0), atol=1e-5)
+    assert EmotionClassifier(model)(np.zeros((0, 48, 48, 1), np.float32)).shape == (0, 7)
+
+
+def test_annotate_draws_on_a_copy(astronaut_bgr):
+    face = FaceResult((180, 60, 90, 110), {name: 1 / 7 for name in EMOTIONS} | {"happy": 0.4})
+    for image in (astronaut_bgr, cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2GRAY),
+                  cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2BGRA)):
+        before = image.copy()
+        drawn = annotate(image, [face])
+        assert drawn.shape == astronaut_bgr.shape
+        np.testing.assert_array_equal(image, before)
+        assert not np.array_equal(drawn, astronaut_bgr if image.ndim == 3 and image.shape[2] == 3 else drawn * 0)
+
+
+def test_face_result_json_shape():
+    face = FaceResult((1, 2, 3, 4), {name: 0.0 for name in EMOTIONS} | {"sad": 1.0})
+    assert face.to_dict() == {"box": [1, 2, 3, 4], "label": "sad", "score": 1.0,
+                              "probabilities": {name: (1.0 if name == "sad" else 0.0) for name in EMOTIONS}}

@@ -1,0 +1,111 @@
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from conftest import synthetic_dataset
+from fer_core.data import FaceDataset
+from fer_core.store import ModelStore
+from fer_core.train import TrainConfig, class_weights, resolve_precision, store_result, train
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset():
+    images, labels = synthetic_dataset(112)
+    usage = np.array(["Training"] * 84 + ["PublicTest"] * 28)
+    return FaceDataset(images, labels, usage, "synthetic")
+
+
+def test_one_epoch_trains_checkpoints_and_resumes(tiny_dataset, tmp_path):
+    reports = []
+    checkpoints = tmp_path / "ck"
+    config = TrainConfig(arch="mini_xception", epochs=1, batch_size=16)
+    first = train(tiny_dataset, config, checkpoint_dir=checkpoints, listener=reports.append)
+    assert first.stopped == "completed" and first.epochs_run == 1
+    assert (checkpoints / "last.keras").exists() and (checkpoints / "best.keras").exists()
+    state = json.loads((checkpoints / "state.json").read_text())
+    assert state["epochs_done"] == 1
+    batch_reports = [r for r in reports if not r.epoch_end]
+    assert len(batch_reports) == 6  # 84 faces / 16 per batch
+    assert reports[-1].epoch_end and reports[-1].val_accuracy is not None
+    assert all(r.eta_seconds is not None and r.eta_seconds >= 0 for r in reports)
+
+    resumed = train(tiny_dataset, TrainConfig(arch="mini_xception", epochs=2, batch_size=16),
+                    checkpoint_dir=checkpoints)
+    assert resumed.epochs_run == 2
+    assert len(resumed.history["val_accuracy"]) == 2
+    assert json.loads((checkpoints / "state.json").read_text())["epochs_done"] == 2
+    assert resumed.model.output_shape == (None, 7)
+
+
+def test_resume_refuses_another_architecture(tiny_dataset, tmp_path):
+    train(tiny_dataset, TrainConfig(arch="ds_cnn", epochs=1, batch_size=32), checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="holds a checkpoint of ds_cnn"):
+        train(tiny_dataset, TrainConfig(arch="mini_xception", epochs=1), checkpoint_dir=tmp_path)
+
+
+def test_training_learns_the_synthetic_faces():
+    images, labels = synthetic_dataset(700, seed=3)
+    dataset = FaceDataset(images, labels, np.array(["Training"] * 560 + ["PublicTest"] * 140))
+    result = train(dataset, TrainConfig(arch="ds_cnn", epochs=6, batch_size=32, learning_rate=3e-3,
+                                        augment=False, warmup_epochs=0))
+    assert result.best_val_accuracy > 0.5  # chance is 1/7
+
+
+def test_cancel_stops_within_the_epoch(tiny_dataset):
+    cancel = threading.Event()
+    seen = []
+
+    def listener(progress):
+        seen.append(progress)
+        cancel.set()
+
+    result = train(tiny_dataset, TrainConfig(arch="ds_cnn", epochs=5, batch_size=16),
+                   listener=listener, cancel=cancel)
+    assert result.stopped == "cancelled"
+    assert result.epochs_run == 1
+    assert len([p for p in seen if not p.epoch_end]) == 1
+
+
+def test_time_budget_stops_the_run(tiny_dataset):
+    result = train(tiny_dataset, TrainConfig(arch="ds_cnn", epochs=50, batch_size=16, minutes=0.0001))
+    assert result.stopped == "time_budget"
+    assert result.epochs_run == 1
+
+
+def test_class_weights():
+    labels = np.array([0] * 90 + [1] * 10)
+    assert class_weights(labels, "none") is None
+    balanced = class_weights(labels, "balanced")
+    assert balanced[1] == pytest.approx(5.0) and balanced[0] == pytest.approx(100 / 180)
+    assert class_weights(labels, "sqrt")[1] == pytest.approx(5.0 ** 0.5)
+    with pytest.raises(ValueError):
+        class_weights(labels, "heavy")
+
+
+def test_precision_choice():
+    assert resolve_precision("float32") == "float32"
+    assert resolve_precision("auto") in ("float32", "mixed_bfloat16")
+
+
+def test_store_result_writes_model_and_card(tiny_dataset, tmp_path):
+    config = TrainConfig(arch="ds_cnn", epochs=1, batch_size=32)
+    result = train(tiny_dataset, config)
+    store = ModelStore(tmp_path)
+    validation = tiny_dataset.with_usage("PublicTest")
+    card = store_result(result, "mine", validation, data_description="synthetic", reproduce="cmd", store=store)
+    assert store.names() == ["mine"]
+    assert card["metrics"]["n"] == 28
+    assert np.sum(card["metrics"]["confusion_matrix"]) == 28
+    assert card["training"]["recipe"]["arch"] == "ds_cnn"
+    assert card["ms_per_face"] > 0 and card["parameters"] == result.model.count_params()
+    assert store.card("mine")["reproduce"] == "cmd"
+
+
+@pytest.mark.parametrize("arch", ["mini_xception", "ds_cnn", "simple_cnn", "alexnet_small", "modified_cnn", "fer_vgg"])
+def test_every_architecture_trains_with_a_last_batch_of_one_face(arch):
+    images, labels = synthetic_dataset(24)
+    dataset = FaceDataset(images, labels, np.array(["Training"] * 17 + ["PublicTest"] * 7))
+    result = train(dataset, TrainConfig(arch=arch, epochs=1, batch_size=16))
+    assert result.epochs_run == 1 and np.isfinite(result.history["loss"][0])
