@@ -1,0 +1,55 @@
+"""FER Lab: facial emotion recognition in the browser. Start with ``streamlit run app.py``."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+# aiortc's libsrtp must initialise before TensorFlow is loaded: the other way round the process crashes
+# (segmentation fault in srtp_init). The Live webcam page needs it, so it is loaded first, here.
+import streamlit_webrtc  # noqa: F401, I001
+
+from fer_core.labels import DISPLAY_NAMES, EMOTIONS
+from fer_core.store import ModelStore
+from ui_common import PRIVACY_NOTE, key_figures, sidebar
+
+PAGES = {
+    "live": st.Page("pages/1_Live_webcam.py", title="Live webcam", icon=":material/videocam:"),
+    "upload": st.Page("pages/2_Upload.py", title="Photos and videos", icon=":material/upload:"),
+    "train": st.Page("pages/3_Train.py", title="Train", icon=":material/model_training:"),
+    "compare": st.Page("pages/4_Compare.py", title="Compare models", icon=":material/compare:"),
+}
+
+
+def home() -> None:
+    """What the app does, the active model's key figures, the privacy note and the way in."""
+    st.title("FER Lab")
+    st.write(
+        "FER Lab finds faces in a webcam stream, photos and videos and tells which of seven emotions each "
+        f"face shows ({', '.join(DISPLAY_NAMES[name] for name in EMOTIONS)}), with networks trained on "
+        "FER2013. You can also train your own networks and compare them."
+    )
+    chosen = sidebar()
+    if chosen.model is None:
+        st.info("No model is stored yet: train one on the Train page, or with `python -m fer_core train`.")
+    else:
+        card = ModelStore().card(chosen.model)
+        st.subheader(f"Active model: {chosen.model}")
+        st.caption(f"{card.get('arch', 'unknown architecture')}: {card.get('description', '')}")
+        key_figures(card)
+        training = card.get("training") or {}
+        if training.get("data"):
+            st.caption(f"Trained on {training['data']}; figures measured on "
+                       f"{(card.get('metrics') or {}).get('n', 'its')} validation faces.")
+    st.info(PRIVACY_NOTE, icon=":material/lock:")
+    st.subheader("Pages")
+    for page, text in zip(PAGES.values(), (
+        "your webcam, analysed live in the browser (or a snapshot)",
+        "several photos at once, or a video, with charts and downloads",
+        "train a network on FER2013 or your own labelled faces",
+        "models side by side: accuracy, confusion matrices, per-class scores",
+    )):
+        st.page_link(page, label=f"{page.title}: {text}", icon=page.icon)
+
+
+st.set_page_config(page_title="FER Lab", page_icon=":material/mood:", layout="wide")
+st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True), *PAGES.values()]).run()

@@ -1,0 +1,103 @@
+"""Live webcam: the browser's camera stream analysed on the server, with a snapshot fallback."""
+
+from __future__ import annotations
+
+import av
+import streamlit as st
+from streamlit_webrtc import WebRtcMode, webrtc_streamer
+
+from fer_core.charts import probability_bars
+from fer_core.images import load_image
+from fer_core.labels import DISPLAY_NAMES
+from fer_core.live import LiveAnalyser, ice_servers
+from fer_core.predict import EmotionAnalyser
+from ui_common import load_analyser, require_model, show_faces, sidebar, user_errors
+
+st.title("Live webcam")
+chosen = sidebar()
+analyser = load_analyser(require_model(chosen), chosen.detector)
+
+
+def live_analyser(analyser: EmotionAnalyser, detect_every: int) -> LiveAnalyser:
+    """This session's live analyser, made anew when the model, detector or detection rate changes."""
+    live = st.session_state.get("live_analyser")
+    same = (live is not None and live.analyser.classifier is analyser.classifier
+            and live.analyser.detector is analyser.detector and live.detect_every == detect_every)
+    if not same:
+        live = LiveAnalyser(analyser, detect_every=detect_every)
+        st.session_state["live_analyser"] = live
+    return live
+
+
+def rtc_configuration() -> dict | None:
+    """ICE servers from ``.streamlit/secrets.toml`` or the environment (None: streamlit-webrtc's default)."""
+    try:
+        secrets = st.secrets.to_dict()
+    except FileNotFoundError:
+        secrets = None
+    servers = ice_servers(secrets=secrets)
+    return None if servers is None else {"iceServers": servers}
+
+
+@st.fragment(run_every=0.5)
+def live_readout(live: LiveAnalyser) -> None:
+    """Speed, faces analysed and the main face's probabilities, refreshed twice a second."""
+    update = live.latest()
+    if update is not None:
+        st.session_state["live_update"] = update
+    stats = live.stats()
+    fps, analysed, skipped = st.columns(3)
+    fps.metric("Frames per second", f"{stats.fps:.1f}")
+    analysed.metric("Faces analysed", f"{stats.faces_analysed:,}")
+    skipped.metric("Frames passed through", f"{stats.skipped:,}",
+                   help="Frames shown with the last boxes because analysis was still busy (keeps the stream live).")
+    update = st.session_state.get("live_update")
+    if update is None or not update.faces:
+        st.caption("No face in view.")
+        return
+    main = max(update.faces, key=lambda tracked: tracked.face.box[2] * tracked.face.box[3])
+    title = f"Main face: {DISPLAY_NAMES[main.face.label]} {main.face.score:.0%}"
+    st.plotly_chart(probability_bars(main.face.probabilities, title=title), key="live-bars")
+
+
+stream_tab, snapshot_tab = st.tabs(["Live stream", "Snapshot"])
+with stream_tab:
+    smoothing_column, detection_column = st.columns(2)
+    smoothing = smoothing_column.slider(
+        "Smoothing", 0.0, 0.95, 0.6, 0.05,
+        help="Weight of the past in each face's moving average: higher is steadier, lower reacts faster.")
+    detect_every = detection_column.slider(
+        "Detect faces every n-th analysed frame", 1, 10, 3,
+        help="Between detections, faces are followed at their last boxes, which is much faster.")
+    live = live_analyser(analyser, detect_every)
+    live.smoothing = smoothing
+
+    def video_frame_callback(frame: av.VideoFrame) -> av.VideoFrame:
+        """Runs in streamlit-webrtc's worker thread, once per received frame."""
+        return av.VideoFrame.from_ndarray(live.process(frame.to_ndarray(format="bgr24")), format="bgr24")
+
+    try:
+        configuration = rtc_configuration()
+    except ValueError as error:
+        st.error(f"ICE server configuration: {error}")
+        configuration = None
+    context = webrtc_streamer(key="fer-live", mode=WebRtcMode.SENDRECV, rtc_configuration=configuration,
+                              video_frame_callback=video_frame_callback,
+                              media_stream_constraints={"video": True, "audio": False}, async_processing=True)
+    if context.state.playing:
+        live_readout(live)
+    else:
+        st.caption("Press START and allow the camera. Frames are analysed in memory and never stored.")
+    with st.expander("The stream does not connect?"):
+        st.markdown(
+            "Browsers give a page the camera only over HTTPS or on localhost. Behind school or company "
+            "firewalls WebRTC also needs a TURN server: set `TURN_URL`, `TURN_USERNAME` and "
+            "`TURN_CREDENTIAL`, or a JSON list in `FER_LAB_ICE_SERVERS` (`[]` for localhost only), or "
+            "`ice_servers` in `.streamlit/secrets.toml`. Meanwhile the **Snapshot** tab works without WebRTC.")
+
+with snapshot_tab:
+    photo = st.camera_input("Take a snapshot")
+    if photo is not None:
+        with user_errors():
+            image = load_image(photo.getvalue(), name="the snapshot")
+            show_faces(image, analyser.analyse(image), key="snapshot")

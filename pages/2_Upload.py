@@ -1,0 +1,115 @@
+"""Photos and videos: upload, see every face's emotion, explain it with Grad-CAM, download the results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from fer_core.charts import emotions_over_time
+from fer_core.images import encode_png, load_image
+from fer_core.labels import DISPLAY_NAMES, EMOTIONS
+from fer_core.predict import EmotionAnalyser, FaceResult
+from fer_core.video import VideoAnalysis, analyse_video
+from ui_common import PRIVACY_NOTE, load_analyser, require_model, show_faces, sidebar, user_errors
+
+IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp"]
+VIDEO_TYPES = ["mp4", "webm", "mov"]
+
+st.title("Photos and videos")
+st.caption(PRIVACY_NOTE)
+chosen = sidebar()
+analyser = load_analyser(require_model(chosen), chosen.detector)
+
+
+def analysed(file_id: str, image: np.ndarray, analyser: EmotionAnalyser) -> list[FaceResult]:
+    """The faces of an uploaded image, kept for this session so reruns (e.g. Grad-CAM on) are instant."""
+    cache = st.session_state.setdefault("upload_results", {})
+    key = (file_id, id(analyser.classifier), id(analyser.detector))
+    if key not in cache:
+        cache[key] = analyser.analyse(image)
+    return cache[key]
+
+
+def face_rows(file_name: str, results: list[FaceResult]) -> list[dict]:
+    """One flat row per face, for the CSV download."""
+    return [{"file": file_name, "face": index, "x": face.box[0], "y": face.box[1], "width": face.box[2],
+             "height": face.box[3], "label": face.label, "score": round(face.score, 4),
+             **{name: round(face.probabilities[name], 4) for name in EMOTIONS}}
+            for index, face in enumerate(results, start=1)]
+
+
+def show_video(analysis: VideoAnalysis) -> None:
+    """Emotions over time for a chosen face track, the per-track summary and the per-frame CSV."""
+    table = analysis.frame_table()
+    st.write(f"{len(analysis.frames)} frames analysed over {analysis.duration:.1f} s at "
+             f"{analysis.sample_rate:g} per second; {len(analysis.tracks)} face track(s).")
+    if not analysis.tracks:
+        st.warning("No face found in the sampled frames. Try the MTCNN detector or a higher sampling rate.")
+        return
+    summary = pd.DataFrame([{"track": t.track_id, "dominant emotion": DISPLAY_NAMES[t.dominant],
+                             "first seen (s)": t.first_seen, "last seen (s)": t.last_seen, "samples": t.samples,
+                             **{DISPLAY_NAMES[k]: v for k, v in t.mean_probabilities.items()}}
+                            for t in analysis.tracks])
+    longest = max(analysis.tracks, key=lambda t: t.samples).track_id
+    track_ids = [t.track_id for t in analysis.tracks]
+    track = st.selectbox("Face track", track_ids, index=track_ids.index(longest),
+                         format_func=lambda t: f"track {t}")
+    st.plotly_chart(emotions_over_time(table[table["track"] == track], title=f"Emotions of track {track}"),
+                    key="video-timeline")
+    st.subheader("Summary per face track")
+    st.dataframe(summary, hide_index=True,
+                 column_config={DISPLAY_NAMES[k]: st.column_config.ProgressColumn(DISPLAY_NAMES[k], format="percent")
+                                for k in EMOTIONS})
+    st.download_button("Per-frame results (CSV)", table.to_csv(index=False),
+                       file_name=f"{Path(analysis.name).stem}_emotions.csv", mime="text/csv")
+
+
+photos_tab, video_tab = st.tabs(["Photos", "Video"])
+with photos_tab:
+    files = st.file_uploader("Photos", type=IMAGE_TYPES, accept_multiple_files=True,
+                             help="Several at once; JPEG, PNG, WebP or BMP.")
+    explain = st.toggle("Grad-CAM: show where the network looked", key="gradcam")
+    rows: list[dict] = []
+    reports: list[dict] = []
+    for file in files or []:
+        st.subheader(file.name)
+        with user_errors():
+            image = load_image(file.getvalue(), name=file.name)
+            results = analysed(file.file_id, image, analyser)
+            annotated = show_faces(image, results, analyser, explain, key=file.file_id)
+            st.download_button("Annotated image (PNG)", encode_png(annotated), key=f"png-{file.file_id}",
+                               file_name=f"{Path(file.name).stem}_emotions.png", mime="image/png")
+            rows += face_rows(file.name, results)
+            reports.append({"file": file.name, "model": analyser.model_name, "detector": chosen.detector,
+                            "faces": [face.to_dict() for face in results]})
+    current = {file.file_id for file in files or []}
+    kept = st.session_state.get("upload_results", {})
+    st.session_state["upload_results"] = {key: faces for key, faces in kept.items() if key[0] in current}
+    if reports:
+        st.divider()
+        csv_column, json_column = st.columns(2)
+        csv_column.download_button("All results (CSV)", pd.DataFrame(rows).to_csv(index=False),
+                                   file_name="fer_lab_results.csv", mime="text/csv")
+        json_column.download_button("All results (JSON)", json.dumps(reports, indent=2),
+                                    file_name="fer_lab_results.json", mime="application/json")
+
+with video_tab:
+    video = st.file_uploader("Video", type=VIDEO_TYPES, help="MP4, WebM or MOV.")
+    rate = st.slider("Frames analysed per second of video", 0.5, 10.0, 2.0, 0.5,
+                     help="More frames follow faces more closely but take longer.")
+    if video is not None and st.button("Analyse video", type="primary"):
+        bar = st.progress(0.0, text=f"Analysing {video.name}...")
+        with user_errors():
+            st.session_state["video_analysis"] = analyse_video(
+                video.getvalue(), analyser, sample_rate=rate, name=video.name,
+                progress=lambda done: bar.progress(done, text=f"Analysing {video.name}: {done:.0%}"))
+        bar.empty()
+    analysis = st.session_state.get("video_analysis")
+    if video is None:
+        st.session_state.pop("video_analysis", None)
+    elif analysis is not None and analysis.name == video.name:
+        show_video(analysis)

@@ -1,0 +1,141 @@
+"""Train: a network trained in the background on FER2013 or your own faces, followed live, saved by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from fer_core.charts import confusion_matrix_figure, training_curves
+from fer_core.errors import DataError
+from fer_core.jobs import TrainingJob, spool_upload, training_jobs
+from fer_core.models import ARCHITECTURES, describe
+from fer_core.store import ModelStore, check_name
+from fer_core.train import TrainConfig
+from ui_common import key_figures, sidebar, user_errors
+
+STATUS_TEXT = {"loading": "Loading and checking the data", "training": "Training", "saving": "Evaluating and saving"}
+STOP_REASONS = {"completed": "all epochs ran", "early_stopping": "validation accuracy stopped improving",
+                "time_budget": "the time budget was used up", "cancelled": "cancelled"}
+
+sidebar()
+st.title("Train a network")
+jobs = training_jobs()
+my_job_id = st.session_state.get("train_job_id")
+
+
+@st.fragment(run_every=1.0)
+def follow(job: TrainingJob, mine: bool) -> None:
+    """Progress, ETA and live curves of the running job, refreshed every second."""
+    if not job.active:
+        st.rerun()
+    progress = job.progress
+    if job.status == "training" and progress is not None:
+        eta = "" if progress.eta_seconds is None else f", about {progress.eta_seconds / 60:.1f} min left"
+        text = f"Epoch {progress.epoch}/{progress.epochs}, batch {progress.batch}/{progress.batches}{eta}"
+    else:
+        text = f"{STATUS_TEXT[job.status]}..."
+    st.progress(job.fraction, text=text)
+    if progress is not None:
+        loss, accuracy = st.columns(2)
+        loss.metric("Training loss (this epoch)", f"{progress.loss:.3f}")
+        accuracy.metric("Training accuracy (this epoch)", f"{progress.accuracy:.1%}")
+    history = job.epochs()
+    if history:
+        st.plotly_chart(training_curves(history), key="live-curves")
+    if mine and st.button("Cancel training", key="train_cancel"):
+        jobs.cancel(job.job_id)
+        st.toast("Cancelling after the current batch...")
+
+
+def show_outcome(job: TrainingJob) -> None:
+    """How this session's last job ended: the saved model's figures, or why it did not finish."""
+    if job.status == "failed":
+        st.error(job.error)
+    elif job.status == "cancelled":
+        st.warning(f"Training of '{job.model_name}' was cancelled; nothing was saved.")
+    elif job.card is not None:
+        card = job.card
+        training = card["training"]
+        st.success(f"Saved as '{job.model_name}' after {training['epochs_run']} epoch(s) in "
+                   f"{training['minutes']} min ({STOP_REASONS.get(job.stopped, job.stopped)}). "
+                   "Choose it in the sidebar, or compare it on the Compare page.")
+        key_figures(card)
+        st.caption(f"Measured on {card['metrics']['n']} validation faces; to repeat the run: "
+                   f"`{card['reproduce']}`")
+        history = job.epochs()
+        if history:
+            st.plotly_chart(training_curves(history), key="final-curves")
+        normalised = st.toggle("Normalised confusion matrix", key="train_normalised")
+        st.plotly_chart(confusion_matrix_figure(card["metrics"], normalised, "Confusion matrix (validation)"),
+                        key="final-matrix")
+
+
+def training_form() -> None:
+    """Data, architecture and recipe; starts the job and remembers it for this session."""
+    source = st.radio("Training data", ["Upload a file", "Path on the server"], horizontal=True, key="train_source")
+    if source == "Upload a file":
+        upload = st.file_uploader("FER2013 CSV (.csv or .csv.gz) or a zip of class folders (angry/, happy/, ...)",
+                                  type=["csv", "gz", "zip"], key="train_upload")
+        path_text = ""
+    else:
+        upload = None
+        path_text = st.text_input("FER2013 CSV(.gz), class-folder tree or zip on the server", key="train_path")
+    arch = st.selectbox("Architecture", list(ARCHITECTURES), key="train_arch",
+                        index=list(ARCHITECTURES).index(TrainConfig.arch),
+                        format_func=lambda name: f"{name}: {describe(name)}")
+    epochs_column, minutes_column, batch_column, rate_column = st.columns(4)
+    epochs = epochs_column.number_input("Epochs", 1, 500, 30, key="train_epochs")
+    minutes = minutes_column.number_input("Time budget (minutes, 0 = none)", 0.0, 24 * 60.0, 0.0, 5.0,
+                                          key="train_minutes")
+    batch_size = batch_column.selectbox("Batch size", [32, 64, 128, 256], index=1, key="train_batch")
+    learning_rate = rate_column.number_input("Learning rate", 1e-5, 1e-1, TrainConfig.learning_rate, 1e-4,
+                                             format="%.4f", key="train_lr")
+    augment_column, weight_column = st.columns(2)
+    augment = augment_column.toggle("Augmentation (flip, rotate, shift, zoom, erase)", True, key="train_augment")
+    class_weight = weight_column.radio("Class balancing", ["none", "balanced", "sqrt"], horizontal=True,
+                                       key="train_class_weight",
+                                       help="Weigh rare classes (disgust) up: fully (balanced) or halfway (sqrt).")
+    name_column, owner_column = st.columns(2)
+    name = name_column.text_input("Save as (model name)", arch, key="train_name")
+    owner = owner_column.text_input("Your name (shown to others while you train)", key="train_owner")
+    if name in ModelStore().names():
+        st.caption(f"A model named '{name}' exists; it will be replaced when the training ends.")
+    if not st.button("Start training", type="primary", key="train_start"):
+        return
+    try:
+        check_name(name)
+    except ValueError as error:
+        st.error(str(error))
+        return
+    config = TrainConfig(arch=arch, epochs=int(epochs), batch_size=int(batch_size), learning_rate=float(learning_rate),
+                         augment=augment, class_weight=class_weight, minutes=float(minutes) or None)
+    with user_errors():
+        if upload is not None:
+            data_path, description, delete = spool_upload(upload, Path(upload.name).suffix), upload.name, True
+        elif path_text.strip():
+            data_path, description, delete = Path(path_text.strip()).expanduser(), Path(path_text).name, False
+            if not data_path.exists():
+                raise DataError(f"{data_path}: no such file or folder on the server")
+        else:
+            raise DataError("choose the training data first: upload a file or give a path")
+        job = jobs.start(data_path, config, name, owner=owner or "someone", data_description=description,
+                         delete_data=delete)
+        st.session_state["train_job_id"] = job.job_id
+        st.rerun()
+
+
+current = jobs.current()
+if current is not None and current.active:
+    mine = current.job_id == my_job_id
+    if not mine:
+        st.warning(f"The server is busy with the {current.describe()}. Training takes the whole CPU, so one "
+                   "model trains at a time; this page shows its progress until it ends.")
+    follow(current, mine)
+else:
+    finished = jobs.get(my_job_id)
+    if finished is not None:
+        show_outcome(finished)
+        st.divider()
+    st.subheader("New training")
+    training_form()

@@ -1,0 +1,107 @@
+"""Compare models: figures from their cards side by side, or re-evaluated on a labelled set you upload."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from fer_core.charts import confusion_matrix_figure, per_class_scores
+from fer_core.data import FaceDataset, load_dataset
+from fer_core.errors import DataError
+from fer_core.evaluate import evaluate_probabilities
+from fer_core.jobs import spool_upload
+from fer_core.store import ModelStore
+from fer_core.train import dataset_inputs
+from ui_common import load_classifier, sidebar, user_errors
+
+sidebar()
+st.title("Compare models")
+store = ModelStore()
+names = store.names()
+if len(names) < 2:
+    st.info("Comparing needs at least two stored models; train another one on the Train page.")
+    st.stop()
+chosen = st.multiselect("Models", names, default=names[:2], key="compare_models")
+if len(chosen) < 2:
+    st.info("Choose two or more models.")
+    st.stop()
+cards = {name: store.card(name) for name in chosen}
+
+
+def evaluate_models(models: list[str], dataset: FaceDataset) -> dict[str, dict]:
+    """Each model's evaluation on the same labelled faces, shaped like a card's metrics."""
+    results = {}
+    for model in models:
+        classifier, preprocessing, _ = load_classifier(model)
+        faces, _ = dataset_inputs(dataset, preprocessing)
+        results[model] = evaluate_probabilities(dataset, classifier.predict_dataset(faces)).to_dict()
+    return results
+
+
+def read_labelled_set(upload, path_text: str) -> FaceDataset:
+    """The labelled faces of an upload (spooled to a temporary file, deleted at once) or a server path."""
+    if upload is not None:
+        path = spool_upload(upload, Path(upload.name).suffix)
+        try:
+            dataset = load_dataset(path)
+        finally:
+            path.unlink(missing_ok=True)
+        dataset.source = upload.name
+        return dataset
+    if path_text.strip():
+        return load_dataset(Path(path_text.strip()).expanduser())
+    raise DataError("choose a labelled set first: upload a file or give a path")
+
+
+with st.expander("Re-evaluate on a labelled set of your own (optional)"):
+    upload = st.file_uploader("FER2013 CSV (.csv or .csv.gz) or zip of class folders", type=["csv", "gz", "zip"],
+                              key="compare_upload")
+    path_text = st.text_input("...or a path on the server", key="compare_path")
+    if st.button("Evaluate the chosen models", key="compare_evaluate"):
+        with user_errors(), st.spinner("Evaluating..."):
+            dataset = read_labelled_set(upload, path_text)
+            st.session_state["compare_evaluation"] = {"data": dataset.source, "n": len(dataset),
+                                                      "metrics": evaluate_models(chosen, dataset)}
+
+evaluation = st.session_state.get("compare_evaluation")
+use_evaluation = (evaluation is not None and set(chosen) <= set(evaluation["metrics"])
+                  and st.toggle(f"Show the evaluation on {evaluation['data']} ({evaluation['n']} faces) instead of "
+                                "the cards' figures", True, key="compare_use_evaluation"))
+if use_evaluation:
+    metrics = {name: evaluation["metrics"][name] for name in chosen}
+else:
+    metrics = {name: card["metrics"] for name, card in cards.items() if card.get("metrics")}
+
+table = pd.DataFrame([{
+    "model": name,
+    "architecture": card.get("arch"),
+    "accuracy": (metrics.get(name) or {}).get("accuracy"),
+    "macro-F1": (metrics.get(name) or {}).get("macro_f1"),
+    "parameters": card.get("parameters"),
+    "ms per face": card.get("ms_per_face"),
+    "training data": (card.get("training") or {}).get("data"),
+    "measured on": (evaluation["data"] if use_evaluation else (card.get("metrics") or {}).get("dataset")),
+} for name, card in cards.items()])
+st.dataframe(table, hide_index=True, column_config={
+    "accuracy": st.column_config.NumberColumn(format="percent"),
+    "macro-F1": st.column_config.NumberColumn(format="%.3f"),
+    "parameters": st.column_config.NumberColumn(format="localized"),
+    "ms per face": st.column_config.NumberColumn(format="%.2f"),
+})
+missing = [name for name in chosen if name not in metrics]
+if missing:
+    st.caption(f"No stored evaluation for {', '.join(missing)}: re-evaluate on a labelled set above.")
+if not metrics:
+    st.stop()
+
+st.subheader("Confusion matrices")
+normalised = st.toggle("Normalised (share of each true class)", key="compare_normalised")
+columns = st.columns(min(3, len(metrics)))
+for index, (name, values) in enumerate(metrics.items()):
+    with columns[index % len(columns)]:
+        st.plotly_chart(confusion_matrix_figure(values, normalised, name), key=f"matrix-{name}")
+
+st.subheader("Precision, recall and F1 per class")
+st.plotly_chart(per_class_scores(metrics), key="per-class")

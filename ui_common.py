@@ -1,0 +1,164 @@
+"""What every page of the Streamlit app shares: the sidebar choices, cached model loading and error display."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import streamlit as st
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+
+from fer_core.charts import probability_bars  # noqa: E402
+from fer_core.detect import DETECTORS, FaceDetector, get_detector  # noqa: E402
+from fer_core.errors import FerError  # noqa: E402
+from fer_core.explain import explain_face  # noqa: E402
+from fer_core.labels import DISPLAY_NAMES  # noqa: E402
+from fer_core.predict import EmotionAnalyser, EmotionClassifier, FaceResult, annotate  # noqa: E402
+from fer_core.preprocess import Preprocessing  # noqa: E402
+from fer_core.store import ModelStore  # noqa: E402
+
+PRIVACY_NOTE = ("Privacy: camera frames, photos and videos are processed in memory and never stored. An uploaded "
+                "dataset sits in a temporary file only while it loads. Only models you train are saved, under "
+                "the name you give them.")
+DETECTOR_LABELS = {
+    "haar": "Haar cascade (fast, for live video)",
+    "mtcnn": "MTCNN (slower, more accurate)",
+    "none": "None (images are face crops)",
+}
+DEFAULT_DETECTOR = "haar"
+
+
+def _keep_keras_state_of_other_threads() -> None:
+    """Stop Streamlit from clearing the Keras session after every script run.
+
+    Streamlit does it to free Keras 2 graphs. Keras 3 keeps its state per thread, and its
+    ``clear_session`` replaces that state for every thread at once: a training job building its model
+    while any page reruns lost its layer-name counters mid-way ("The name 'batch_normalization' is
+    used 2 times in the model") and its mixed-precision policy. Script runs are threads of their
+    own, so their Keras state goes with them anyway.
+    """
+    keras.backend.clear_session = lambda free_memory=True: None
+
+
+_keep_keras_state_of_other_threads()
+
+
+@dataclass
+class Selection:
+    """The model and face detector chosen in the sidebar."""
+
+    model: str | None
+    detector: str
+
+
+def _remember(name: str) -> None:
+    """Copy a sidebar widget's value to a plain session key, which outlives page changes."""
+    st.session_state[name] = st.session_state[f"_{name}"]
+
+
+def sidebar() -> Selection:
+    """Model and detector choice in the sidebar; every page calls it, and the choice holds across pages.
+
+    Streamlit forgets the state of a widget that a page does not draw, so the choice is kept under
+    plain session keys and handed back to the widgets on each page.
+    """
+    names = ModelStore().names()
+    if st.session_state.get("model") not in names:
+        st.session_state["model"] = names[0] if names else None
+    st.session_state.setdefault("detector", DEFAULT_DETECTOR)
+    with st.sidebar:
+        st.header("Settings")
+        if names:
+            st.session_state["_model"] = st.session_state["model"]
+            st.selectbox("Model", names, key="_model", on_change=_remember, args=("model",),
+                         help="Stored models; train more on the Train page.")
+        else:
+            st.warning("No model is stored yet. Train one on the Train page.")
+        st.session_state["_detector"] = st.session_state["detector"]
+        st.selectbox("Face detector", list(DETECTORS), key="_detector", on_change=_remember, args=("detector",),
+                     format_func=lambda name: DETECTOR_LABELS.get(name, name))
+    return Selection(st.session_state["model"], st.session_state["detector"])
+
+
+@st.cache_resource(show_spinner="Loading the model...", max_entries=8)
+def _classifier(path: str, modified: float) -> tuple[EmotionClassifier, Preprocessing, str]:
+    """A stored model loaded once per file version (``modified`` changes when it is retrained)."""
+    stored = ModelStore().load(path)
+    return EmotionClassifier(stored.model), Preprocessing.from_dict(stored.card.get("preprocessing")), stored.name
+
+
+@st.cache_resource(show_spinner="Loading the face detector...")
+def _detector(name: str) -> FaceDetector:
+    return get_detector(name)
+
+
+def load_classifier(model: str) -> tuple[EmotionClassifier, Preprocessing, str]:
+    """The compiled classifier of a stored model, its preprocessing and name, loaded once per server."""
+    path = ModelStore().resolve(model)
+    return _classifier(str(path), path.stat().st_mtime)
+
+
+def load_analyser(model: str, detector: str) -> EmotionAnalyser:
+    """An analyser for a stored model and a detector, both loaded once per server."""
+    classifier, preprocessing, name = load_classifier(model)
+    return EmotionAnalyser(classifier, _detector(detector), preprocessing, name)
+
+
+def require_model(chosen: Selection) -> str:
+    """The chosen model's name; stops the page with a hint when no model is stored."""
+    if chosen.model is None:
+        st.info("No model is stored yet: train one on the Train page first.")
+        st.stop()
+    return chosen.model
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Show fer_core's errors about bad input as a message, never as a traceback."""
+    try:
+        yield
+    except FerError as error:
+        st.error(str(error))
+
+
+def key_figures(card: dict) -> None:
+    """Accuracy, macro-F1, parameters and milliseconds per face of a model card, as metrics."""
+    metrics = card.get("metrics") or {}
+    columns = st.columns(4)
+    columns[0].metric("Accuracy", _percent(metrics.get("accuracy")), help=metrics.get("dataset"))
+    columns[1].metric("Macro-F1", _percent(metrics.get("macro_f1")))
+    columns[2].metric("Parameters", f"{card['parameters']:,}" if card.get("parameters") else "n/a")
+    ms = card.get("ms_per_face")
+    columns[3].metric("ms per face", "n/a" if ms is None else f"{ms:.2f}")
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def show_faces(image: np.ndarray, results: list[FaceResult], analyser: EmotionAnalyser | None = None,
+               explain: bool = False, key: str = "faces") -> np.ndarray:
+    """The annotated image beside one probability chart per face (with Grad-CAM when ``explain``).
+
+    Returns the annotated image (BGR) for a download.
+    """
+    annotated = annotate(image, results)
+    left, right = st.columns([3, 2])
+    left.image(annotated, channels="BGR", width="stretch")
+    with right:
+        if not results:
+            st.warning("No face found. Try another face detector in the sidebar, or a larger, frontal face.")
+        for index, face in enumerate(results, start=1):
+            title = f"Face {index}: {DISPLAY_NAMES[face.label]} {face.score:.0%}"
+            st.plotly_chart(probability_bars(face.probabilities, title=title), key=f"{key}-bars-{index}")
+            if explain and analyser is not None:
+                heat = explain_face(analyser.classifier.model, image, face.box, analyser.preprocessing, face.label)
+                st.image(heat, channels="BGR", width=192,
+                         caption=f"Grad-CAM: where the network looked to say {DISPLAY_NAMES[face.label]}")
+    return annotated
