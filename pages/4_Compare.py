@@ -62,7 +62,10 @@ with st.expander("Re-evaluate on a labelled set of your own (optional)"):
     if st.button("Evaluate the chosen models", key="compare_evaluate"):
         with user_errors(), st.spinner("Evaluating..."):
             dataset = read_labelled_set(upload, path_text)
-            st.session_state["compare_evaluation"] = {"data": dataset.source, "n": len(dataset),
+            source = Path(dataset.source).name
+            if "PrivateTest" in dataset.usages():  # FER2013's test split: the faces no model trained on
+                dataset, source = dataset.with_usage("PrivateTest"), f"{source} (PrivateTest rows)"
+            st.session_state["compare_evaluation"] = {"data": source, "n": len(dataset),
                                                       "metrics": evaluate_models(chosen, dataset)}
 
 evaluation = st.session_state.get("compare_evaluation")

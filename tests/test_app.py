@@ -61,13 +61,14 @@ def open_app(page: str | None = None) -> AppTest:
     return at
 
 
-def fer_csv(rows: int = 49) -> bytes:
-    """Random 48x48 faces in FER2013's CSV format: 35 Training rows, the rest PublicTest."""
+def fer_csv(private: int = 0) -> bytes:
+    """Random 48x48 faces in FER2013's CSV format: 35 Training and 14 PublicTest rows, then ``private`` PrivateTest."""
     rng = np.random.default_rng(1)
+    usages = ["Training"] * 35 + ["PublicTest"] * 14 + ["PrivateTest"] * private
     lines = ["emotion,pixels,Usage"]
-    for index in range(rows):
+    for index, usage in enumerate(usages):
         pixels = " ".join(map(str, rng.integers(0, 256, 48 * 48)))
-        lines.append(f"{index % 7},{pixels},{'Training' if index < 35 else 'PublicTest'}")
+        lines.append(f"{index % 7},{pixels},{usage}")
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -257,14 +258,14 @@ def test_compare_page_draws_matrices_for_two_models_from_their_cards(store):
 
 def test_compare_page_re_evaluates_models_on_an_uploaded_set(store):
     at = open_app(COMPARE)
-    at.file_uploader(key="compare_upload").set_value(("labelled.csv", fer_csv(), "text/csv"))
+    at.file_uploader(key="compare_upload").set_value(("labelled.csv", fer_csv(private=21), "text/csv"))
     at.button(key="compare_evaluate").click().run()
     assert not at.exception
     table = at.dataframe[0].value
-    assert set(table["measured on"]) == {"labelled.csv"}
+    assert set(table["measured on"]) == {"labelled.csv (PrivateTest rows)"}
     evaluation = at.session_state["compare_evaluation"]
-    assert evaluation["n"] == 49
-    assert all(sum(map(sum, metrics["confusion_matrix"])) == 49 for metrics in evaluation["metrics"].values())
+    assert evaluation["n"] == 21
+    assert all(sum(map(sum, metrics["confusion_matrix"])) == 21 for metrics in evaluation["metrics"].values())
     assert len(plotly_figures(at)) == 3
 
 
