@@ -106,19 +106,28 @@ class HaarDetector(FaceDetector):
     def __init__(self, min_face_size: int = 40, max_side: int = 1280, scale_factor: float = 1.1,
                  min_neighbors: int = 5, min_score: float = 4.0, equalize: bool = False):
         super().__init__(min_face_size, max_side)
-        path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
-        self.cascade = cv2.CascadeClassifier(path)
-        if self.cascade.empty():
-            raise RuntimeError(f"OpenCV's Haar cascade is missing ({path}); install opencv-python-headless<5")
+        self._local = threading.local()
+        self._cascade()  # fail early when the cascade file is missing
         self.scale_factor, self.min_neighbors = scale_factor, min_neighbors
         self.min_score, self.equalize = min_score, equalize
+
+    def _cascade(self) -> cv2.CascadeClassifier:
+        """This thread's cascade: OpenCV's CascadeClassifier is not safe to share across threads."""
+        cascade = getattr(self._local, "cascade", None)
+        if cascade is None:
+            path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
+            cascade = cv2.CascadeClassifier(path)
+            if cascade.empty():
+                raise RuntimeError(f"OpenCV's Haar cascade is missing ({path}); install opencv-python-headless<5")
+            self._local.cascade = cascade
+        return cascade
 
     def _detect(self, image: np.ndarray, min_face_size: float) -> list[Detection]:
         gray = to_gray(image)
         if self.equalize:
             gray = cv2.equalizeHist(gray)
         side = max(1, int(min_face_size))
-        boxes, _, weights = self.cascade.detectMultiScale3(
+        boxes, _, weights = self._cascade().detectMultiScale3(
             gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
             minSize=(side, side), outputRejectLevels=True)
         found = []

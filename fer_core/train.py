@@ -130,7 +130,7 @@ class _RunMonitor(keras.callbacks.Callback):
         self.epoch_started = self.started
         self.epoch_seconds: list[float] = []
 
-    def _budget_seconds(self) -> float | None:
+    def budget_seconds(self) -> float | None:
         return None if self.config.minutes is None else self.config.minutes * 60.0
 
     def _stop(self, reason: str) -> None:
@@ -142,7 +142,7 @@ class _RunMonitor(keras.callbacks.Callback):
         elapsed = time.monotonic() - self.started
         remaining = (self.config.epochs - self.epoch) * self.batches - batch - 1
         eta = elapsed / done_batches * remaining
-        budget = self._budget_seconds()
+        budget = self.budget_seconds()
         return eta if budget is None else min(eta, max(0.0, budget - elapsed))
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -158,7 +158,7 @@ class _RunMonitor(keras.callbacks.Callback):
                 time.monotonic() - self.started, self._eta(batch)))
         if self.cancel is not None and self.cancel.is_set():
             self._stop("cancelled")
-        budget = self._budget_seconds()
+        budget = self.budget_seconds()
         if budget is not None and time.monotonic() - self.started > budget:
             self._stop("time_budget")
 
@@ -179,7 +179,7 @@ class _RunMonitor(keras.callbacks.Callback):
                 float(logs.get("loss", math.nan)), float(logs.get("accuracy", math.nan)),
                 time.monotonic() - self.started, self._eta(self.batches - 1),
                 logs.get("val_loss"), val_accuracy, epoch_end=True))
-        budget = self._budget_seconds()
+        budget = self.budget_seconds()
         if budget is not None and self.stopped == "completed":
             elapsed = time.monotonic() - self.started
             if elapsed + float(np.mean(self.epoch_seconds)) > budget and epoch + 1 < self.config.epochs:
@@ -206,21 +206,46 @@ def dataset_inputs(dataset: FaceDataset, preprocessing: Preprocessing) -> tuple[
     return x, y
 
 
-def _compile(model: keras.Model, config: TrainConfig, steps_per_epoch: int) -> None:
-    total_steps = max(1, config.epochs * steps_per_epoch)
-    warmup_steps = int(min(total_steps // 2, config.warmup_epochs * steps_per_epoch))
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=config.learning_rate * 0.1 if warmup_steps else config.learning_rate,
-        decay_steps=max(1, total_steps - warmup_steps),
-        alpha=0.01,
-        warmup_target=config.learning_rate if warmup_steps else None,
-        warmup_steps=warmup_steps,
-    )
+def _compile(model: keras.Model, config: TrainConfig) -> None:
     model.compile(
-        optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
+        optimizer=keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
     )
+
+
+class _WarmupCosine(keras.callbacks.Callback):
+    """Linear warm-up to the peak learning rate, then cosine decay to 1% of it.
+
+    The decay spans the epochs that will really run: with a time budget, the plan shrinks to the
+    epochs that fit, measured after each epoch, so a budgeted run still ends fully annealed.
+    """
+
+    def __init__(self, config: TrainConfig, steps_per_epoch: int, monitor: _RunMonitor):
+        super().__init__()
+        self.config, self.steps_per_epoch, self.monitor = config, steps_per_epoch, monitor
+        self.planned_epochs = config.epochs
+
+    def learning_rate(self, step: int) -> float:
+        peak = self.config.learning_rate
+        warmup = int(min(self.planned_epochs / 2, self.config.warmup_epochs) * self.steps_per_epoch)
+        if step < warmup:
+            return peak * (0.1 + 0.9 * step / warmup)
+        total = max(warmup + 1, self.planned_epochs * self.steps_per_epoch)
+        progress = min(1.0, (step - warmup) / (total - warmup))
+        return peak * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        self.model.optimizer.learning_rate.assign(self.learning_rate(step))
+
+    def on_epoch_end(self, epoch, logs=None):
+        budget = self.monitor.budget_seconds()
+        if budget is None or not self.monitor.epoch_seconds:
+            return
+        remaining = budget - (time.monotonic() - self.monitor.started)
+        fitting = int(remaining // float(np.mean(self.monitor.epoch_seconds)))
+        self.planned_epochs = max(epoch + 1, min(self.config.epochs, epoch + 1 + fitting))
 
 
 def train(
@@ -267,12 +292,13 @@ def train(
             start_epoch, best, history = state["epochs_done"], state["best_val_accuracy"], state["history"]
         else:
             trainer = with_augmentation(base, build_augmentation(seed=config.seed)) if config.augment else base
-            _compile(trainer, config, steps_per_epoch)
+            _compile(trainer, config)
             if directory is not None:
                 directory.mkdir(parents=True, exist_ok=True)
 
         monitor = _RunMonitor(config, steps_per_epoch, listener, cancel, directory, base.name,
                               history, start_epoch, best)
+        schedule = _WarmupCosine(config, steps_per_epoch, monitor)
         early = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=config.patience,
                                               restore_best_weights=True, verbose=0)
         started = time.monotonic()
@@ -284,7 +310,7 @@ def train(
                 initial_epoch=start_epoch,
                 validation_data=(x_val, y_val),
                 class_weight=class_weights(dataset.labels, config.class_weight),
-                callbacks=[monitor, early],
+                callbacks=[monitor, schedule, early],
                 verbose=0,
             )
         minutes = (time.monotonic() - started) / 60.0

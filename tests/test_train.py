@@ -109,3 +109,24 @@ def test_every_architecture_trains_with_a_last_batch_of_one_face(arch):
     dataset = FaceDataset(images, labels, np.array(["Training"] * 17 + ["PublicTest"] * 7))
     result = train(dataset, TrainConfig(arch=arch, epochs=1, batch_size=16))
     assert result.epochs_run == 1 and np.isfinite(result.history["loss"][0])
+
+
+def test_learning_rate_warms_up_then_anneals_over_the_epochs_that_fit():
+    from types import SimpleNamespace
+
+    from fer_core.train import _WarmupCosine
+
+    config = TrainConfig(epochs=10, learning_rate=1e-2, warmup_epochs=2, minutes=10)
+    monitor = SimpleNamespace(budget_seconds=lambda: 600.0, epoch_seconds=[100.0], started=0.0)
+    schedule = _WarmupCosine(config, steps_per_epoch=100, monitor=monitor)
+    assert schedule.learning_rate(0) == pytest.approx(1e-3)
+    assert schedule.learning_rate(200) == pytest.approx(1e-2)
+    assert schedule.learning_rate(1000) == pytest.approx(1e-4)
+    assert schedule.learning_rate(600) < schedule.learning_rate(300)
+    # 100 s epochs, 600 s budget, all used up at once: the plan shrinks to the epochs run so far.
+    import time as clock
+
+    monitor.started = clock.monotonic() - 600
+    schedule.on_epoch_end(2)
+    assert schedule.planned_epochs == 3
+    assert schedule.learning_rate(300) == pytest.approx(1e-4)
