@@ -4,11 +4,19 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import synthetic_dataset, write_fer_csv
 from PIL import Image
 
-from conftest import synthetic_dataset, write_fer_csv
-from fer_core.data import (FaceDataset, load_dataset, load_fer2013_csv, load_image_folder, load_zip,
-                           stratified_folds, stratified_split, train_validation)
+from fer_core.data import (
+    FaceDataset,
+    load_dataset,
+    load_fer2013_csv,
+    load_image_folder,
+    load_zip,
+    stratified_folds,
+    stratified_split,
+    train_validation,
+)
 from fer_core.errors import DataError
 from fer_core.labels import label_from_name
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-
 from conftest import ASTRONAUT_FACE, overlap
+
 from fer_core.detect import DETECTORS, get_detector
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-
 from conftest import synthetic_dataset
+
 from fer_core.data import FaceDataset
 from fer_core.evaluate import cross_validate, evaluate_probabilities, report_from_predictions
 

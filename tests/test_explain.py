@@ -11,7 +11,7 @@ def test_grad_cam_map_for_every_architecture_style(model_store, astronaut_bgr):
         face = np.random.default_rng(0).random((48, 48, 1)).astype(np.float32)
         heat, explained = grad_cam(model, face)
         assert heat.shape == (48, 48)
-        assert 0.0 <= heat.min() and heat.max() <= 1.0
+        assert heat.min() >= 0.0 and heat.max() <= 1.0
         assert explained == int(np.argmax(model.predict(face[None], verbose=0)))
         heat_sad, explained_sad = grad_cam(model, face, 4)
         assert explained_sad == 4

@@ -1,8 +1,8 @@
 import cv2
 import numpy as np
 import pytest
-
 from conftest import ASTRONAUT_FACE, overlap
+
 from fer_core.labels import EMOTIONS
 from fer_core.predict import EmotionAnalyser, EmotionClassifier, FaceResult, annotate
 

@@ -3,8 +3,8 @@ import threading
 
 import numpy as np
 import pytest
-
 from conftest import synthetic_dataset
+
 from fer_core.data import FaceDataset
 from fer_core.store import ModelStore
 from fer_core.train import TrainConfig, class_weights, resolve_precision, store_result, train
