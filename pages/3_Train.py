@@ -7,6 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from fer_core.charts import confusion_matrix_figure, training_curves
+from fer_core.data import resolve_server_path, server_data_roots
 from fer_core.errors import DataError
 from fer_core.jobs import TrainingJob, spool_upload, training_jobs
 from fer_core.models import ARCHITECTURES, describe
@@ -73,14 +74,17 @@ def show_outcome(job: TrainingJob) -> None:
 
 def training_form() -> None:
     """Data, architecture and recipe; starts the job and remembers it for this session."""
-    source = st.radio("Training data", ["Upload a file", "Path on the server"], horizontal=True, key="train_source")
+    roots = server_data_roots()
+    sources = ["Upload a file", "Path on the server"] if roots else ["Upload a file"]
+    source = st.radio("Training data", sources, horizontal=True, key="train_source")
     if source == "Upload a file":
         upload = st.file_uploader("FER2013 CSV (.csv or .csv.gz) or a zip of class folders (angry/, happy/, ...)",
                                   type=["csv", "gz", "zip"], key="train_upload")
         path_text = ""
     else:
         upload = None
-        path_text = st.text_input("FER2013 CSV(.gz), class-folder tree or zip on the server", key="train_path")
+        path_text = st.text_input(f"FER2013 CSV(.gz), class-folder tree or zip inside {', '.join(map(str, roots))}",
+                                  key="train_path")
     arch = st.selectbox("Architecture", list(ARCHITECTURES), key="train_arch",
                         index=list(ARCHITECTURES).index(TrainConfig.arch),
                         format_func=lambda name: f"{name}: {describe(name)}")
@@ -114,9 +118,7 @@ def training_form() -> None:
         if upload is not None:
             data_path, description, delete = spool_upload(upload, Path(upload.name).suffix), upload.name, True
         elif path_text.strip():
-            data_path, description, delete = Path(path_text.strip()).expanduser(), Path(path_text).name, False
-            if not data_path.exists():
-                raise DataError(f"{data_path}: no such file or folder on the server")
+            data_path, description, delete = resolve_server_path(path_text), Path(path_text).name, False
         else:
             raise DataError("choose the training data first: upload a file or give a path")
         job = jobs.start(data_path, config, name, owner=owner or "someone", data_description=description,

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import os
 
+# aiortc's libsrtp (under streamlit-webrtc) crashes the process when it initialises after
+# TensorFlow: load it first, before any test module imports TensorFlow.
+import streamlit_webrtc  # noqa: F401, I001
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import cv2  # noqa: E402

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import sys
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,20 +13,15 @@ import av
 import cv2
 import numpy as np
 import pytest
+import streamlit_webrtc
+from streamlit.testing.v1 import AppTest
 
-# aiortc's libsrtp crashes the process when it initialises after TensorFlow (see app.py). Collected in
-# order, this module comes first; run after another module that loaded TensorFlow, it cannot run at all.
-if "tensorflow" in sys.modules and "pylibsrtp" not in sys.modules:
-    pytest.skip("TensorFlow was loaded before aiortc: run tests/test_app.py first or alone", allow_module_level=True)
-import streamlit_webrtc  # noqa: E402
-from streamlit.testing.v1 import AppTest  # noqa: E402
-
-from fer_core.evaluate import report_from_predictions  # noqa: E402
-from fer_core.images import encode_png  # noqa: E402
-from fer_core.jobs import TrainingBusyError, training_jobs  # noqa: E402
-from fer_core.models import build_model  # noqa: E402
-from fer_core.samples import astronaut  # noqa: E402
-from fer_core.store import ModelStore, make_card  # noqa: E402
+from fer_core.evaluate import report_from_predictions
+from fer_core.images import encode_png
+from fer_core.jobs import TrainingBusyError, training_jobs
+from fer_core.models import build_model
+from fer_core.samples import astronaut
+from fer_core.store import ModelStore, make_card
 from fer_core.train import TrainConfig  # noqa: E402
 
 APP = Path(__file__).resolve().parent.parent / "app.py"

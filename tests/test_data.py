@@ -185,3 +185,22 @@ def test_stratified_split_and_folds():
     for train_index, test_index in folds:
         assert not set(train_index) & set(test_index)
         assert np.bincount(labels[test_index]).tolist() == [4] * 7
+
+
+def test_server_paths_are_confined_to_the_data_folders(tmp_path, monkeypatch):
+    from fer_core.data import resolve_server_path
+
+    monkeypatch.delenv("FER_LAB_DATA_DIR", raising=False)
+    with pytest.raises(DataError, match="set FER_LAB_DATA_DIR"):
+        resolve_server_path("/etc/passwd")
+    data = tmp_path / "data"
+    (data / "fer").mkdir(parents=True)
+    (data / "fer" / "faces.csv").write_text("emotion,pixels\n")
+    monkeypatch.setenv("FER_LAB_DATA_DIR", str(data))
+    assert resolve_server_path("fer/faces.csv") == (data / "fer" / "faces.csv").resolve()
+    assert resolve_server_path(str(data / "fer")) == (data / "fer").resolve()
+    for outside in ("/etc/passwd", "../outside.csv", str(data / ".." / "x.csv")):
+        with pytest.raises(DataError, match="outside the data folder"):
+            resolve_server_path(outside)
+    with pytest.raises(DataError, match="no such file"):
+        resolve_server_path("fer/missing.csv")
