@@ -90,12 +90,12 @@ def sidebar() -> Selection:
 def _classifier(path: str, modified: float) -> tuple[EmotionClassifier, Preprocessing, str]:
     """A stored model loaded once per file version (``modified`` changes when it is retrained)."""
     stored = ModelStore().load(path)
-    return EmotionClassifier(stored.model), Preprocessing.from_dict(stored.card.get("preprocessing")), stored.name
+    return EmotionClassifier.from_stored(stored), Preprocessing.from_dict(stored.card.get("preprocessing")), stored.name
 
 
 @st.cache_resource(show_spinner="Loading the face detector...")
-def _detector(name: str) -> FaceDetector:
-    return get_detector(name)
+def _detector(name: str, live: bool) -> FaceDetector:
+    return get_detector(name, live=live)
 
 
 def load_classifier(model: str) -> tuple[EmotionClassifier, Preprocessing, str]:
@@ -104,10 +104,13 @@ def load_classifier(model: str) -> tuple[EmotionClassifier, Preprocessing, str]:
     return _classifier(str(path), path.stat().st_mtime)
 
 
-def load_analyser(model: str, detector: str) -> EmotionAnalyser:
-    """An analyser for a stored model and a detector, both loaded once per server."""
+def load_analyser(model: str, detector: str, live: bool = False) -> EmotionAnalyser:
+    """An analyser for a stored model and a detector, both loaded once per server.
+
+    ``live`` picks the detector's fast settings for video (``fer_core.detect.LIVE_OPTIONS``).
+    """
     classifier, preprocessing, name = load_classifier(model)
-    return EmotionAnalyser(classifier, _detector(detector), preprocessing, name)
+    return EmotionAnalyser(classifier, _detector(detector, live), preprocessing, name)
 
 
 def require_model(chosen: Selection) -> str:

@@ -81,7 +81,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     dataset = _evaluation_rows(load_dataset(args.data, cache=args.cache), args.usage)
     preprocessing = Preprocessing.from_dict(stored.card.get("preprocessing"))
     x, _ = dataset_inputs(dataset, preprocessing)
-    probabilities = EmotionClassifier(stored.model, args.flip_tta).predict_dataset(x)
+    probabilities = EmotionClassifier.from_stored(stored, args.flip_tta).predict_dataset(x)
     report = evaluate_probabilities(dataset, probabilities)
     usage = ", ".join(dataset.usages())
     print(f"model {stored.name} ({stored.card.get('arch', '?')}) on {args.data} [{usage}], {report.n} faces")
@@ -122,20 +122,40 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from fer_core.bench import classifier_ms_per_face, pipeline_fps
+    from fer_core import bench
     from fer_core.images import load_image
     from fer_core.predict import EmotionAnalyser
     from fer_core.samples import sample_frame
     from fer_core.store import ModelStore
 
-    analyser = EmotionAnalyser.from_store(args.model, args.detector, store=ModelStore(args.store))
+    analyser = EmotionAnalyser.from_store(args.model, args.detector, store=ModelStore(args.store),
+                                          live=not args.full_detector)
     frame = load_image(args.image) if args.image else sample_frame()
-    ms = classifier_ms_per_face(analyser.classifier, 1)
-    print(f"model {analyser.model_name}, detector {args.detector}, frame {frame.shape[1]}x{frame.shape[0]}")
-    print(f"classifier: {ms:.3f} ms per face at batch 1 ({1000 / ms:.0f} faces/s)")
-    result = pipeline_fps(analyser, frame, args.seconds)
-    print(f"pipeline: {result['ms_per_frame']:.2f} ms per frame, {result['faces_per_frame']:.1f} faces per frame")
-    print(f"fps: {result['fps']:.1f}")
+    seconds = args.seconds
+    print(f"model {analyser.model_name}, detector {args.detector} "
+          f"({'full size' if args.full_detector else 'live settings'}), frame {frame.shape[1]}x{frame.shape[0]}, "
+          f"{len(analyser.analyse(frame))} face(s)")
+    for batch in (1, 32):
+        ms = bench.classifier_ms_per_face(analyser.classifier, batch, min(seconds, 2.0))
+        print(f"classifier at batch {batch}: {ms:.3f} ms per face, {1000 / ms:.0f} faces/s")
+    every = bench.pipeline_fps(analyser, frame, seconds)
+    print(f"pipeline, detecting on every frame: {every['ms_per_frame']:.2f} ms per frame, {every['fps']:.1f} fps")
+    crowd = bench.pipeline_fps(analyser, sample_frame(1280, 720, faces=4), seconds)
+    print(f"1280x720 frame with {crowd['faces_per_frame']} faces, detecting on every frame: "
+          f"{crowd['ms_per_frame']:.2f} ms per frame, {crowd['fps']:.1f} fps")
+    if args.memory:
+        for frames, mb in bench.memory_over_frames(analyser, frame, args.memory, max(1, args.memory // 10)):
+            print(f"resident memory after {frames} frames: {mb:.0f} MB")
+    print(f"resident memory: {bench.resident_mb():.0f} MB")
+    live = bench.live_fps(analyser, frame, seconds, args.detect_every)
+    print(f"live path (detection every {args.detect_every} frames, tracking between): "
+          f"{live['ms_per_frame']:.2f} ms per frame")
+    print(f"fps: {live['fps']:.1f}")
+    if args.streams:
+        rates = bench.streams_fps(analyser, frame, args.streams, seconds, args.detect_every)
+        print(f"{args.streams} concurrent streams: {', '.join(f'{r:.1f}' for r in rates)} fps; "
+              f"total {sum(rates):.0f} fps; resident memory {bench.resident_mb():.0f} MB")
+        print(f"fps per stream: {min(rates):.1f}")
     return 0
 
 
@@ -204,11 +224,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--flip-tta", action="store_true")
     predict.set_defaults(run=cmd_predict)
 
-    bench = commands.add_parser("bench", help="time the whole pipeline on one frame")
+    bench = commands.add_parser("bench", help="time the whole pipeline on one frame, and on several streams")
     bench.add_argument("--image", help="frame to time (default: a generated 640x480 frame with a face)")
-    bench.add_argument("--seconds", type=float, default=5.0)
+    bench.add_argument("--seconds", type=float, default=5.0, help="per measurement")
     bench.add_argument("--model", default="default")
     bench.add_argument("--detector", default="haar", choices=sorted(DETECTORS))
+    bench.add_argument("--full-detector", action="store_true", help="detect at full size, not with live settings")
+    bench.add_argument("--detect-every", type=int, default=3, help="live path: detect every k-th frame")
+    bench.add_argument("--streams", type=int, default=0, help="also run N concurrent streams (threads)")
+    bench.add_argument("--memory", type=int, default=0, metavar="FRAMES",
+                       help="also report resident memory over this many frames")
     bench.set_defaults(run=cmd_bench)
 
     models = commands.add_parser("models", help="list stored models")

@@ -186,8 +186,22 @@ def _point(value) -> Point | None:
     return None if value is None else (float(value[0]), float(value[1]))
 
 
-def get_detector(name: str = "haar", **options) -> FaceDetector:
-    """A detector by registry name, with its options (e.g. ``min_face_size``)."""
+#: Options that make a detector fast enough for live video. A webcam face is 100 pixels or more,
+#: so detection runs on the frame scaled down to at most 320 pixels, for faces of 60 pixels or
+#: more, with a coarser scale pyramid (Haar: 8 ms instead of 40 on a 640x480 frame here).
+LIVE_OPTIONS: dict[str, dict] = {
+    "haar": {"max_side": 320, "scale_factor": 1.2, "min_face_size": 60},
+    "mtcnn": {"max_side": 480},
+}
+
+
+def get_detector(name: str = "haar", live: bool = False, **options) -> FaceDetector:
+    """A detector by registry name, with its options (e.g. ``min_face_size``).
+
+    ``live`` applies :data:`LIVE_OPTIONS` (options given here still win).
+    """
     if name not in DETECTORS:
         raise KeyError(f"unknown face detector {name!r}; choose one of {', '.join(sorted(DETECTORS))}")
+    if live:
+        options = {**LIVE_OPTIONS.get(name, {}), **options}
     return DETECTORS[name](**options)

@@ -1,13 +1,13 @@
 """Emotion analysis of whole images: detect faces, prepare them, classify them all in one batch.
 
-:class:`EmotionClassifier` wraps a Keras model in a compiled ``tf.function`` with a fixed input
-signature (an eager Keras call costs tens of milliseconds; the compiled call about one), and
+:class:`EmotionClassifier` runs a model through LiteRT or a compiled ``tf.function``, and
 :class:`EmotionAnalyser` joins a detector, the preprocessing recipe and the classifier.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 
 import cv2
@@ -19,7 +19,7 @@ from fer_core.detect import Detection, FaceDetector, get_detector
 from fer_core.images import load_image, to_uint8
 from fer_core.labels import DISPLAY_NAMES, EMOTIONS, color_bgr
 from fer_core.preprocess import Preprocessing, prepare_faces
-from fer_core.store import DEFAULT_NAME, ModelStore
+from fer_core.store import DEFAULT_NAME, ModelStore, StoredModel
 
 
 @dataclass
@@ -42,35 +42,80 @@ class FaceResult:
                 "probabilities": {k: round(float(v), 4) for k, v in self.probabilities.items()}}
 
 
-class EmotionClassifier:
-    """Probabilities for batches of prepared faces, through one compiled graph.
+def to_tflite(model: keras.Model) -> bytes:
+    """The model as a float32 TensorFlow Lite flatbuffer: same results, 2-4x faster per face on a CPU."""
+    import contextlib
+    import io
 
-    With ``flip_tta`` each face is also classified mirrored and the two results are averaged.
-    Safe to call from several threads at once.
+    with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its temporary SavedModel
+        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+
+
+def _litert_interpreter():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # platforms without LiteRT wheels: the TensorFlow path is used
+        return None
+    return Interpreter
+
+
+class EmotionClassifier:
+    """Probabilities for batches of prepared faces.
+
+    With a TensorFlow Lite flatbuffer (``lite``) and the LiteRT runtime installed, faces go
+    through LiteRT (one interpreter per thread: an interpreter is not thread-safe); otherwise
+    through the Keras model compiled once as a ``tf.function`` with a fixed input signature (an
+    eager Keras call costs tens of milliseconds). With ``flip_tta`` each face is also classified
+    mirrored and the two results are averaged. Safe to call from several threads at once.
     """
 
-    def __init__(self, model: keras.Model, flip_tta: bool = False):
+    def __init__(self, model: keras.Model, flip_tta: bool = False, lite: bytes | None = None,
+                 lite_threads: int = 1):
         self.model = model
         self.flip_tta = flip_tta
         self.input_size = int(model.input_shape[1])
+        interpreter = _litert_interpreter() if lite else None
+        self.backend = "litert" if interpreter is not None else "tensorflow"
+        self._lite, self._interpreter_class, self._lite_threads = lite, interpreter, lite_threads
+        self._local = threading.local()
         spec = tf.TensorSpec([None, self.input_size, self.input_size, 1], tf.float32)
+        self._graph = tf.function(lambda faces: tf.cast(model(faces, training=False), tf.float32),
+                                  input_signature=[spec])
 
-        @tf.function(input_signature=[spec], reduce_retracing=True)
-        def probabilities(faces):
-            if not flip_tta:
-                return tf.cast(model(faces, training=False), tf.float32)
-            both = tf.concat([faces, tf.reverse(faces, axis=[2])], axis=0)
-            out = tf.cast(model(both, training=False), tf.float32)
-            count = tf.shape(faces)[0]
-            return (out[:count] + out[count:]) / 2.0
+    @classmethod
+    def from_stored(cls, stored: StoredModel, flip_tta: bool = False) -> EmotionClassifier:
+        """The fastest classifier a stored model offers."""
+        return cls(stored.model, flip_tta, stored.lite)
 
-        self._probabilities = probabilities
+    def _run_lite(self, faces: np.ndarray) -> np.ndarray:
+        state = self._local
+        if getattr(state, "interpreter", None) is None:
+            state.interpreter = self._interpreter_class(model_content=self._lite, num_threads=self._lite_threads)
+            state.input = state.interpreter.get_input_details()[0]["index"]
+            state.output = state.interpreter.get_output_details()[0]["index"]
+            state.batch = None
+        if state.batch != len(faces):
+            state.interpreter.resize_tensor_input(state.input, list(faces.shape))
+            state.interpreter.allocate_tensors()
+            state.batch = len(faces)
+        state.interpreter.set_tensor(state.input, faces)
+        state.interpreter.invoke()
+        return state.interpreter.get_tensor(state.output).copy()
+
+    def _run(self, faces: np.ndarray) -> np.ndarray:
+        if self.backend == "litert":
+            return self._run_lite(faces)
+        return self._graph(tf.convert_to_tensor(faces)).numpy()
 
     def __call__(self, faces: np.ndarray) -> np.ndarray:
         """(N, size, size, 1) float32 faces in [0, 1] to (N, 7) probabilities."""
         if len(faces) == 0:
             return np.zeros((0, len(EMOTIONS)), np.float32)
-        return self._probabilities(tf.convert_to_tensor(faces, tf.float32)).numpy()
+        faces = np.ascontiguousarray(faces, dtype=np.float32)
+        if not self.flip_tta:
+            return self._run(faces)
+        both = self._run(np.concatenate([faces, faces[:, :, ::-1]]))
+        return (both[:len(faces)] + both[len(faces):]) / 2.0
 
     def predict_dataset(self, faces: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Probabilities for many prepared faces, in batches."""
@@ -95,7 +140,7 @@ class EmotionAnalyser:
         """An analyser for a stored model (by name or path) and a detector (by name)."""
         stored = (store or ModelStore()).load(model)
         preprocessing = Preprocessing.from_dict(stored.card.get("preprocessing"))
-        return cls(EmotionClassifier(stored.model, flip_tta), get_detector(detector, **detector_options),
+        return cls(EmotionClassifier.from_stored(stored, flip_tta), get_detector(detector, **detector_options),
                    preprocessing, stored.name)
 
     def classify(self, image: np.ndarray, detections: list[Detection]) -> list[FaceResult]:

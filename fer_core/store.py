@@ -42,6 +42,7 @@ class StoredModel:
     name: str
     model: keras.Model
     card: dict
+    lite: bytes | None = None
 
 
 class ModelStore:
@@ -88,14 +89,25 @@ class ModelStore:
             model = keras.saving.load_model(path, compile=False)
         except Exception as error:  # Keras raises many types for damaged files
             raise ModelNotFoundError(f"{path}: not a loadable Keras model ({error})") from error
-        return StoredModel(path.stem, model, self.card(path))
+        lite_path = path.with_suffix(".tflite")
+        fresh = lite_path.exists() and lite_path.stat().st_mtime >= path.stat().st_mtime
+        return StoredModel(path.stem, model, self.card(path), lite_path.read_bytes() if fresh else None)
 
-    def save(self, name: str, model: keras.Model, card: dict) -> Path:
-        """Write ``name.keras`` and ``name.json`` (replacing a model of that name)."""
+    def save(self, name: str, model: keras.Model, card: dict, lite: bytes | None = None) -> Path:
+        """Write ``name.keras`` and ``name.json`` (replacing a model of that name).
+
+        ``lite``, the model as a TensorFlow Lite flatbuffer (``predict.to_tflite``), is written
+        beside it as ``name.tflite`` for fast inference.
+        """
         check_name(name)
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / f"{name}.keras"
         model.save(path)
+        lite_path = path.with_suffix(".tflite")
+        if lite is not None:
+            lite_path.write_bytes(lite)
+        else:
+            lite_path.unlink(missing_ok=True)
         card = {**card, "name": name, "file_bytes": path.stat().st_size}
         path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
         return path
@@ -105,6 +117,7 @@ class ModelStore:
         path = self.resolve(check_name(name))
         path.unlink()
         path.with_suffix(".json").unlink(missing_ok=True)
+        path.with_suffix(".tflite").unlink(missing_ok=True)
 
 
 def make_card(

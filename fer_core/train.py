@@ -350,14 +350,15 @@ def store_result(
     from fer_core.bench import classifier_ms_per_face
     from fer_core.evaluate import evaluate_probabilities
     from fer_core.models import describe
-    from fer_core.predict import EmotionClassifier
+    from fer_core.predict import EmotionClassifier, to_tflite
     from fer_core.store import ModelStore, make_card
 
     preprocessing = Preprocessing.from_dict(result.config.preprocessing)
     x_val, _ = dataset_inputs(validation, preprocessing)
-    plain = EmotionClassifier(result.model)
+    lite = to_tflite(result.model)
+    plain = EmotionClassifier(result.model, lite=lite)
     report = evaluate_probabilities(validation, plain.predict_dataset(x_val))
-    flipped = evaluate_probabilities(validation, EmotionClassifier(result.model, True).predict_dataset(x_val))
+    flipped = evaluate_probabilities(validation, EmotionClassifier(result.model, True, lite).predict_dataset(x_val))
     metrics = {"dataset": data_description, "usage": sorted(set(validation.usage.tolist())),
                **report.to_dict(), "flip_tta": {"accuracy": flipped.accuracy, "macro_f1": flipped.macro_f1}}
     training = {"data": data_description, "train_rows": result.train_rows,
@@ -368,5 +369,5 @@ def store_result(
     card = make_card(arch=result.config.arch, model=result.model, preprocessing=preprocessing.to_dict(),
                      training=training, metrics=metrics, ms_per_face=classifier_ms_per_face(plain),
                      reproduce=reproduce, description=describe(result.config.arch))
-    (store or ModelStore()).save(name, result.model, card)
+    (store or ModelStore()).save(name, result.model, card, lite)
     return card

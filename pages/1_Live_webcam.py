@@ -15,7 +15,7 @@ from ui_common import load_analyser, require_model, show_faces, sidebar, user_er
 
 st.title("Live webcam")
 chosen = sidebar()
-analyser = load_analyser(require_model(chosen), chosen.detector)
+analyser = load_analyser(require_model(chosen), chosen.detector, live=True)
 
 
 def live_analyser(analyser: EmotionAnalyser, detect_every: int) -> LiveAnalyser:

@@ -10,9 +10,15 @@ from fer_core.predict import EmotionAnalyser
 from fer_core.samples import sample_frame
 
 
-@pytest.mark.parametrize("detector", ["haar", "mtcnn"])
-def test_sixteen_threads_match_sequential_results(model_store, detector):
+@pytest.mark.parametrize(("detector", "lite"), [("haar", True), ("mtcnn", False)])
+def test_sixteen_threads_match_sequential_results(model_store, detector, lite):
+    if lite:
+        from fer_core.predict import to_tflite
+
+        stored = model_store.load("default")
+        model_store.save("default", stored.model, stored.card, to_tflite(stored.model))
     analyser = EmotionAnalyser.from_store("default", detector, store=model_store)
+    assert analyser.classifier.backend == ("litert" if lite else "tensorflow")
     frames = [sample_frame(), sample_frame(1280, 720, faces=3), cv2.flip(sample_frame(), 1),
               np.full((240, 320, 3), 128, np.uint8)] * 4
     expected = [[face.to_dict() for face in analyser.analyse(frame)] for frame in frames]

@@ -56,3 +56,17 @@ def test_registry_and_unknown_name():
     assert get_detector("none").detect(np.zeros((10, 20), np.uint8))[0].box == (0, 0, 20, 10)
     with pytest.raises(KeyError, match="unknown face detector"):
         get_detector("yolo")
+
+
+def test_live_settings_find_the_same_faces(astronaut_bgr):
+    from fer_core.detect import LIVE_OPTIONS
+    from fer_core.samples import sample_frame
+
+    for name in LIVE_OPTIONS:
+        full, live = get_detector(name), get_detector(name, live=True)
+        assert live.max_side < full.max_side
+        for image in (astronaut_bgr, sample_frame()):  # webcam-sized faces (80 px and more)
+            full_boxes = [d.box for d in full.detect(image)]
+            live_boxes = [d.box for d in live.detect(image)]
+            assert len(live_boxes) == len(full_boxes) >= 1
+            assert all(overlap(a, b) > 0.6 for a, b in zip(full_boxes, live_boxes))

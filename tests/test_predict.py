@@ -83,3 +83,36 @@ def test_face_result_json_shape():
     face = FaceResult((1, 2, 3, 4), {name: 0.0 for name in EMOTIONS} | {"sad": 1.0})
     assert face.to_dict() == {"box": [1, 2, 3, 4], "label": "sad", "score": 1.0,
                               "probabilities": {name: (1.0 if name == "sad" else 0.0) for name in EMOTIONS}}
+
+
+def test_litert_path_matches_tensorflow_and_is_used_from_the_store(model_store):
+    from fer_core.predict import to_tflite
+
+    stored = model_store.load("default")
+    lite = to_tflite(stored.model)
+    model_store.save("fast", stored.model, stored.card, lite)
+    fast = EmotionClassifier.from_stored(model_store.load("fast"))
+    assert fast.backend == "litert"
+    assert EmotionClassifier.from_stored(stored).backend == "tensorflow"
+    faces = np.random.default_rng(1).random((5, 48, 48, 1)).astype(np.float32)
+    reference = EmotionClassifier(stored.model)(faces)
+    np.testing.assert_allclose(fast(faces), reference, atol=1e-5)
+    np.testing.assert_allclose(fast(faces[:2]), reference[:2], atol=1e-5)  # another batch size
+    flipped = EmotionClassifier(stored.model, flip_tta=True, lite=lite)(faces)
+    np.testing.assert_allclose(flipped, EmotionClassifier(stored.model, flip_tta=True)(faces), atol=1e-5)
+
+
+def test_stale_lite_file_is_ignored(model_store):
+    import os
+
+    from fer_core.predict import to_tflite
+
+    stored = model_store.load("tiny")
+    model_store.save("tiny", stored.model, stored.card, to_tflite(stored.model))
+    assert model_store.load("tiny").lite is not None
+    keras_file = model_store.resolve("tiny")
+    lite_file = keras_file.with_suffix(".tflite")
+    os.utime(lite_file, (keras_file.stat().st_mtime - 60,) * 2)
+    assert model_store.load("tiny").lite is None
+    model_store.save("tiny", stored.model, stored.card)
+    assert not lite_file.exists()
