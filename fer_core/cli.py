@@ -58,31 +58,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluation_rows(dataset, usage: str | None):
-    if usage:
-        if usage not in dataset.usages():
-            raise FerError(f"{dataset.source}: no rows with Usage {usage} (found: {', '.join(dataset.usages())})")
-        return dataset.with_usage(usage)
-    for candidate in ("PrivateTest", "PublicTest"):
-        if candidate in dataset.usages():
-            return dataset.with_usage(candidate)
-    return dataset
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Score a stored model on labelled faces; the last line printed is ``accuracy: 0.xxxx``."""
     from fer_core.data import load_dataset
-    from fer_core.evaluate import evaluate_probabilities
+    from fer_core.evaluate import evaluate_classifier, evaluation_rows
     from fer_core.predict import EmotionClassifier
     from fer_core.preprocess import Preprocessing
     from fer_core.store import ModelStore
-    from fer_core.train import dataset_inputs
 
     stored = ModelStore(args.store).load(args.model)
-    dataset = _evaluation_rows(load_dataset(args.data, cache=args.cache), args.usage)
+    dataset = evaluation_rows(load_dataset(args.data, cache=args.cache), args.usage)
     preprocessing = Preprocessing.from_dict(stored.card.get("preprocessing"))
-    x, _ = dataset_inputs(dataset, preprocessing)
-    probabilities = EmotionClassifier.from_stored(stored, args.flip_tta).predict_dataset(x)
-    report = evaluate_probabilities(dataset, probabilities)
+    report = evaluate_classifier(EmotionClassifier.from_stored(stored, args.flip_tta), preprocessing, dataset)
     usage = ", ".join(dataset.usages())
     print(f"model {stored.name} ({stored.card.get('arch', '?')}) on {args.data} [{usage}], {report.n} faces")
     if args.json:

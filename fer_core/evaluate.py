@@ -5,12 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from fer_core.data import FaceDataset, stratified_folds
+from fer_core.errors import DataError
 from fer_core.labels import EMOTIONS, NUM_CLASSES
+from fer_core.preprocess import Preprocessing, images_to_input
+
+if TYPE_CHECKING:
+    from fer_core.predict import EmotionClassifier
 
 
 @dataclass
@@ -81,6 +87,25 @@ def report_from_predictions(true_labels: np.ndarray, predicted_labels: np.ndarra
 def evaluate_probabilities(dataset: FaceDataset, probabilities: np.ndarray) -> EvaluationReport:
     """Scores of class probabilities (N, 7) for the faces of ``dataset``."""
     return report_from_predictions(dataset.labels, np.argmax(probabilities, axis=1))
+
+
+def evaluation_rows(dataset: FaceDataset, usage: str | None = None) -> FaceDataset:
+    """The rows to score: those of ``usage`` if given, else FER2013's PrivateTest rows (faces no
+    model here trained on or was selected on), else PublicTest, else all rows."""
+    if usage:
+        if usage not in dataset.usages():
+            raise DataError(f"{dataset.source}: no rows with Usage {usage} (found: {', '.join(dataset.usages())})")
+        return dataset.with_usage(usage)
+    for candidate in ("PrivateTest", "PublicTest"):
+        if candidate in dataset.usages():
+            return dataset.with_usage(candidate)
+    return dataset
+
+
+def evaluate_classifier(classifier: EmotionClassifier, preprocessing: Preprocessing,
+                        dataset: FaceDataset) -> EvaluationReport:
+    """Scores of a classifier on the (already cropped) faces of a labelled dataset."""
+    return evaluate_probabilities(dataset, classifier.predict_dataset(images_to_input(dataset.images, preprocessing)))
 
 
 def cross_validate(

@@ -36,7 +36,14 @@ class FaceResult:
         self.label = max(self.probabilities, key=self.probabilities.get)
         self.score = self.probabilities[self.label]
 
+    def to_row(self) -> dict:
+        """One flat table row: box, label, score and the seven probabilities."""
+        x, y, w, h = (int(v) for v in self.box)
+        return {"x": x, "y": y, "width": w, "height": h, "label": self.label, "score": round(float(self.score), 4),
+                **{name: round(float(self.probabilities[name]), 4) for name in EMOTIONS}}
+
     def to_dict(self) -> dict:
+        """The JSON shape of ``predict --json``: box, label, score and probabilities."""
         return {"box": [int(v) for v in self.box], "label": self.label,
                 "score": round(float(self.score), 4),
                 "probabilities": {k: round(float(v), 4) for k, v in self.probabilities.items()}}

@@ -96,6 +96,15 @@ def faces_to_input(faces: np.ndarray, preprocessing: Preprocessing) -> np.ndarra
     return (faces.astype(np.float32) * (1.0 / 255.0))[..., np.newaxis]
 
 
+def images_to_input(images: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
+    """Already-cropped gray faces (N, H, W) of a dataset, resized if needed, as model input."""
+    size = preprocessing.size
+    if images.shape[1:] != (size, size):
+        images = np.stack([resize_face(face, size) for face in images]) if len(images) else np.zeros(
+            (0, size, size), np.uint8)
+    return faces_to_input(images, preprocessing)
+
+
 def prepare_faces(
     image: np.ndarray,
     boxes: list[tuple[int, int, int, int]],

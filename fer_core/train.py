@@ -21,7 +21,7 @@ import numpy as np
 from fer_core.data import FaceDataset, train_validation
 from fer_core.labels import NUM_CLASSES
 from fer_core.models import build_augmentation, build_model, with_augmentation
-from fer_core.preprocess import Preprocessing, faces_to_input
+from fer_core.preprocess import Preprocessing, images_to_input
 
 
 @dataclass
@@ -196,12 +196,8 @@ class _RunMonitor(keras.callbacks.Callback):
 
 
 def dataset_inputs(dataset: FaceDataset, preprocessing: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
-    faces = dataset.images
-    if faces.shape[1] != preprocessing.size:
-        from fer_core.preprocess import resize_face
-
-        faces = np.stack([resize_face(face, preprocessing.size) for face in faces])
-    x = faces_to_input(faces, preprocessing)
+    """Model inputs and one-hot targets for the faces of a dataset."""
+    x = images_to_input(dataset.images, preprocessing)
     y = keras.utils.to_categorical(dataset.labels, NUM_CLASSES).astype(np.float32)
     return x, y
 
@@ -348,17 +344,16 @@ def store_result(
     inference with the mirrored face averaged in.
     """
     from fer_core.bench import classifier_ms_per_face
-    from fer_core.evaluate import evaluate_probabilities
+    from fer_core.evaluate import evaluate_classifier
     from fer_core.models import describe
     from fer_core.predict import EmotionClassifier, to_tflite
     from fer_core.store import ModelStore, make_card
 
     preprocessing = Preprocessing.from_dict(result.config.preprocessing)
-    x_val, _ = dataset_inputs(validation, preprocessing)
     lite = to_tflite(result.model)
     plain = EmotionClassifier(result.model, lite=lite)
-    report = evaluate_probabilities(validation, plain.predict_dataset(x_val))
-    flipped = evaluate_probabilities(validation, EmotionClassifier(result.model, True, lite).predict_dataset(x_val))
+    report = evaluate_classifier(plain, preprocessing, validation)
+    flipped = evaluate_classifier(EmotionClassifier(result.model, True, lite), preprocessing, validation)
     metrics = {"dataset": data_description, "usage": sorted(set(validation.usage.tolist())),
                **report.to_dict(), "flip_tta": {"accuracy": flipped.accuracy, "macro_f1": flipped.macro_f1}}
     training = {"data": data_description, "train_rows": result.train_rows,

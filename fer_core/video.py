@@ -63,9 +63,7 @@ class VideoAnalysis:
 
 
 def _frame_table(frames: list[VideoFrameResult]) -> pd.DataFrame:
-    rows = [{"time": frame.time, "track": tracked.track_id, "label": tracked.face.label,
-             "score": tracked.face.score, "x": tracked.face.box[0], "y": tracked.face.box[1],
-             "width": tracked.face.box[2], "height": tracked.face.box[3], **tracked.face.probabilities}
+    rows = [{"time": frame.time, "track": tracked.track_id, **tracked.face.to_row()}
             for frame in frames for tracked in frame.faces]
     columns = ["time", "track", "label", "score", "x", "y", "width", "height", *EMOTIONS]
     return pd.DataFrame(rows, columns=columns)
