@@ -95,6 +95,7 @@ def _classifier(path: str, modified: float) -> tuple[EmotionClassifier, Preproce
 
 @st.cache_resource(show_spinner="Loading the face detector...")
 def _detector(name: str, live: bool) -> FaceDetector:
+    """A face detector loaded once per server for each name and setting (live or full)."""
     return get_detector(name, live=live)
 
 
@@ -104,13 +105,30 @@ def load_classifier(model: str) -> tuple[EmotionClassifier, Preprocessing, str]:
     return _classifier(str(path), path.stat().st_mtime)
 
 
+def model_version(model: str) -> float:
+    """The modification time of a stored model's file: it changes whenever the model is retrained."""
+    return ModelStore().resolve(model).stat().st_mtime
+
+
 def load_analyser(model: str, detector: str, live: bool = False) -> EmotionAnalyser:
     """An analyser for a stored model and a detector, both loaded once per server.
 
-    ``live`` picks the detector's fast settings for video (``fer_core.detect.LIVE_OPTIONS``).
+    ``live`` picks the detector's fast settings for video (``fer_core.detect.LIVE_OPTIONS``); still
+    images need the full settings, which also find small faces.
     """
     classifier, preprocessing, name = load_classifier(model)
     return EmotionAnalyser(classifier, _detector(detector, live), preprocessing, name)
+
+
+def analyser_or_stop(model: str, detector: str, live: bool = False) -> EmotionAnalyser:
+    """:func:`load_analyser`, or an error message and the end of the page when the model or the
+    detector cannot be loaded (a damaged model file, a missing detector package)."""
+    try:
+        return load_analyser(model, detector, live)
+    except (FerError, ImportError, OSError) as error:
+        st.error(f"Model '{model}' with the '{detector}' face detector cannot be loaded: {error_message(error)}. "
+                 "Choose another model or face detector in the sidebar.")
+        st.stop()
 
 
 def require_model(chosen: Selection) -> str:
@@ -121,13 +139,24 @@ def require_model(chosen: Selection) -> str:
     return chosen.model
 
 
+def error_message(error: Exception) -> str:
+    """A readable message for an error about input, a missing package or a file that cannot be read."""
+    if isinstance(error, ImportError):
+        missing = f"the package '{error.name}' is not installed" if error.name else f"a package is missing ({error})"
+        return f"{missing} on this server; install the requirements with `pip install -r requirements.txt`"
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.filename}: {error.strerror}" if error.filename else error.strerror
+    return str(error)
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Show fer_core's errors about bad input as a message, never as a traceback."""
+    """Show fer_core's errors about bad input, a missing package or an unreadable file as a message,
+    never as a traceback."""
     try:
         yield
-    except FerError as error:
-        st.error(str(error))
+    except (FerError, ImportError, OSError) as error:
+        st.error(error_message(error))
 
 
 def key_figures(card: dict) -> None:
@@ -142,6 +171,7 @@ def key_figures(card: dict) -> None:
 
 
 def _percent(value: float | None) -> str:
+    """A share as a percentage, or "n/a"."""
     return "n/a" if value is None else f"{value:.1%}"
 
 

@@ -54,12 +54,15 @@ def training_curves(history: list[dict]) -> go.Figure:
 def confusion_matrix_figure(metrics: dict, normalised: bool = False, title: str | None = None) -> go.Figure:
     """Heat map of a confusion matrix (rows true, columns predicted) from an evaluation dict.
 
-    ``metrics`` is shaped like ``EvaluationReport.to_dict()``; the hover shows both the count and the
-    share of the true class.
+    ``metrics`` is shaped like ``EvaluationReport.to_dict()``: its ``confusion_matrix_normalized`` gives
+    the shares (computed here only for older dicts without it). The hover shows both the count and
+    the share of the true class.
     """
     counts = pd.DataFrame(metrics["confusion_matrix"], index=NAMES, columns=NAMES)
-    totals = counts.sum(axis=1).replace(0, 1)
-    shares = counts.div(totals, axis=0)
+    if metrics.get("confusion_matrix_normalized") is not None:
+        shares = pd.DataFrame(metrics["confusion_matrix_normalized"], index=NAMES, columns=NAMES, dtype=float)
+    else:
+        shares = counts.div(counts.sum(axis=1).replace(0, 1), axis=0)
     shown = shares if normalised else counts
     figure = px.imshow(shown, text_auto=".0%" if normalised else "d", color_continuous_scale="Blues",
                        labels=dict(x="predicted", y="true", color="share" if normalised else "faces"),

@@ -11,11 +11,12 @@ from fer_core.images import load_image
 from fer_core.labels import DISPLAY_NAMES
 from fer_core.live import LiveAnalyser, ice_servers
 from fer_core.predict import EmotionAnalyser
-from ui_common import load_analyser, require_model, show_faces, sidebar, user_errors
+from ui_common import analyser_or_stop, load_analyser, require_model, show_faces, sidebar, user_errors
 
 st.title("Live webcam")
 chosen = sidebar()
-analyser = load_analyser(require_model(chosen), chosen.detector, live=True)
+model = require_model(chosen)
+analyser = analyser_or_stop(model, chosen.detector, live=True)  # the detector's fast settings, for the stream
 
 
 def live_analyser(analyser: EmotionAnalyser, detect_every: int) -> LiveAnalyser:
@@ -100,4 +101,6 @@ with snapshot_tab:
     if photo is not None:
         with user_errors():
             image = load_image(photo.getvalue(), name="the snapshot")
-            show_faces(image, analyser.analyse(image), key="snapshot")
+            # A still photo has time for the detector's full settings, which also find small faces.
+            still = load_analyser(model, chosen.detector)
+            show_faces(image, still.analyse(image), key="snapshot")

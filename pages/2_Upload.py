@@ -14,7 +14,7 @@ from fer_core.images import encode_png, load_image
 from fer_core.labels import DISPLAY_NAMES, EMOTIONS
 from fer_core.predict import EmotionAnalyser, FaceResult
 from fer_core.video import VideoAnalysis, analyse_video
-from ui_common import PRIVACY_NOTE, load_analyser, require_model, show_faces, sidebar, user_errors
+from ui_common import PRIVACY_NOTE, analyser_or_stop, model_version, require_model, show_faces, sidebar, user_errors
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp"]
 VIDEO_TYPES = ["mp4", "webm", "mov"]
@@ -22,13 +22,20 @@ VIDEO_TYPES = ["mp4", "webm", "mov"]
 st.title("Photos and videos")
 st.caption(PRIVACY_NOTE)
 chosen = sidebar()
-analyser = load_analyser(require_model(chosen), chosen.detector)
+model = require_model(chosen)
+analyser = analyser_or_stop(model, chosen.detector)
+#: What results depend on besides the file: the model (its file changes when it is retrained) and the detector.
+settings = (model, model_version(model), chosen.detector)
 
 
-def analysed(file_id: str, image: np.ndarray, analyser: EmotionAnalyser) -> list[FaceResult]:
-    """The faces of an uploaded image, kept for this session so reruns (e.g. Grad-CAM on) are instant."""
+def analysed(file_id: str, image: np.ndarray, analyser: EmotionAnalyser, settings: tuple) -> list[FaceResult]:
+    """The faces of an uploaded image, kept for this session so reruns (e.g. Grad-CAM on) are instant.
+
+    Keyed by the upload's id and ``settings`` (model name, model file time, detector name), never by
+    object ids, which Python reuses once the cache drops a model.
+    """
     cache = st.session_state.setdefault("upload_results", {})
-    key = (file_id, id(analyser.classifier), id(analyser.detector))
+    key = (file_id, *settings)
     if key not in cache:
         cache[key] = analyser.analyse(image)
     return cache[key]
@@ -36,10 +43,7 @@ def analysed(file_id: str, image: np.ndarray, analyser: EmotionAnalyser) -> list
 
 def face_rows(file_name: str, results: list[FaceResult]) -> list[dict]:
     """One flat row per face, for the CSV download."""
-    return [{"file": file_name, "face": index, "x": face.box[0], "y": face.box[1], "width": face.box[2],
-             "height": face.box[3], "label": face.label, "score": round(face.score, 4),
-             **{name: round(face.probabilities[name], 4) for name in EMOTIONS}}
-            for index, face in enumerate(results, start=1)]
+    return [{"file": file_name, "face": index, **face.to_row()} for index, face in enumerate(results, start=1)]
 
 
 def show_video(analysis: VideoAnalysis) -> None:
@@ -79,7 +83,7 @@ with photos_tab:
         st.subheader(file.name)
         with user_errors():
             image = load_image(file.getvalue(), name=file.name)
-            results = analysed(file.file_id, image, analyser)
+            results = analysed(file.file_id, image, analyser, settings)
             annotated = show_faces(image, results, analyser, explain, key=file.file_id)
             st.download_button("Annotated image (PNG)", encode_png(annotated), key=f"png-{file.file_id}",
                                file_name=f"{Path(file.name).stem}_emotions.png", mime="image/png")
@@ -101,15 +105,20 @@ with video_tab:
     video = st.file_uploader("Video", type=VIDEO_TYPES, help="MP4, WebM or MOV.")
     rate = st.slider("Frames analysed per second of video", 0.5, 10.0, 2.0, 0.5,
                      help="More frames follow faces more closely but take longer.")
+    video_key = None if video is None else (video.file_id, rate, *settings)
     if video is not None and st.button("Analyse video", type="primary"):
         bar = st.progress(0.0, text=f"Analysing {video.name}...")
         with user_errors():
-            st.session_state["video_analysis"] = analyse_video(
+            st.session_state["video_analysis"] = video_key, analyse_video(
                 video.getvalue(), analyser, sample_rate=rate, name=video.name,
                 progress=lambda done: bar.progress(done, text=f"Analysing {video.name}: {done:.0%}"))
         bar.empty()
-    analysis = st.session_state.get("video_analysis")
-    if video is None:
-        st.session_state.pop("video_analysis", None)
-    elif analysis is not None and analysis.name == video.name:
-        show_video(analysis)
+    analysed_key, analysis = st.session_state.get("video_analysis", (None, None))
+    if analysis is not None:
+        if video is None or analysed_key[0] != video.file_id:  # another file, or none: that analysis is done with
+            st.session_state.pop("video_analysis")
+        elif analysed_key == video_key:
+            show_video(analysis)
+        else:
+            st.info("The sampling rate, model or face detector changed since this video was analysed: "
+                    "press **Analyse video** for results with the current settings.")

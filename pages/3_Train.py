@@ -11,7 +11,7 @@ from fer_core.data import resolve_server_path, server_data_roots
 from fer_core.errors import DataError
 from fer_core.jobs import TrainingJob, spool_upload, training_jobs
 from fer_core.models import ARCHITECTURES, describe
-from fer_core.store import ModelStore, check_name
+from fer_core.store import DEFAULT_NAME, ModelStore, check_name
 from fer_core.train import TrainConfig
 from ui_common import key_figures, sidebar, user_errors
 
@@ -72,6 +72,27 @@ def show_outcome(job: TrainingJob) -> None:
                         key="final-matrix")
 
 
+def existing_model(name: str) -> str | None:
+    """The stored model a new model of this name would replace (names differing only in case included:
+    they are one file on some file systems), or None."""
+    return next((stored for stored in ModelStore().names() if stored.casefold() == name.casefold()), None)
+
+
+def name_problem(name: str, existing: str | None, replace: bool) -> str | None:
+    """Why a new model cannot be saved under ``name`` from this page, or None when it can."""
+    try:
+        check_name(name)
+    except ValueError as error:
+        return str(error)
+    if name.casefold() == DEFAULT_NAME or existing == DEFAULT_NAME:
+        return (f"'{DEFAULT_NAME}' is the model every visitor of the app starts with, so it cannot be trained "
+                "from this page: choose another name.")
+    if existing is not None and not replace:
+        return (f"A model named '{existing}' exists: tick 'Replace the existing model' to overwrite it, or choose "
+                "another name.")
+    return None
+
+
 def training_form() -> None:
     """Data, architecture and recipe; starts the job and remembers it for this session."""
     roots = server_data_roots()
@@ -103,14 +124,15 @@ def training_form() -> None:
     name_column, owner_column = st.columns(2)
     name = name_column.text_input("Save as (model name)", arch, key="train_name")
     owner = owner_column.text_input("Your name (shown to others while you train)", key="train_owner")
-    if name in ModelStore().names():
-        st.caption(f"A model named '{name}' exists; it will be replaced when the training ends.")
+    existing = existing_model(name)
+    replace = existing is not None and existing != DEFAULT_NAME and st.checkbox(
+        "Replace the existing model", key="train_replace",
+        help=f"A model named '{existing}' exists: tick to overwrite it with this one when the training ends.")
     if not st.button("Start training", type="primary", key="train_start"):
         return
-    try:
-        check_name(name)
-    except ValueError as error:
-        st.error(str(error))
+    problem = name_problem(name, existing, replace)
+    if problem is not None:
+        st.error(problem)
         return
     config = TrainConfig(arch=arch, epochs=int(epochs), batch_size=int(batch_size), learning_rate=float(learning_rate),
                          augment=augment, class_weight=class_weight, minutes=float(minutes) or None)

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import streamlit as st
 
 from fer_core.charts import confusion_matrix_figure, per_class_scores
-from fer_core.data import FaceDataset, load_dataset
+from fer_core.data import FaceDataset, load_dataset, resolve_server_path, server_data_roots
 from fer_core.errors import DataError
-from fer_core.evaluate import evaluate_probabilities
+from fer_core.evaluate import evaluate_classifier, evaluation_rows
 from fer_core.jobs import spool_upload
 from fer_core.store import ModelStore
-from fer_core.train import dataset_inputs
 from ui_common import load_classifier, sidebar, user_errors
+
+if TYPE_CHECKING:
+    from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 sidebar()
 st.title("Compare models")
@@ -35,13 +38,22 @@ def evaluate_models(models: list[str], dataset: FaceDataset) -> dict[str, dict]:
     results = {}
     for model in models:
         classifier, preprocessing, _ = load_classifier(model)
-        faces, _ = dataset_inputs(dataset, preprocessing)
-        results[model] = evaluate_probabilities(dataset, classifier.predict_dataset(faces)).to_dict()
+        results[model] = evaluate_classifier(classifier, preprocessing, dataset).to_dict()
     return results
 
 
-def read_labelled_set(upload, path_text: str) -> FaceDataset:
-    """The labelled faces of an upload (spooled to a temporary file, deleted at once) or a server path."""
+def scored_rows(dataset: FaceDataset) -> tuple[FaceDataset, str]:
+    """The rows to score, chosen as ``python -m fer_core evaluate`` does (PrivateTest rows if any, else
+    PublicTest, else all), and which they are, e.g. "PrivateTest rows"."""
+    rows = evaluation_rows(dataset)
+    usages = rows.usages()
+    test_split = len(usages) == 1 and usages[0] in ("PrivateTest", "PublicTest")
+    return rows, f"{usages[0]} rows" if test_split else "all rows"
+
+
+def read_labelled_set(upload: UploadedFile | None, path_text: str) -> FaceDataset:
+    """The labelled faces of an upload (spooled to a temporary file, deleted at once) or of a path inside
+    the server's data folders (``FER_LAB_DATA_DIR``)."""
     if upload is not None:
         path = spool_upload(upload, Path(upload.name).suffix)
         try:
@@ -51,22 +63,23 @@ def read_labelled_set(upload, path_text: str) -> FaceDataset:
         dataset.source = upload.name
         return dataset
     if path_text.strip():
-        return load_dataset(Path(path_text.strip()).expanduser())
-    raise DataError("choose a labelled set first: upload a file or give a path")
+        return load_dataset(resolve_server_path(path_text))
+    raise DataError("choose a labelled set first: upload a file" + (" or give a path" if server_data_roots() else ""))
 
 
 with st.expander("Re-evaluate on a labelled set of your own (optional)"):
     upload = st.file_uploader("FER2013 CSV (.csv or .csv.gz) or zip of class folders", type=["csv", "gz", "zip"],
                               key="compare_upload")
-    path_text = st.text_input("...or a path on the server", key="compare_path")
+    roots = server_data_roots()  # none unless the server allows some: a visitor must not open any file
+    path_text = (st.text_input(f"...or a path inside {', '.join(map(str, roots))}", key="compare_path")
+                 if roots else "")
+    st.caption("Scored are FER2013's PrivateTest rows if the set has any (faces no model here trained on), "
+               "else its PublicTest rows, else all rows, as `python -m fer_core evaluate` does.")
     if st.button("Evaluate the chosen models", key="compare_evaluate"):
         with user_errors(), st.spinner("Evaluating..."):
-            dataset = read_labelled_set(upload, path_text)
-            source = Path(dataset.source).name
-            if "PrivateTest" in dataset.usages():  # FER2013's test split: the faces no model trained on
-                dataset, source = dataset.with_usage("PrivateTest"), f"{source} (PrivateTest rows)"
-            st.session_state["compare_evaluation"] = {"data": source, "n": len(dataset),
-                                                      "metrics": evaluate_models(chosen, dataset)}
+            dataset, which = scored_rows(read_labelled_set(upload, path_text))
+            st.session_state["compare_evaluation"] = {"data": f"{Path(dataset.source).name} ({which})",
+                                                      "n": len(dataset), "metrics": evaluate_models(chosen, dataset)}
 
 evaluation = st.session_state.get("compare_evaluation")
 use_evaluation = (evaluation is not None and set(chosen) <= set(evaluation["metrics"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import base64
 import io
 import json
@@ -12,19 +13,25 @@ from types import SimpleNamespace
 import av
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 import streamlit_webrtc
+from streamlit.delta_generator import DeltaGenerator
 from streamlit.testing.v1 import AppTest
 
+from fer_core.charts import confusion_matrix_figure
+from fer_core.detect import get_detector
 from fer_core.evaluate import report_from_predictions
 from fer_core.images import encode_png
 from fer_core.jobs import TrainingBusyError, training_jobs
 from fer_core.models import build_model
+from fer_core.predict import FaceResult
 from fer_core.samples import astronaut
 from fer_core.store import ModelStore, make_card
 from fer_core.train import TrainConfig  # noqa: E402
 
-APP = Path(__file__).resolve().parent.parent / "app.py"
+ROOT = Path(__file__).resolve().parent.parent
+APP = ROOT / "app.py"
 LIVE, UPLOAD, TRAIN, COMPARE = (f"pages/{name}.py" for name in ("1_Live_webcam", "2_Upload", "3_Train", "4_Compare"))
 
 
@@ -55,30 +62,59 @@ def open_app(page: str | None = None) -> AppTest:
     return at
 
 
-def fer_csv(private: int = 0) -> bytes:
-    """Random 48x48 faces in FER2013's CSV format: 35 Training and 14 PublicTest rows, then ``private`` PrivateTest."""
+def fer_csv(private: int = 0, usage_column: bool = True) -> bytes:
+    """Random 48x48 faces in FER2013's CSV format: 35 Training and 14 PublicTest rows, then ``private`` PrivateTest.
+
+    Without ``usage_column`` the CSV has only ``emotion,pixels`` (all rows count as Training).
+    """
     rng = np.random.default_rng(1)
     usages = ["Training"] * 35 + ["PublicTest"] * 14 + ["PrivateTest"] * private
-    lines = ["emotion,pixels,Usage"]
+    lines = ["emotion,pixels,Usage" if usage_column else "emotion,pixels"]
     for index, usage in enumerate(usages):
         pixels = " ".join(map(str, rng.integers(0, 256, 48 * 48)))
-        lines.append(f"{index % 7},{pixels},{usage}")
+        lines.append(f"{index % 7},{pixels},{usage}" if usage_column else f"{index % 7},{pixels}")
     return ("\n".join(lines) + "\n").encode()
 
 
 def jpeg(image: np.ndarray) -> bytes:
+    """An image as JPEG bytes, as a camera or an upload sends it."""
     return cv2.imencode(".jpg", image)[1].tobytes()
 
 
+def mp4(frame: np.ndarray, frames: int = 10, rate: int = 5) -> bytes:
+    """An H.264 MP4 showing ``frame`` ``frames`` times at ``rate`` frames per second."""
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.height, stream.width = frame.shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for _ in range(frames):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")))
+        container.mux(stream.encode())
+    return buffer.getvalue()
+
+
 def plotly_figures(at: AppTest) -> list[dict]:
+    """The specs of the page's Plotly charts, in page order."""
     return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
 
 
+def damage(store: ModelStore, name: str) -> None:
+    """Overwrite a stored model's .keras file with bytes Keras cannot load (its card stays)."""
+    store.resolve(name).write_bytes(b"not a keras file")
+
+
+def plotly_array(value: dict | list) -> np.ndarray:
+    """An array of a figure's JSON (plotly sends numpy arrays base64-encoded)."""
+    if isinstance(value, list):
+        return np.asarray(value)
+    shape = tuple(int(n) for n in value["shape"].split(","))
+    return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).reshape(shape)
+
+
 def heatmap(figure: dict) -> np.ndarray:
-    """The z values of a figure's first trace (plotly sends arrays base64-encoded)."""
-    z = figure["data"][0]["z"]
-    shape = tuple(int(n) for n in z["shape"].split(","))
-    return np.frombuffer(base64.b64decode(z["bdata"]), dtype=z["dtype"]).reshape(shape)
+    """The z values of a figure's first trace."""
+    return plotly_array(figure["data"][0]["z"])
 
 
 def test_home_shows_the_active_model_and_the_privacy_note(store):
@@ -154,15 +190,8 @@ def test_upload_page_analyses_photos_explains_them_and_reports_bad_files(store):
 
 
 def test_upload_page_analyses_a_video_and_reports_a_broken_one(store):
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=5)
-        stream.width, stream.height, stream.pix_fmt = 512, 512, "yuv420p"
-        for _ in range(10):
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(astronaut(), format="bgr24")))
-        container.mux(stream.encode())
     at = open_app(UPLOAD)
-    at.file_uploader[1].set_value(("class.mp4", buffer.getvalue(), "video/mp4")).run()
+    at.file_uploader[1].set_value(("class.mp4", mp4(astronaut()), "video/mp4")).run()
     at.button[0].click().run()
     assert not at.exception
     assert len(plotly_figures(at)) == 1  # emotions over time
@@ -269,3 +298,228 @@ def test_a_bad_labelled_set_on_compare_shows_the_data_error(store):
     at.button(key="compare_evaluate").click().run()
     assert not at.exception
     assert "missing column(s) emotion, pixels" in at.error[0].value
+
+
+# Tests of the fixes from the app review ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("page", [LIVE, UPLOAD])
+def test_a_damaged_model_file_gives_a_message_not_a_traceback(store, monkeypatch, page):
+    monkeypatch.setattr(streamlit_webrtc, "webrtc_streamer",
+                        lambda **options: SimpleNamespace(state=SimpleNamespace(playing=False)))
+    damage(store, "default")
+    at = open_app(page)  # asserts: no exception
+    assert len(at.error) == 1
+    assert "Model 'default' with the 'haar' face detector cannot be loaded" in at.error[0].value
+    assert "not a loadable Keras model" in at.error[0].value
+    assert not at.file_uploader and not at.camera_input  # the page stopped there
+
+
+def test_a_missing_detector_package_gives_a_message_not_a_traceback(store, monkeypatch):
+    import ui_common
+
+    def missing(name: str, live: bool = False, **options):
+        raise ModuleNotFoundError("No module named 'mtcnn'", name="mtcnn")
+
+    ui_common._detector.clear()  # the cached detectors would hide the missing package
+    monkeypatch.setattr(ui_common, "get_detector", missing)
+    at = open_app(UPLOAD)
+    assert "the package 'mtcnn' is not installed" in at.error[0].value
+    assert not at.file_uploader
+    ui_common._detector.clear()
+
+
+def test_user_errors_shows_missing_packages_and_unreadable_files_as_messages():
+    def script():
+        import streamlit as st
+
+        from ui_common import user_errors
+
+        with user_errors():
+            raise FileNotFoundError(2, "No such file or directory", "/data/faces.csv")
+        with user_errors():
+            raise ModuleNotFoundError("No module named 'mtcnn'", name="mtcnn")
+        st.write("the page goes on")
+
+    at = AppTest.from_function(script, default_timeout=60).run()
+    assert not at.exception
+    assert at.error[0].value == "/data/faces.csv: No such file or directory"
+    assert at.error[1].value.startswith("the package 'mtcnn' is not installed on this server")
+    assert at.markdown[0].value == "the page goes on"
+
+
+def test_live_snapshot_uses_the_full_detector_settings_to_find_a_small_face(store, monkeypatch):
+    monkeypatch.setattr(streamlit_webrtc, "webrtc_streamer",
+                        lambda **options: SimpleNamespace(state=SimpleNamespace(playing=False)))
+    photo = jpeg(cv2.resize(astronaut(), (256, 256), interpolation=cv2.INTER_AREA))  # a face of about 50 px
+    image = cv2.imdecode(np.frombuffer(photo, np.uint8), cv2.IMREAD_COLOR)
+    assert not get_detector("haar", live=True).detect(image) and get_detector("haar").detect(image)
+    at = open_app(LIVE)
+    at.camera_input[0].set_value(("snapshot.jpg", photo, "image/jpeg")).run()
+    assert not at.exception
+    assert not at.warning  # "No face found"
+    assert len(plotly_figures(at)) == 1
+
+
+def test_train_page_refuses_the_default_name_and_an_existing_name_unless_replacing(store):
+    jobs = training_jobs()
+    before = jobs.current()
+    at = open_app(TRAIN)
+    at.file_uploader(key="train_upload").set_value(("faces.csv", fer_csv(), "text/csv"))
+    at.selectbox(key="train_arch").set_value("ds_cnn")
+    at.number_input(key="train_epochs").set_value(1)
+    at.text_input(key="train_name").set_value("default").run()
+    assert not at.checkbox  # the app's own model cannot be replaced from the page, not even on purpose
+    at.button(key="train_start").click().run()
+    assert not at.exception
+    assert "'default' is the model every visitor of the app starts with" in at.error[0].value
+    assert jobs.current() is before
+
+    at.text_input(key="train_name").set_value("small").run()
+    assert at.checkbox(key="train_replace").value is False
+    at.button(key="train_start").click().run()
+    assert "A model named 'small' exists: tick 'Replace the existing model'" in at.error[0].value
+    assert jobs.current() is before
+
+    at.checkbox(key="train_replace").check()
+    at.button(key="train_start").click().run()
+    assert not at.exception
+    job = jobs.current()
+    assert job is not before and job.model_name == "small" and job.active
+    jobs.cancel(job.job_id)
+    assert job.wait(timeout=120)
+    assert job.status == "cancelled"
+
+
+def test_upload_page_keys_photo_results_on_the_model_its_file_and_the_detector(store):
+    at = open_app(UPLOAD)
+    at.file_uploader[0].set_value([("astronaut.png", encode_png(astronaut()), "image/png")]).run()
+    at.sidebar.selectbox(key="_model").set_value("small").run()
+    assert not at.exception
+    version = {name: store.resolve(name).stat().st_mtime for name in ("default", "small")}
+    results = at.session_state["upload_results"]
+    assert {key[1:] for key in results} == {("default", version["default"], "haar"),
+                                           ("small", version["small"], "haar")}
+    before = results[next(key for key in results if key[1] == "default")]
+
+    # "default" retrained under the same name: its results are computed anew, with the new model.
+    model = build_model("ds_cnn")
+    store.save("default", model, {**store.card("default"), "metrics": None})
+    at.sidebar.selectbox(key="_model").set_value("default").run()
+    assert not at.exception
+    retrained = ("default", store.resolve("default").stat().st_mtime, "haar")
+    fresh = [faces for key, faces in at.session_state["upload_results"].items() if key[1:] == retrained]
+    assert len(fresh) == 1 and fresh[0] is not before
+
+
+def test_upload_page_never_shows_a_video_analysis_of_other_settings_or_another_file(store):
+    at = open_app(UPLOAD)
+    at.file_uploader[1].set_value(("class.mp4", mp4(astronaut()), "video/mp4")).run()
+    at.button[0].click().run()
+    assert list(at.dataframe[0].value["samples"]) == [4]
+
+    at.slider[0].set_value(4.0).run()  # another sampling rate: the analysis at 2 per second is not shown
+    assert not at.dataframe and not plotly_figures(at)
+    assert "press **Analyse video**" in at.info[0].value
+    at.button[0].click().run()
+    assert list(at.dataframe[0].value["samples"]) == [8]
+
+    # Another video under the same name: nothing is shown until it is analysed.
+    at.file_uploader[1].set_value(("class.mp4", mp4(np.full((240, 320, 3), 90, np.uint8)), "video/mp4")).run()
+    assert not at.exception
+    assert not at.dataframe and not plotly_figures(at)
+    at.button[0].click().run()
+    assert any("No face found in the sampled frames" in warning.value for warning in at.warning)
+
+
+def test_upload_page_csv_rows_are_face_result_rows(store, monkeypatch):
+    downloads = {}
+    download_button = DeltaGenerator.download_button
+
+    def spy(self, label, data, *args, **kwargs):
+        downloads[label] = data
+        return download_button(self, label, data, *args, **kwargs)
+
+    to_row = FaceResult.to_row
+    monkeypatch.setattr(DeltaGenerator, "download_button", spy)
+    monkeypatch.setattr(FaceResult, "to_row", lambda face: {**to_row(face), "added_to_row": 1})
+    at = open_app(UPLOAD)
+    at.file_uploader[0].set_value([("astronaut.png", encode_png(astronaut()), "image/png")]).run()
+    assert not at.exception
+    table = pd.read_csv(io.StringIO(downloads["All results (CSV)"]))
+    faces = next(iter(at.session_state["upload_results"].values()))
+    assert list(table.columns) == ["file", "face", *to_row(faces[0]), "added_to_row"]
+    assert table.iloc[0].to_dict() == pytest.approx({"file": "astronaut.png", "face": 1, **to_row(faces[0]),
+                                                     "added_to_row": 1})
+
+
+def test_compare_page_offers_server_paths_only_inside_the_data_folder(store, tmp_path, monkeypatch):
+    monkeypatch.delenv("FER_LAB_DATA_DIR", raising=False)
+    at = open_app(COMPARE)
+    assert not [box for box in at.text_input if box.key == "compare_path"]
+    at.button(key="compare_evaluate").click().run()
+    assert at.error[0].value == "choose a labelled set first: upload a file"
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "faces.csv").write_bytes(fer_csv())
+    (tmp_path / "outside.csv").write_bytes(fer_csv())
+    monkeypatch.setenv("FER_LAB_DATA_DIR", str(data))
+    at.run()
+    at.text_input(key="compare_path").set_value(str(tmp_path / "outside.csv"))
+    at.button(key="compare_evaluate").click().run()
+    assert not at.exception
+    assert "outside the data folder(s) this server allows" in at.error[0].value
+    assert "compare_evaluation" not in at.session_state
+
+    at.text_input(key="compare_path").set_value("faces.csv")
+    at.button(key="compare_evaluate").click().run()
+    assert not at.exception and not at.error
+    assert set(at.dataframe[0].value["measured on"]) == {"faces.csv (PublicTest rows)"}
+
+
+@pytest.mark.parametrize(("usage_column", "scored", "n"), [
+    (True, "labelled.csv (PublicTest rows)", 14),
+    (False, "labelled.csv (all rows)", 49),
+], ids=["public-test", "no-usage-column"])
+def test_compare_page_scores_the_rows_the_cli_scores_and_says_which(store, usage_column, scored, n):
+    at = open_app(COMPARE)
+    at.file_uploader(key="compare_upload").set_value(("labelled.csv", fer_csv(usage_column=usage_column), "text/csv"))
+    at.button(key="compare_evaluate").click().run()
+    assert not at.exception
+    assert set(at.dataframe[0].value["measured on"]) == {scored}
+    evaluation = at.session_state["compare_evaluation"]
+    assert evaluation["n"] == n
+    assert all(metrics["n"] == n for metrics in evaluation["metrics"].values())
+    assert any(f"({n} faces)" in toggle.label for toggle in at.toggle)
+
+
+def test_confusion_matrix_figure_shows_the_stored_normalised_matrix(store):
+    metrics = store.card("default")["metrics"]
+    stored = np.full((7, 7), 0.125)  # not the counts' row shares: only the stored matrix can give it
+    figure = json.loads(confusion_matrix_figure({**metrics, "confusion_matrix_normalized": stored.tolist()},
+                                                normalised=True).to_json())
+    assert heatmap(figure) == pytest.approx(stored)
+    hover = plotly_array(figure["data"][0]["customdata"])  # count and share of each cell
+    assert hover[..., 0].tolist() == metrics["confusion_matrix"] and hover[..., 1] == pytest.approx(stored)
+
+    old = {key: value for key, value in metrics.items() if key != "confusion_matrix_normalized"}
+    shares = heatmap(json.loads(confusion_matrix_figure(old, normalised=True).to_json()))
+    counts = np.asarray(metrics["confusion_matrix"], dtype=float)
+    assert shares == pytest.approx(counts / counts.sum(axis=1, keepdims=True))
+
+
+APP_FILES = ["ui_common.py", "fer_core/charts.py", *(f"pages/{page.name}" for page in sorted(ROOT.glob("pages/*.py")))]
+
+
+@pytest.mark.parametrize("path", APP_FILES)
+def test_public_functions_of_the_app_have_type_hints_and_docstrings(path):
+    tree = ast.parse((ROOT / path).read_text())
+    lacking = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and not node.name.startswith("_"):
+            arguments = [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
+            untyped = [a.arg for a in arguments if a.annotation is None and a.arg not in ("self", "cls")]
+            if untyped or node.returns is None or ast.get_docstring(node) is None:
+                lacking.append(f"{node.name} (line {node.lineno})")
+    assert not lacking, f"{path}: public functions without type hints or a docstring: {', '.join(lacking)}"
