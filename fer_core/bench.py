@@ -64,24 +64,32 @@ def streams_fps(analyser: EmotionAnalyser, frame: np.ndarray, streams: int, seco
     All streams share the analyser (one model, one detector), as the sessions of one app do.
     """
     rates = [0.0] * streams
-    barrier = threading.Barrier(streams)
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(streams, timeout=120)
 
     def run(index: int) -> None:
-        live = LiveAnalyser(analyser, detect_every=detect_every, smoothing=0.0, max_load=1.0)
-        for _ in range(3):
-            live.process(frame)
-        barrier.wait()
-        frames, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            live.process(frame)
-            frames += 1
-        rates[index] = frames / (time.perf_counter() - start)
+        try:
+            live = LiveAnalyser(analyser, detect_every=detect_every, smoothing=0.0, max_load=1.0)
+            for _ in range(3):
+                live.process(frame)
+            barrier.wait()
+            frames, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                live.process(frame)
+                frames += 1
+            rates[index] = frames / (time.perf_counter() - start)
+        except BaseException as error:  # let the other streams go on, then report it
+            barrier.abort()
+            errors.append(error)
 
     threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(streams)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    first = next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)), None)
+    if first is not None:
+        raise first
     return rates
 
 

@@ -24,16 +24,16 @@ def _print_json(value) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from fer_core.data import load_dataset, train_validation
-    from fer_core.store import ModelStore
+    from fer_core.store import ModelStore, check_name
     from fer_core.train import TrainConfig, TrainProgress, store_result, train
 
-    dataset = load_dataset(args.data, cache=True)
+    name = check_name(args.name or args.arch)
+    dataset = load_dataset(args.data, cache=args.cache)
     train_part, validation = train_validation(dataset, args.seed)
     config = TrainConfig(arch=args.arch, epochs=args.epochs, minutes=args.minutes,
                          batch_size=args.batch_size, learning_rate=args.lr,
                          class_weight=args.class_weight, augment=not args.no_augment,
                          patience=args.patience, precision=args.precision, seed=args.seed)
-    name = args.name or args.arch
     checkpoints = Path(args.checkpoint_dir or Path("checkpoints") / name)
 
     def report(progress: TrainProgress) -> None:
@@ -168,7 +168,21 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _at_least(minimum: float, kind: type = int):
+    """An argparse type: a number of ``kind`` no smaller than ``minimum``."""
+
+    def parse(text: str):
+        value = kind(text)
+        if not value >= minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, not {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
     from fer_core.detect import DETECTORS
     from fer_core.models import ARCHITECTURES
 
@@ -180,16 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a model and save it in the store")
     train.add_argument("--arch", required=True, choices=sorted(ARCHITECTURES))
     train.add_argument("--data", required=True, help="FER2013 CSV(.gz), class-folder tree or zip of one")
-    train.add_argument("--epochs", type=int, default=60)
-    train.add_argument("--minutes", type=float, help="time budget; resume later from the checkpoint")
+    train.add_argument("--epochs", type=_at_least(1), default=60)
+    train.add_argument("--minutes", type=_at_least(0, float), help="time budget; resume later from the checkpoint")
     train.add_argument("--name", help="name to save under (default: the architecture)")
-    train.add_argument("--batch-size", type=int, default=64)
-    train.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW, cosine)")
+    train.add_argument("--batch-size", type=_at_least(1), default=64)
+    train.add_argument("--lr", type=_at_least(0, float), default=2e-3, help="peak learning rate (AdamW, cosine)")
     train.add_argument("--class-weight", choices=("none", "balanced", "sqrt"), default="none")
     train.add_argument("--no-augment", action="store_true")
-    train.add_argument("--patience", type=int, default=15, help="early-stopping patience in epochs")
+    train.add_argument("--patience", type=_at_least(1), default=15, help="early-stopping patience in epochs")
     train.add_argument("--precision", choices=("auto", "float32", "mixed_bfloat16"), default="auto")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--cache", action="store_true", help="keep a parsed copy of the dataset (~/.cache/fer_lab)")
     train.add_argument("--checkpoint-dir", help="default: checkpoints/NAME; an existing one is resumed")
     train.set_defaults(run=cmd_train)
 
@@ -213,13 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="time the whole pipeline on one frame, and on several streams")
     bench.add_argument("--image", help="frame to time (default: a generated 640x480 frame with a face)")
-    bench.add_argument("--seconds", type=float, default=5.0, help="per measurement")
+    bench.add_argument("--seconds", type=_at_least(0, float), default=5.0, help="per measurement")
     bench.add_argument("--model", default="default")
     bench.add_argument("--detector", default="haar", choices=sorted(DETECTORS))
     bench.add_argument("--full-detector", action="store_true", help="detect at full size, not with live settings")
-    bench.add_argument("--detect-every", type=int, default=3, help="live path: detect every k-th frame")
-    bench.add_argument("--streams", type=int, default=0, help="also run N concurrent streams (threads)")
-    bench.add_argument("--memory", type=int, default=0, metavar="FRAMES",
+    bench.add_argument("--detect-every", type=_at_least(1), default=3, help="live path: detect every k-th frame")
+    bench.add_argument("--streams", type=_at_least(0), default=0, help="also run N concurrent streams (threads)")
+    bench.add_argument("--memory", type=_at_least(0), default=0, metavar="FRAMES",
                        help="also report resident memory over this many frames")
     bench.set_defaults(run=cmd_bench)
 

@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -43,6 +44,7 @@ USAGE_BY_FOLDER = {
 MAX_ZIP_UNCOMPRESSED = 4 * 1024**3
 MAX_ZIP_RATIO = 200
 MAX_PROBLEMS_SHOWN = 20
+_LABEL_CODES = {str(code) for code in range(NUM_CLASSES)}
 
 
 @dataclass
@@ -74,11 +76,6 @@ class FaceDataset:
         """The distinct usage values present, in a stable order."""
         return sorted(set(self.usage.tolist()))
 
-    def class_counts(self) -> dict[str, int]:
-        """Number of faces per emotion."""
-        counts = np.bincount(self.labels, minlength=NUM_CLASSES)
-        return {name: int(counts[code]) for code, name in enumerate(EMOTIONS)}
-
 
 def _raise_problems(problems: list[str], what: str) -> None:
     if not problems:
@@ -96,8 +93,8 @@ def _open_text(path: Path) -> io.TextIOBase:
     with open(path, "rb") as probe:
         magic = probe.read(2)
     if magic == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")  # -sig: spreadsheet programs write a BOM
 
 
 def _parse_pixels(text: str) -> np.ndarray | str:
@@ -161,7 +158,7 @@ def load_fer2013_csv(path: str | os.PathLike) -> FaceDataset:
                     problems.append(f"line {line}: expected {len(header)} columns, found {len(row)}")
                     continue
                 label_text = row[emotion_col].strip()
-                if not label_text.lstrip("-").isdigit() or not 0 <= int(label_text) < NUM_CLASSES:
+                if label_text not in _LABEL_CODES:
                     problems.append(f"line {line}: emotion label {label_text!r} is not 0-6")
                     continue
                 pixels = _parse_pixels(row[pixels_col])
@@ -172,7 +169,7 @@ def load_fer2013_csv(path: str | os.PathLike) -> FaceDataset:
                 labels.append(int(label_text))
                 row_usage = row[usage_col].strip() if usage_col is not None and usage_col < len(row) else ""
                 usage.append(row_usage or "Training")
-    except (UnicodeDecodeError, EOFError, gzip.BadGzipFile, csv.Error) as error:
+    except (UnicodeDecodeError, EOFError, OSError, zlib.error, csv.Error) as error:
         raise DataError(f"{path}: not a readable CSV file ({error})") from error
     _raise_problems(problems, str(path))
     if not images:
@@ -331,12 +328,17 @@ def load_dataset(path: str | os.PathLike, *, cache: bool = False) -> FaceDataset
         return load_image_folder(path)
     cache_file = _cache_file(path) if cache else None
     if cache_file is not None and cache_file.exists():
-        with np.load(cache_file) as stored:
-            return FaceDataset(stored["images"], stored["labels"], stored["usage"], str(path))
+        try:
+            with np.load(cache_file) as stored:
+                return FaceDataset(stored["images"], stored["labels"], stored["usage"], str(path))
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            cache_file.unlink(missing_ok=True)  # a damaged cache is rebuilt below
     dataset = load_zip(path) if zipfile.is_zipfile(path) else load_fer2013_csv(path)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache_file, images=dataset.images, labels=dataset.labels, usage=dataset.usage)
+        partial = cache_file.with_suffix(".partial.npz")
+        np.savez(partial, images=dataset.images, labels=dataset.labels, usage=dataset.usage)
+        os.replace(partial, cache_file)  # never leave a half-written cache under the final name
     return dataset
 
 
@@ -350,9 +352,12 @@ def stratified_split(
     from sklearn.model_selection import train_test_split
 
     counts = np.bincount(dataset.labels, minlength=NUM_CLASSES)
-    stratify = dataset.labels if counts[counts > 0].min() >= 2 else None
+    test_size = max(int(round(validation_fraction * len(dataset))), np.count_nonzero(counts))
+    # Stratify when every class has two faces and the validation part can hold one of each.
+    stratify = dataset.labels if counts[counts > 0].min() >= 2 and test_size < len(dataset) else None
     train_index, val_index = train_test_split(
-        np.arange(len(dataset)), test_size=validation_fraction, random_state=seed, stratify=stratify
+        np.arange(len(dataset)), test_size=test_size if stratify is not None else validation_fraction,
+        random_state=seed, stratify=stratify
     )
     return dataset.subset(train_index), dataset.subset(val_index)
 
@@ -366,10 +371,18 @@ def stratified_folds(dataset: FaceDataset, k: int = 5, seed: int = 0) -> list[tu
 
 
 def train_validation(dataset: FaceDataset, seed: int = 0) -> tuple[FaceDataset, FaceDataset]:
-    """FER2013's own Training/PublicTest split when present, else a stratified 10% split."""
+    """FER2013's own Training/PublicTest split when present, else a stratified 10% split.
+
+    PrivateTest rows are never trained or selected on: they are kept for the final test.
+    """
     if "Training" in dataset.usages() and "PublicTest" in dataset.usages():
         return dataset.with_usage("Training"), dataset.with_usage("PublicTest")
-    return stratified_split(dataset, 0.1, seed)
+    usable = dataset.subset(dataset.usage != "PrivateTest")
+    counts = np.bincount(usable.labels, minlength=NUM_CLASSES)
+    if len(usable) < 2 * NUM_CLASSES or np.count_nonzero(counts) < 2:
+        raise DataError(f"{dataset.source}: {len(usable)} faces in {np.count_nonzero(counts)} class(es) are too few "
+                        f"to train and validate on; give at least {2 * NUM_CLASSES} faces of two or more classes")
+    return stratified_split(usable, 0.1, seed)
 
 
 def server_data_roots() -> list[Path]:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from fer_core.errors import FerError
+from fer_core.pool import ObjectPool
 from fer_core.preprocess import to_gray
 
 Point = tuple[float, float]
@@ -94,6 +96,14 @@ def register(name: str):
     return decorate
 
 
+def _load_cascade() -> cv2.CascadeClassifier:
+    path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
+    cascade = cv2.CascadeClassifier(path)
+    if cascade.empty():
+        raise FerError(f"OpenCV's Haar cascade is missing ({path}); install opencv-python-headless<5")
+    return cascade
+
+
 @register("haar")
 class HaarDetector(FaceDetector):
     """OpenCV's frontal-face Haar cascade (Viola and Jones, CVPR 2001).
@@ -106,30 +116,21 @@ class HaarDetector(FaceDetector):
     def __init__(self, min_face_size: int = 40, max_side: int = 1280, scale_factor: float = 1.1,
                  min_neighbors: int = 5, min_score: float = 4.0, equalize: bool = False):
         super().__init__(min_face_size, max_side)
-        self._local = threading.local()
-        self._cascade()  # fail early when the cascade file is missing
+        self._cascades = ObjectPool(_load_cascade)
+        with self._cascades.borrow():  # fail early when the cascade file is missing
+            pass
         self.scale_factor, self.min_neighbors = scale_factor, min_neighbors
         self.min_score, self.equalize = min_score, equalize
-
-    def _cascade(self) -> cv2.CascadeClassifier:
-        """This thread's cascade: OpenCV's CascadeClassifier is not safe to share across threads."""
-        cascade = getattr(self._local, "cascade", None)
-        if cascade is None:
-            path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
-            cascade = cv2.CascadeClassifier(path)
-            if cascade.empty():
-                raise RuntimeError(f"OpenCV's Haar cascade is missing ({path}); install opencv-python-headless<5")
-            self._local.cascade = cascade
-        return cascade
 
     def _detect(self, image: np.ndarray, min_face_size: float) -> list[Detection]:
         gray = to_gray(image)
         if self.equalize:
             gray = cv2.equalizeHist(gray)
         side = max(1, int(min_face_size))
-        boxes, _, weights = self._cascade().detectMultiScale3(
-            gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
-            minSize=(side, side), outputRejectLevels=True)
+        with self._cascades.borrow() as cascade:  # OpenCV's cascades are not safe to share across threads
+            boxes, _, weights = cascade.detectMultiScale3(
+                gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
+                minSize=(side, side), outputRejectLevels=True)
         found = []
         for box, weight in zip(boxes, np.ravel(weights) if len(boxes) else []):
             if float(weight) >= self.min_score:
@@ -143,7 +144,10 @@ class MtcnnDetector(FaceDetector):
 
     def __init__(self, min_face_size: int = 40, max_side: int = 1280, min_confidence: float = 0.9):
         super().__init__(min_face_size, max_side)
-        from mtcnn import MTCNN
+        try:
+            from mtcnn import MTCNN
+        except ImportError as error:
+            raise FerError(f"the mtcnn face detector is not installed ({error}); pip install mtcnn") from error
 
         self.min_confidence = min_confidence
         self._mtcnn = MTCNN()

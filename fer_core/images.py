@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -69,19 +68,17 @@ def load_image(
     try:
         if isinstance(source, (str, os.PathLike)) and Path(source).stat().st_size == 0:
             raise ImageError(f"{label}: the file is empty (0 bytes)")
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise ImageError(
-                        f"{label}: the image declares {width}x{height} pixels, more than the "
-                        f"limit of {max_pixels:,}; refusing to decode it"
-                    )
-                image.seek(0)
-                image.load()
-                image = ImageOps.exif_transpose(image)
-                return _pil_to_bgr(image)
+        with Image.open(source) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageError(
+                    f"{label}: the image declares {width}x{height} pixels, more than the "
+                    f"limit of {max_pixels:,}; refusing to decode it"
+                )
+            image.seek(0)
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return _pil_to_bgr(image)
     except ImageError:
         raise
     except FileNotFoundError as error:
@@ -90,7 +87,7 @@ def load_image(
         raise ImageError(f"{label}: is a folder, not an image") from error
     except UnidentifiedImageError as error:
         raise ImageError(f"{label}: not an image file Pillow can read") from error
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+    except Image.DecompressionBombError as error:
         raise ImageError(f"{label}: the image is too large to decode safely ({error})") from error
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ImageError(f"{label}: the image is damaged or truncated ({error})") from error

@@ -50,10 +50,10 @@ def label_from_name(name: str) -> int | None:
     key = name.strip().lower().replace("-", "_").replace(" ", "_")
     if key in _SYNONYMS:
         return _SYNONYMS[key]
-    # "0_angry", "3-happy" and similar prefixed names.
-    for part in key.split("_"):
-        if part in _SYNONYMS and not part.isdigit():
-            return _SYNONYMS[part]
+    # "0_angry", "3-happy" and similar names: a class word after a number prefix.
+    prefix, _, word = key.partition("_")
+    if prefix.isdigit() and word in _SYNONYMS:
+        return _SYNONYMS[word]
     return None
 
 

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass, field
 
 import cv2
@@ -16,8 +15,9 @@ import numpy as np
 import tensorflow as tf
 
 from fer_core.detect import Detection, FaceDetector, get_detector
-from fer_core.images import load_image, to_uint8
+from fer_core.images import to_uint8
 from fer_core.labels import DISPLAY_NAMES, EMOTIONS, color_bgr
+from fer_core.pool import ObjectPool
 from fer_core.preprocess import Preprocessing, prepare_faces
 from fer_core.store import DEFAULT_NAME, ModelStore, StoredModel
 
@@ -51,11 +51,7 @@ class FaceResult:
 
 def to_tflite(model: keras.Model) -> bytes:
     """The model as a float32 TensorFlow Lite flatbuffer: same results, 2-4x faster per face on a CPU."""
-    import contextlib
-    import io
-
-    with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its temporary SavedModel
-        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
 def _litert_interpreter():
@@ -66,11 +62,30 @@ def _litert_interpreter():
     return Interpreter
 
 
+class _LiteRunner:
+    """One LiteRT interpreter, resized to each new batch size."""
+
+    def __init__(self, interpreter):
+        self.interpreter = interpreter
+        self.input = interpreter.get_input_details()[0]["index"]
+        self.output = interpreter.get_output_details()[0]["index"]
+        self.batch: int | None = None
+
+    def __call__(self, faces: np.ndarray) -> np.ndarray:
+        if self.batch != len(faces):
+            self.interpreter.resize_tensor_input(self.input, list(faces.shape))
+            self.interpreter.allocate_tensors()
+            self.batch = len(faces)
+        self.interpreter.set_tensor(self.input, faces)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output).copy()
+
+
 class EmotionClassifier:
     """Probabilities for batches of prepared faces.
 
     With a TensorFlow Lite flatbuffer (``lite``) and the LiteRT runtime installed, faces go
-    through LiteRT (one interpreter per thread: an interpreter is not thread-safe); otherwise
+    through LiteRT (a pool of interpreters: one is not thread-safe); otherwise
     through the Keras model compiled once as a ``tf.function`` with a fixed input signature (an
     eager Keras call costs tens of milliseconds). With ``flip_tta`` each face is also classified
     mirrored and the two results are averaged. Safe to call from several threads at once.
@@ -83,8 +98,7 @@ class EmotionClassifier:
         self.input_size = int(model.input_shape[1])
         interpreter = _litert_interpreter() if lite else None
         self.backend = "litert" if interpreter is not None else "tensorflow"
-        self._lite, self._interpreter_class, self._lite_threads = lite, interpreter, lite_threads
-        self._local = threading.local()
+        self._interpreters = ObjectPool(lambda: _LiteRunner(interpreter(model_content=lite, num_threads=lite_threads)))
         spec = tf.TensorSpec([None, self.input_size, self.input_size, 1], tf.float32)
         self._graph = tf.function(lambda faces: tf.cast(model(faces, training=False), tf.float32),
                                   input_signature=[spec])
@@ -94,24 +108,10 @@ class EmotionClassifier:
         """The fastest classifier a stored model offers."""
         return cls(stored.model, flip_tta, stored.lite)
 
-    def _run_lite(self, faces: np.ndarray) -> np.ndarray:
-        state = self._local
-        if getattr(state, "interpreter", None) is None:
-            state.interpreter = self._interpreter_class(model_content=self._lite, num_threads=self._lite_threads)
-            state.input = state.interpreter.get_input_details()[0]["index"]
-            state.output = state.interpreter.get_output_details()[0]["index"]
-            state.batch = None
-        if state.batch != len(faces):
-            state.interpreter.resize_tensor_input(state.input, list(faces.shape))
-            state.interpreter.allocate_tensors()
-            state.batch = len(faces)
-        state.interpreter.set_tensor(state.input, faces)
-        state.interpreter.invoke()
-        return state.interpreter.get_tensor(state.output).copy()
-
     def _run(self, faces: np.ndarray) -> np.ndarray:
         if self.backend == "litert":
-            return self._run_lite(faces)
+            with self._interpreters.borrow() as runner:  # an interpreter is not thread-safe
+                return runner(faces)
         return self._graph(tf.convert_to_tensor(faces)).numpy()
 
     def __call__(self, faces: np.ndarray) -> np.ndarray:
@@ -168,11 +168,6 @@ class EmotionAnalyser:
         if image.dtype != np.uint8:
             image = to_uint8(image)
         return self.classify(image, self.detector.detect(image))
-
-    def analyse_file(self, path: str | os.PathLike) -> tuple[np.ndarray, list[FaceResult]]:
-        """Load an image file (EXIF orientation honoured) and analyse it."""
-        image = load_image(path)
-        return image, self.analyse(image)
 
 
 def annotate(image: np.ndarray, results: list[FaceResult]) -> np.ndarray:

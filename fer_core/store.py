@@ -75,12 +75,24 @@ class ModelStore:
         path = self.resolve(name_or_path)
         card_path = path.with_suffix(".json")
         if card_path.exists():
-            return json.loads(card_path.read_text())
+            try:
+                card = json.loads(card_path.read_text())
+            except (OSError, ValueError) as error:
+                raise ModelNotFoundError(f"{card_path}: the model card is not readable JSON ({error})") from error
+            if not isinstance(card, dict):
+                raise ModelNotFoundError(f"{card_path}: the model card is not a JSON object")
+            return card
         return {"name": path.stem, "arch": "unknown", "labels": list(EMOTIONS)}
 
     def cards(self) -> list[dict]:
-        """The cards of every stored model."""
-        return [self.card(name) for name in self.names()]
+        """The cards of every stored model; an unreadable card shows as its name and the error."""
+        cards = []
+        for name in self.names():
+            try:
+                cards.append(self.card(name))
+            except ModelNotFoundError as error:
+                cards.append({"name": name, "arch": "unknown", "error": str(error)})
+        return cards
 
     def load(self, name_or_path: str | os.PathLike = DEFAULT_NAME) -> StoredModel:
         """Load a model and its card by name or path."""
@@ -111,13 +123,6 @@ class ModelStore:
         card = {**card, "name": name, "file_bytes": path.stat().st_size}
         path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
         return path
-
-    def delete(self, name: str) -> None:
-        """Remove a stored model and its card."""
-        path = self.resolve(check_name(name))
-        path.unlink()
-        path.with_suffix(".json").unlink(missing_ok=True)
-        path.with_suffix(".tflite").unlink(missing_ok=True)
 
 
 def make_card(

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from fer_core.data import FaceDataset, train_validation
+from fer_core.errors import DataError
 from fer_core.labels import NUM_CLASSES
 from fer_core.models import build_augmentation, build_model, with_augmentation
 from fer_core.preprocess import Preprocessing, images_to_input
@@ -189,10 +190,38 @@ class _RunMonitor(keras.callbacks.Callback):
         directory = self.checkpoint_dir
         self.model.save(directory / "last.keras")
         if improved:
-            self.model.get_layer(self.base_name).save(directory / "best.keras")
+            _base_model(self.model, self.base_name).save(directory / "best.keras")
         state = {"epochs_done": epochs_done, "best_val_accuracy": self.best,
                  "history": self.history, "config": self.config.to_dict()}
         (directory / "state.json").write_text(json.dumps(state, indent=1))
+
+
+#: Recipe entries that must match to resume a checkpoint (epochs, budget and patience may change).
+_RESUME_KEYS = ("arch", "batch_size", "learning_rate", "weight_decay", "label_smoothing", "augment",
+                "class_weight", "preprocessing")
+
+
+def _read_checkpoint_state(directory: Path, config: TrainConfig) -> dict:
+    """The saved state of a checkpoint folder, checked against the recipe of the run resuming it."""
+    path = directory / "state.json"
+    try:
+        state = json.loads(path.read_text())
+        missing = {"config", "epochs_done", "best_val_accuracy", "history"} - set(state)
+    except (OSError, ValueError, TypeError) as error:
+        missing = {f"readable JSON ({error})"}
+    if missing:
+        raise DataError(f"{path}: not a checkpoint state (no {', '.join(sorted(missing))}); "
+                        f"delete {directory} to start over")
+    changed = [key for key in _RESUME_KEYS if state["config"].get(key) != config.to_dict()[key]]
+    if changed:
+        raise DataError(f"{directory} holds a checkpoint trained with another recipe ({', '.join(changed)} "
+                        "differ); use another checkpoint folder or delete it to start over")
+    return state
+
+
+def _base_model(trainer: keras.Model, name: str) -> keras.Model:
+    """The network inside a training model (itself when there is no augmentation wrapper)."""
+    return trainer if trainer.name == name else trainer.get_layer(name)
 
 
 def dataset_inputs(dataset: FaceDataset, preprocessing: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
@@ -279,12 +308,13 @@ def train(
         input_shape = (preprocessing.size, preprocessing.size, 1)
         base = build_model(config.arch, input_shape)
         if directory is not None and (directory / "state.json").exists():
-            state = json.loads((directory / "state.json").read_text())
-            if state["config"]["arch"] != config.arch:
-                raise ValueError(f"{directory} holds a checkpoint of {state['config']['arch']}, "
-                                 f"not {config.arch}; use another checkpoint folder")
-            trainer = keras.saving.load_model(directory / "last.keras")
-            base = trainer.get_layer(base.name)
+            state = _read_checkpoint_state(directory, config)
+            try:
+                trainer = keras.saving.load_model(directory / "last.keras")
+            except Exception as error:  # Keras raises many types for a damaged file
+                raise DataError(f"{directory / 'last.keras'}: cannot resume from this checkpoint ({error}); "
+                                "delete the folder to start over") from error
+            base = _base_model(trainer, base.name)
             start_epoch, best, history = state["epochs_done"], state["best_val_accuracy"], state["history"]
         else:
             trainer = with_augmentation(base, build_augmentation(seed=config.seed)) if config.augment else base

@@ -170,6 +170,7 @@ def test_label_synonyms():
     assert label_from_name("3_happy") == 3
     assert label_from_name("fearful") == 2
     assert label_from_name("bored") is None
+    assert label_from_name("not_happy") is None
 
 
 def test_stratified_split_and_folds():
@@ -204,3 +205,40 @@ def test_server_paths_are_confined_to_the_data_folders(tmp_path, monkeypatch):
             resolve_server_path(outside)
     with pytest.raises(DataError, match="no such file"):
         resolve_server_path("fer/missing.csv")
+
+
+def test_damaged_gzip_bom_and_odd_digits(tmp_path):
+    images, labels = synthetic_dataset(7)
+    plain = tmp_path / "plain.csv"
+    write_fer_csv(plain, images, labels)
+    bom = tmp_path / "excel.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    assert len(load_fer2013_csv(bom)) == 7
+    damaged = tmp_path / "damaged.csv.gz"
+    damaged.write_bytes(gzip.compress(plain.read_bytes())[:300] + b"\x00" * 50)
+    with pytest.raises(DataError, match="damaged.csv.gz: not a readable CSV"):
+        load_fer2013_csv(damaged)
+    odd = tmp_path / "odd.csv"
+    odd.write_text("emotion,pixels\n\u00b2," + " ".join(["1"] * 2304) + "\n")
+    with pytest.raises(DataError, match="line 2: emotion label"):
+        load_fer2013_csv(odd)
+
+
+def test_damaged_cache_is_rebuilt(fer_csv, tmp_path, monkeypatch):
+    monkeypatch.setenv("FER_LAB_CACHE", str(tmp_path / "cache"))
+    first = load_dataset(fer_csv, cache=True)
+    (cache_file,) = (tmp_path / "cache").glob("*.npz")
+    cache_file.write_bytes(b"half written")
+    again = load_dataset(fer_csv, cache=True)
+    np.testing.assert_array_equal(first.labels, again.labels)
+    assert cache_file.stat().st_size > 1000
+
+
+def test_private_test_rows_are_never_trained_on_and_tiny_sets_are_refused():
+    images, labels = synthetic_dataset(70)
+    usage = np.array(["Training"] * 56 + ["PrivateTest"] * 14)
+    train, validation = train_validation(FaceDataset(images, labels, usage, "set.csv"))
+    assert len(train) + len(validation) == 56
+    assert "PrivateTest" not in train.usages() + validation.usages()
+    with pytest.raises(DataError, match="set.csv: 5 faces"):
+        train_validation(FaceDataset(images[:5], labels[:5], np.array(["Training"] * 5), "set.csv"))

@@ -35,9 +35,16 @@ def test_missing_and_damaged_models(model_store, tmp_path):
         model_store.load(str(broken))
 
 
-def test_names_are_checked_and_models_deleted(model_store):
+def test_names_are_checked():
     for bad in ("", "../evil", "a/b", "x" * 65, "name.keras"):
         with pytest.raises(ValueError):
             check_name(bad)
-    model_store.delete("tiny")
-    assert model_store.names() == ["default"]
+    assert check_name("mini_xception-2.v1") == "mini_xception-2.v1"
+
+
+def test_unreadable_card_is_reported_not_raised_by_the_listing(model_store):
+    model_store.resolve("tiny").with_suffix(".json").write_text("{not json")
+    with pytest.raises(ModelNotFoundError, match="tiny.json: the model card is not readable JSON"):
+        model_store.card("tiny")
+    listed = {card["name"]: card for card in model_store.cards()}
+    assert "error" in listed["tiny"] and listed["default"]["arch"] == "ds_cnn"

@@ -39,10 +39,26 @@ def test_one_epoch_trains_checkpoints_and_resumes(tiny_dataset, tmp_path):
     assert resumed.model.output_shape == (None, 7)
 
 
-def test_resume_refuses_another_architecture(tiny_dataset, tmp_path):
+def test_resume_refuses_another_recipe_and_a_damaged_state(tiny_dataset, tmp_path):
+    from fer_core.errors import DataError
+
     train(tiny_dataset, TrainConfig(arch="ds_cnn", epochs=1, batch_size=32), checkpoint_dir=tmp_path)
-    with pytest.raises(ValueError, match="holds a checkpoint of ds_cnn"):
-        train(tiny_dataset, TrainConfig(arch="mini_xception", epochs=1), checkpoint_dir=tmp_path)
+    with pytest.raises(DataError, match="arch differ"):
+        train(tiny_dataset, TrainConfig(arch="mini_xception", epochs=1, batch_size=32), checkpoint_dir=tmp_path)
+    with pytest.raises(DataError, match="batch_size, learning_rate differ"):
+        train(tiny_dataset, TrainConfig(arch="ds_cnn", epochs=2, batch_size=16, learning_rate=1e-3),
+              checkpoint_dir=tmp_path)
+    (tmp_path / "state.json").write_text("{broken")
+    with pytest.raises(DataError, match="state.json: not a checkpoint state"):
+        train(tiny_dataset, TrainConfig(arch="ds_cnn", epochs=2, batch_size=32), checkpoint_dir=tmp_path)
+
+
+def test_without_augmentation_checkpoints_and_resumes(tiny_dataset, tmp_path):
+    config = TrainConfig(arch="ds_cnn", epochs=1, batch_size=32, augment=False)
+    assert train(tiny_dataset, config, checkpoint_dir=tmp_path).epochs_run == 1
+    assert (tmp_path / "best.keras").exists()
+    config.epochs = 2
+    assert train(tiny_dataset, config, checkpoint_dir=tmp_path).epochs_run == 2
 
 
 def test_training_learns_the_synthetic_faces():
