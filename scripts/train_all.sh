@@ -13,11 +13,11 @@ shift || true
 
 declare -A recipe=(
   [default]="--arch fer_vgg --epochs 40 --minutes 110"
-  [mini_xception]="--arch mini_xception --epochs 60 --minutes 10 --lr 5e-3"
-  [ds_cnn]="--arch ds_cnn --epochs 60 --minutes 10 --lr 5e-3"
-  [simple_cnn]="--arch simple_cnn --epochs 40 --minutes 10 --lr 1e-3"
-  [alexnet_small]="--arch alexnet_small --epochs 30 --minutes 10 --lr 1e-3"
-  [modified_cnn]="--arch modified_cnn --epochs 40 --minutes 10 --lr 1e-3"
+  [mini_xception]="--arch mini_xception --epochs 60 --minutes 8 --lr 5e-3"
+  [ds_cnn]="--arch ds_cnn --epochs 60 --minutes 8 --lr 5e-3"
+  [simple_cnn]="--arch simple_cnn --epochs 40 --minutes 8 --lr 1e-3"
+  [alexnet_small]="--arch alexnet_small --epochs 30 --minutes 8 --lr 1e-3"
+  [modified_cnn]="--arch modified_cnn --epochs 40 --minutes 8 --lr 1e-3"
 )
 order=(default mini_xception ds_cnn simple_cnn alexnet_small modified_cnn)
 names=("$@")
