@@ -69,9 +69,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     stored = ModelStore(args.store).load(args.model)
     dataset = evaluation_rows(load_dataset(args.data, cache=args.cache), args.usage)
     preprocessing = Preprocessing.from_dict(stored.card.get("preprocessing"))
-    report = evaluate_classifier(EmotionClassifier.from_stored(stored, args.flip_tta), preprocessing, dataset)
+    classifier = EmotionClassifier.from_stored(stored, args.flip_tta, args.backend)
+    report = evaluate_classifier(classifier, preprocessing, dataset)
     usage = ", ".join(dataset.usages())
-    print(f"model {stored.name} ({stored.card.get('arch', '?')}) on {args.data} [{usage}], {report.n} faces")
+    print(f"model {stored.name} ({stored.card.get('arch', '?')}, {classifier.backend}) on {args.data} [{usage}], "
+          f"{report.n} faces")
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     print(report.format())
@@ -116,10 +118,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from fer_core.store import ModelStore
 
     analyser = EmotionAnalyser.from_store(args.model, args.detector, store=ModelStore(args.store),
-                                          live=not args.full_detector)
+                                          backend=args.backend, live=not args.full_detector)
     frame = load_image(args.image) if args.image else sample_frame()
     seconds = args.seconds
-    print(f"model {analyser.model_name}, detector {args.detector} "
+    print(f"model {analyser.model_name} ({analyser.classifier.backend}), detector {args.detector} "
           f"({'full size' if args.full_detector else 'live settings'}), frame {frame.shape[1]}x{frame.shape[0]}, "
           f"{len(analyser.analyse(frame))} face(s)")
     for batch in (1, 32):
@@ -215,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", help="also write the report as JSON to this file")
     evaluate.add_argument("--flip-tta", action="store_true", help="average with the mirrored face")
     evaluate.add_argument("--cache", action="store_true", help="cache the parsed dataset")
+    evaluate.add_argument("--backend", choices=("auto", "litert", "tensorflow"), default="auto",
+                          help="inference runtime (auto: LiteRT when the model has it)")
     evaluate.set_defaults(run=cmd_evaluate)
 
     predict = commands.add_parser("predict", help="find faces in images and tell their emotions")
@@ -231,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=_at_least(0, float), default=5.0, help="per measurement")
     bench.add_argument("--model", default="default")
     bench.add_argument("--detector", default="haar", choices=sorted(DETECTORS))
+    bench.add_argument("--backend", choices=("auto", "litert", "tensorflow"), default="auto")
     bench.add_argument("--full-detector", action="store_true", help="detect at full size, not with live settings")
     bench.add_argument("--detect-every", type=_at_least(1), default=3, help="live path: detect every k-th frame")
     bench.add_argument("--streams", type=_at_least(0), default=0, help="also run N concurrent streams (threads)")

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from fer_core.detect import Detection, FaceDetector, get_detector
+from fer_core.errors import FerError
 from fer_core.images import to_uint8
 from fer_core.labels import DISPLAY_NAMES, EMOTIONS, color_bgr
 from fer_core.pool import ObjectPool
@@ -104,9 +105,15 @@ class EmotionClassifier:
                                   input_signature=[spec])
 
     @classmethod
-    def from_stored(cls, stored: StoredModel, flip_tta: bool = False) -> EmotionClassifier:
-        """The fastest classifier a stored model offers."""
-        return cls(stored.model, flip_tta, stored.lite)
+    def from_stored(cls, stored: StoredModel, flip_tta: bool = False, backend: str = "auto") -> EmotionClassifier:
+        """A classifier for a stored model: the fastest it offers, or the ``backend`` named
+        (``litert`` or ``tensorflow``), to compare the two."""
+        if backend not in ("auto", "litert", "tensorflow"):
+            raise ValueError(f"backend must be auto, litert or tensorflow, not {backend!r}")
+        classifier = cls(stored.model, flip_tta, None if backend == "tensorflow" else stored.lite)
+        if backend == "litert" and classifier.backend != "litert":
+            raise FerError(f"model {stored.name} has no LiteRT file (or LiteRT is not installed)")
+        return classifier
 
     def _run(self, faces: np.ndarray) -> np.ndarray:
         if self.backend == "litert":
@@ -142,12 +149,12 @@ class EmotionAnalyser:
 
     @classmethod
     def from_store(cls, model: str | os.PathLike = DEFAULT_NAME, detector: str = "mtcnn",
-                   flip_tta: bool = False, store: ModelStore | None = None,
+                   flip_tta: bool = False, store: ModelStore | None = None, backend: str = "auto",
                    **detector_options) -> EmotionAnalyser:
         """An analyser for a stored model (by name or path) and a detector (by name)."""
         stored = (store or ModelStore()).load(model)
         preprocessing = Preprocessing.from_dict(stored.card.get("preprocessing"))
-        return cls(EmotionClassifier.from_stored(stored, flip_tta), get_detector(detector, **detector_options),
+        return cls(EmotionClassifier.from_stored(stored, flip_tta, backend), get_detector(detector, **detector_options),
                    preprocessing, stored.name)
 
     def classify(self, image: np.ndarray, detections: list[Detection]) -> list[FaceResult]:

@@ -110,3 +110,19 @@ def test_module_entry_point_fails_cleanly_on_a_missing_file(model_store, tmp_pat
     assert run.returncode != 0
     assert "Traceback" not in run.stderr
     assert f"{missing}: no such file" in run.stderr
+
+
+def test_evaluate_backends_agree(model_store, fer_csv, tmp_path, capsys):
+    from fer_core.predict import to_tflite
+
+    stored = model_store.load("default")
+    model_store.save("default", stored.model, stored.card, to_tflite(stored.model))
+    reports = {}
+    for backend in ("litert", "tensorflow"):
+        out = tmp_path / f"{backend}.json"
+        assert main(["evaluate", "--data", str(fer_csv), "--backend", backend, "--json", str(out)]) == 0
+        assert f"{backend})" in capsys.readouterr().out
+        reports[backend] = json.loads(out.read_text())
+    assert reports["litert"]["confusion_matrix"] == reports["tensorflow"]["confusion_matrix"]
+    assert main(["evaluate", "--model", "tiny", "--data", str(fer_csv), "--backend", "litert"]) == 2
+    assert "no LiteRT file" in capsys.readouterr().err
