@@ -394,5 +394,6 @@ def store_result(
     card = make_card(arch=result.config.arch, model=result.model, preprocessing=preprocessing.to_dict(),
                      training=training, metrics=metrics, ms_per_face=classifier_ms_per_face(plain),
                      reproduce=reproduce, description=describe(result.config.arch))
+    card["inference_backend"] = plain.backend  # what ms_per_face was measured with
     (store or ModelStore()).save(name, result.model, card, lite)
     return card
