@@ -1,0 +1,266 @@
+"""End to end in a real browser: the app in a subprocess, driven by headless Chromium with a fake camera.
+
+The camera plays a video made here from a real face photo (the astronaut of scikit-image), so the
+whole live chain runs: the browser's camera, WebRTC to streamlit-webrtc on the server, face
+detection and classification, the annotated stream back, and the page's live readout. Then a photo
+goes through the Upload page's file input. The model is a small untrained one in a temporary store:
+these tests check the pipeline, not accuracy.
+
+Playwright drives Debian's chromium (it cannot download its own browser here). The tests are
+skipped only when either is missing; CI (``.ci/run``) installs both.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists():
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
+pytest.importorskip("playwright", reason="playwright is missing (pip install playwright)")
+
+from conftest import ASTRONAUT_FACE  # noqa: E402
+from playwright.sync_api import Page, sync_playwright  # noqa: E402
+
+from fer_core.samples import astronaut, sample_frame  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER_START_SECONDS = 60
+LABEL = r"(Angry|Disgust|Fear|Happy|Sad|Surprise|Neutral) \d+%"
+#: What the fake camera films (640x480, the astronaut photo scaled to 480x480 in the middle) and her face in it.
+CAMERA_FRAME = sample_frame()
+FACE_IN_CAMERA = tuple(round(v * 480 / 512) + offset for v, offset in zip(ASTRONAUT_FACE, (80, 0, 0, 0)))
+START = re.compile(r"^start$", re.IGNORECASE)
+STOP = re.compile(r"^stop$", re.IGNORECASE)
+
+
+def write_y4m(path: Path, frame: np.ndarray, seconds: float = 2.0, fps: int = 10) -> None:
+    """A still BGR frame as raw YUV 4:2:0 video (YUV4MPEG2), the format Chromium's fake camera plays."""
+    height, width = frame.shape[:2]
+    planes = cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420).tobytes()  # the Y plane, then U, then V
+    with path.open("wb") as handle:
+        handle.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(int(seconds * fps)):
+            handle.write(b"FRAME\n" + planes)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def log_tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:]
+
+
+@contextlib.contextmanager
+def serve_app(models: Path, log: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``streamlit run app.py`` on a free port with the model store ``models``; stopped on exit."""
+    port = free_port()
+    env = {**os.environ, "FER_LAB_MODELS": str(models), "FER_LAB_ICE_SERVERS": "[]", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none"],
+            cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
+    url = f"http://localhost:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_START_SECONDS
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"the app exited with status {process.returncode}:\n{log_tail(log)}")
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
+                if answer.status == 200:
+                    break
+            if time.monotonic() > deadline:
+                pytest.fail(f"no answer from {url}/_stcore/health in {SERVER_START_SECONDS} s:\n{log_tail(log)}")
+            time.sleep(0.5)
+        yield url, process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("e2e")
+
+
+@pytest.fixture(scope="module")
+def models(workdir) -> Path:
+    """A model store holding an untrained ds_cnn as ``default``."""
+    from fer_core.models import build_model
+    from fer_core.store import ModelStore, make_card
+
+    root = workdir / "models"
+    model = build_model("ds_cnn")
+    card = make_card(arch="ds_cnn", model=model, preprocessing={"size": 48}, training={"data": "none"},
+                     metrics=None, ms_per_face=None, reproduce="(untrained test model)")
+    ModelStore(root).save("default", model, card)
+    return root
+
+
+@pytest.fixture(scope="module")
+def app(models, workdir) -> Iterator[tuple[str, subprocess.Popen]]:
+    with serve_app(models, workdir / "streamlit.log") as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def browser(workdir):
+    """Headless Chromium whose camera plays ~2 s of the astronaut's face (640x480), looped."""
+    camera = workdir / "astronaut.y4m"
+    write_y4m(camera, CAMERA_FRAME)
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(workdir / "chromium-profile"), executable_path=str(CHROMIUM), headless=True,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                  f"--use-file-for-fake-video-capture={camera}"],
+            viewport={"width": 1280, "height": 1000})
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture
+def page(browser) -> Iterator[Page]:
+    page = browser.new_page()
+    page.set_default_timeout(60_000)  # the first run of a page loads TensorFlow and the model
+    try:
+        yield page
+    finally:
+        page.close()
+
+
+def open_from_home(page: Page, url: str, link: str) -> None:
+    """Open the app's home page and follow the link ``link`` of its navigation, as a visitor does."""
+    page.goto(url)
+    page.get_by_role("heading", name="FER Lab").wait_for()
+    navigation = page.get_by_test_id("stSidebarNav")
+    navigation.get_by_role("link", name="Compare models").wait_for()  # the app's navigation, not the pages/ list
+    navigation.get_by_role("link", name=link).click()
+    page.wait_for_url(re.compile(r"/[A-Za-z_]+$"))
+
+
+def check_no_exception(page: Page) -> None:
+    exceptions = page.get_by_test_id("stException")
+    assert exceptions.count() == 0, exceptions.all_inner_texts()
+
+
+def faces_analysed(page: Page) -> int:
+    """The live readout's count of analysed faces (0 while the readout is not shown)."""
+    metric = page.get_by_test_id("stMetric").filter(has_text="Faces analysed")
+    if metric.count() == 0:
+        return 0
+    return int(metric.get_by_test_id("stMetricValue").inner_text().replace(",", ""))
+
+
+def stream_and_count_faces(page: Page, process: subprocess.Popen, seconds: float = 45) -> int:
+    """Press START on the Live webcam page and wait until analysed faces are counted; their number."""
+    start = page.frame_locator('iframe[title*="webrtc"]').get_by_role("button", name=START)
+    deadline = time.monotonic() + 60
+    while start.count() == 0:  # the first run of the page loads TensorFlow and the model
+        assert process.poll() is None, f"the app exited with status {process.returncode}"
+        assert time.monotonic() < deadline, "no START button on the Live webcam page"
+        page.wait_for_timeout(250)
+    start.click()
+    deadline = time.monotonic() + seconds
+    count = faces_analysed(page)
+    while count == 0 and time.monotonic() < deadline:
+        assert process.poll() is None, f"the app exited with status {process.returncode}"
+        page.wait_for_timeout(500)
+        count = faces_analysed(page)
+    return count
+
+
+def video_frame(video) -> np.ndarray:
+    """The frame a <video> element shows, as a BGR array."""
+    data_url = video.evaluate("""v => {
+        const canvas = document.createElement("canvas");
+        canvas.width = v.videoWidth;
+        canvas.height = v.videoHeight;
+        canvas.getContext("2d").drawImage(v, 0, 0);
+        return canvas.toDataURL("image/png");
+    }""")
+    png = base64.b64decode(data_url.split(",", 1)[1])
+    return cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+
+
+def test_live_webcam_page_detects_and_labels_the_camera_face(app, page, workdir):
+    url, process = app
+    open_from_home(page, url, "Live webcam")
+    count = stream_and_count_faces(page, process)
+    page.screenshot(path=str(workdir / "live.png"))
+    check_no_exception(page)
+    assert count > 0, "no face analysed in the camera stream"
+    # The main face carries one of the seven emotions, and the annotated stream plays in the page.
+    page.get_by_text(re.compile(rf"^Main face: {LABEL}$")).first.wait_for(timeout=20_000)
+    video = page.frame_locator('iframe[title*="webrtc"]').locator("video")
+    assert video.evaluate("v => [v.videoWidth, v.videoHeight]") == [640, 480]
+    # It shows the camera's picture with a box and a label drawn around the face, and nothing else changed.
+    x, y, w, h = FACE_IN_CAMERA
+    deadline = time.monotonic() + 10
+    while True:
+        changed = np.abs(video_frame(video).astype(int) - CAMERA_FRAME.astype(int)).max(axis=2) > 80
+        near_face = changed[max(0, y - 40):y + h + 40, max(0, x - 40):x + w + 40].sum()
+        if changed.sum() > 300 and near_face >= 0.95 * changed.sum() or time.monotonic() > deadline:
+            break
+        page.wait_for_timeout(200)
+    assert changed.sum() > 300, f"no box drawn on the stream ({changed.sum()} pixels changed)"
+    assert near_face >= 0.95 * changed.sum(), f"the stream changed away from the face ({near_face} of {changed.sum()})"
+    page.frame_locator('iframe[title*="webrtc"]').get_by_role("button", name=STOP).click()
+
+
+def test_upload_page_analyses_a_photo_through_the_file_input(app, page, workdir):
+    photo = workdir / "astronaut.png"
+    cv2.imwrite(str(photo), astronaut())
+    url, _ = app
+    open_from_home(page, url, "Photos and videos")
+    page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(str(photo))
+    page.get_by_text(re.compile(rf"^Face 1: {LABEL}$")).first.wait_for()
+    page.get_by_role("button", name="Annotated image (PNG)").wait_for()
+    page.screenshot(path=str(workdir / "upload.png"))
+    check_no_exception(page)
+    assert page.get_by_role("heading", name="astronaut.png").count() == 1
+    assert page.get_by_text("No face found").count() == 0
+    assert page.get_by_text(re.compile(r"^Face 2: ")).count() == 0
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "app bug: with a pages/ folder beside app.py, Streamlit runs a page's script without app.py until "
+    "st.navigation has run once in the server (PagesManager.uses_pages_directory). A first visit to "
+    "/Upload so loads TensorFlow before streamlit_webrtc, and /Live_webcam then kills the server "
+    "(SIGSEGV in libsrtp); such pages also lose the app's navigation, title and layout. Fix: rename "
+    "pages/ (e.g. app_pages/). Remove this marker then."))
+def test_direct_links_to_pages_work_on_a_fresh_server(models, page, workdir):
+    """Bookmarked pages opened first on a new server: the Upload page, then the live stream."""
+    with serve_app(models, workdir / "streamlit-direct.log") as (url, process):
+        page.goto(f"{url}/Upload")
+        page.get_by_text("Grad-CAM: show where the network looked").wait_for()
+        page.goto(f"{url}/Live_webcam")
+        assert stream_and_count_faces(page, process, seconds=30) > 0
+        # The app's own navigation, not Streamlit's list of the pages/ folder.
+        assert page.get_by_test_id("stSidebarNav").get_by_role("link", name="Photos and videos").count() == 1
