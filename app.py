@@ -12,11 +12,13 @@ from fer_core.labels import DISPLAY_NAMES, EMOTIONS
 from fer_core.store import ModelStore
 from ui_common import PRIVACY_NOTE, key_figures, sidebar
 
+# The pages live in app_pages/, not pages/: Streamlit runs any script in a pages/ folder on its own
+# (without this file's navigation, page settings and import order) when it is the first one opened.
 PAGES = {
-    "live": st.Page("pages/1_Live_webcam.py", title="Live webcam", icon=":material/videocam:"),
-    "upload": st.Page("pages/2_Upload.py", title="Photos and videos", icon=":material/upload:"),
-    "train": st.Page("pages/3_Train.py", title="Train", icon=":material/model_training:"),
-    "compare": st.Page("pages/4_Compare.py", title="Compare models", icon=":material/compare:"),
+    "live": st.Page("app_pages/1_Live_webcam.py", title="Live webcam", icon=":material/videocam:"),
+    "upload": st.Page("app_pages/2_Upload.py", title="Photos and videos", icon=":material/upload:"),
+    "train": st.Page("app_pages/3_Train.py", title="Train", icon=":material/model_training:"),
+    "compare": st.Page("app_pages/4_Compare.py", title="Compare models", icon=":material/compare:"),
 }
 
 

@@ -32,7 +32,8 @@ from fer_core.train import TrainConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "app.py"
-LIVE, UPLOAD, TRAIN, COMPARE = (f"pages/{name}.py" for name in ("1_Live_webcam", "2_Upload", "3_Train", "4_Compare"))
+LIVE, UPLOAD, TRAIN, COMPARE = (f"app_pages/{name}.py"
+                                for name in ("1_Live_webcam", "2_Upload", "3_Train", "4_Compare"))
 
 
 @pytest.fixture
@@ -509,7 +510,8 @@ def test_confusion_matrix_figure_shows_the_stored_normalised_matrix(store):
     assert shares == pytest.approx(counts / counts.sum(axis=1, keepdims=True))
 
 
-APP_FILES = ["ui_common.py", "fer_core/charts.py", *(f"pages/{page.name}" for page in sorted(ROOT.glob("pages/*.py")))]
+APP_FILES = ["ui_common.py", "fer_core/charts.py",
+             *(f"app_pages/{page.name}" for page in sorted(ROOT.glob("app_pages/*.py")))]
 
 
 @pytest.mark.parametrize("path", APP_FILES)

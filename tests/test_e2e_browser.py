@@ -160,7 +160,7 @@ def open_from_home(page: Page, url: str, link: str) -> None:
     page.goto(url)
     page.get_by_role("heading", name="FER Lab").wait_for()
     navigation = page.get_by_test_id("stSidebarNav")
-    navigation.get_by_role("link", name="Compare models").wait_for()  # the app's navigation, not the pages/ list
+    navigation.get_by_role("link", name="Compare models").wait_for()  # the app's navigation
     navigation.get_by_role("link", name=link).click()
     page.wait_for_url(re.compile(r"/[A-Za-z_]+$"))
 
@@ -249,12 +249,6 @@ def test_upload_page_analyses_a_photo_through_the_file_input(app, page, workdir)
     assert page.get_by_text(re.compile(r"^Face 2: ")).count() == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "app bug: with a pages/ folder beside app.py, Streamlit runs a page's script without app.py until "
-    "st.navigation has run once in the server (PagesManager.uses_pages_directory). A first visit to "
-    "/Upload so loads TensorFlow before streamlit_webrtc, and /Live_webcam then kills the server "
-    "(SIGSEGV in libsrtp); such pages also lose the app's navigation, title and layout. Fix: rename "
-    "pages/ (e.g. app_pages/). Remove this marker then."))
 def test_direct_links_to_pages_work_on_a_fresh_server(models, page, workdir):
     """Bookmarked pages opened first on a new server: the Upload page, then the live stream."""
     with serve_app(models, workdir / "streamlit-direct.log") as (url, process):
@@ -262,5 +256,5 @@ def test_direct_links_to_pages_work_on_a_fresh_server(models, page, workdir):
         page.get_by_text("Grad-CAM: show where the network looked").wait_for()
         page.goto(f"{url}/Live_webcam")
         assert stream_and_count_faces(page, process, seconds=30) > 0
-        # The app's own navigation, not Streamlit's list of the pages/ folder.
+        # The app's own navigation, title and layout, as from the home page.
         assert page.get_by_test_id("stSidebarNav").get_by_role("link", name="Photos and videos").count() == 1

@@ -29,7 +29,7 @@ from fer_core.jobs import training_jobs
 from fer_core.samples import astronaut, sample_frame
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
-LIVE, UPLOAD, TRAIN = (f"pages/{name}.py" for name in ("1_Live_webcam", "2_Upload", "3_Train"))
+LIVE, UPLOAD, TRAIN = (f"app_pages/{name}.py" for name in ("1_Live_webcam", "2_Upload", "3_Train"))
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
 
