@@ -242,3 +242,18 @@ def test_private_test_rows_are_never_trained_on_and_tiny_sets_are_refused():
     assert "PrivateTest" not in train.usages() + validation.usages()
     with pytest.raises(DataError, match="set.csv: 5 faces"):
         train_validation(FaceDataset(images[:5], labels[:5], np.array(["Training"] * 5), "set.csv"))
+
+
+def test_zip_beyond_the_size_limit_or_with_a_bomb_is_refused(tmp_path):
+    big = tmp_path / "big.zip"
+    noise = np.random.default_rng(0).integers(0, 255, (200, 200), dtype=np.uint8)
+    big.write_bytes(_zip_bytes({f"happy/{i}.png": _png_bytes(noise) for i in range(3)}))
+    with pytest.raises(DataError, match="exceeds the limit"):
+        load_zip(big, max_uncompressed=50_000)
+    bomb = tmp_path / "bomb.zip"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("happy/zeros.png", b"\0" * 5_000_000)
+    bomb.write_bytes(buffer.getvalue())
+    with pytest.raises(DataError, match="zip bomb"):
+        load_zip(bomb)

@@ -84,3 +84,10 @@ def test_decompression_bomb_is_refused_from_the_header():
 def test_encode_png_round_trip():
     array = np.random.default_rng(0).integers(0, 255, (5, 6, 3), dtype=np.uint8)
     np.testing.assert_array_equal(load_image(encode_png(array)), array)
+
+
+def test_truncated_jpeg_is_refused(tmp_path):
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    data = _encode(photo, "JPEG")
+    with pytest.raises(ImageError, match="cut.jpg"):
+        load_image(data[: len(data) // 2], name="cut.jpg")
