@@ -1,0 +1,119 @@
+"""Take the README's screenshots of every page, with the models in models/, in headless Chromium.
+
+    python scripts/screenshots.py [OUT_DIR]      (default: docs/screenshots)
+
+Needs Debian's chromium (/usr/bin/chromium) and playwright (requirements-dev.txt). The camera is
+faked with a video of scikit-image's astronaut photo; the Upload page gets the same photo.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import cv2
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from fer_core.samples import astronaut, sample_frame  # noqa: E402
+
+
+def write_y4m(path: Path, seconds: float = 3.0, fps: int = 10) -> None:
+    """The sample 640x480 frame as a YUV 4:2:0 video, the format Chromium's fake camera plays."""
+    frame = sample_frame()
+    planes = cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420).tobytes()
+    with path.open("wb") as handle:
+        handle.write(f"YUV4MPEG2 W{frame.shape[1]} H{frame.shape[0]} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(int(seconds * fps)):
+            handle.write(b"FRAME\n" + planes)
+
+
+def start_app(port: int, log) -> subprocess.Popen:
+    env = {**os.environ, "FER_LAB_ICE_SERVERS": "[]", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    for _ in range(120):
+        try:
+            with urllib.request.urlopen(f"http://localhost:{port}/_stcore/health", timeout=2):
+                return process
+        except OSError:
+            time.sleep(0.5)
+    process.terminate()
+    raise SystemExit("the app did not start")
+
+
+def main() -> None:
+    from playwright.sync_api import sync_playwright
+
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "docs" / "screenshots")
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp())
+    camera, photo = work / "camera.y4m", work / "astronaut.png"
+    write_y4m(camera)
+    cv2.imwrite(str(photo), astronaut())
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://localhost:{port}"
+    with (work / "streamlit.log").open("wb") as log:
+        app = start_app(port, log)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch_persistent_context(
+                str(work / "profile"), executable_path="/usr/bin/chromium", headless=True,
+                viewport={"width": 1280, "height": 900},
+                args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                      "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                      f"--use-file-for-fake-video-capture={camera}"])
+            page = browser.new_page()
+            page.set_default_timeout(90_000)
+            page.goto(url)
+            page.get_by_role("heading", name="FER Lab").wait_for()
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(out / "home.png"))
+
+            def open_page(link: str) -> None:
+                page.goto(url)
+                page.get_by_test_id("stSidebarNav").get_by_role("link", name=link).click()
+                page.wait_for_url(re.compile(r"/[A-Za-z_]+$"))
+
+            open_page("Live webcam")
+            stream = page.frame_locator('iframe[title*="webrtc"]')
+            stream.get_by_role("button", name=re.compile("^start$", re.IGNORECASE)).click()
+            page.get_by_text(re.compile(r"^Main face: ")).first.wait_for()
+            page.wait_for_timeout(3000)
+            page.screenshot(path=str(out / "live.png"))
+
+            open_page("Photos and videos")
+            page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(str(photo))
+            page.get_by_text(re.compile(r"^Face 1: ")).first.wait_for()
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(out / "upload.png"), full_page=True)
+
+            open_page("Train")
+            page.wait_for_timeout(2500)
+            page.screenshot(path=str(out / "train.png"))
+
+            open_page("Compare models")
+            page.wait_for_timeout(4000)
+            page.screenshot(path=str(out / "compare.png"), full_page=True)
+            browser.close()
+    finally:
+        app.terminate()
+        app.wait(timeout=20)
+    print(f"screenshots in {out}")
+
+
+if __name__ == "__main__":
+    main()
