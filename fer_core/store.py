@@ -10,6 +10,8 @@ import datetime as _dt
 import json
 import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,17 +114,30 @@ class ModelStore:
         beside it as ``name.tflite`` for fast inference.
         """
         check_name(name)
-        self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / f"{name}.keras"
-        model.save(path)
-        lite_path = path.with_suffix(".tflite")
-        if lite is not None:
-            lite_path.write_bytes(lite)
-        else:
-            lite_path.unlink(missing_ok=True)
-        card = {**card, "name": name, "file_bytes": path.stat().st_size}
-        path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+        # Written in a side folder and moved in place, card last: a reader never pairs new weights
+        # with an old card, nor sees a half-written file.
+        staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=self._ensure_root()))
+        try:
+            staged = staging / f"{name}.keras"
+            model.save(staged)
+            if lite is not None:
+                (staging / f"{name}.tflite").write_bytes(lite)
+            card = {**card, "name": name, "file_bytes": staged.stat().st_size}
+            (staging / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
+            path = self.root / f"{name}.keras"
+            os.replace(staged, path)
+            if lite is not None:
+                os.replace(staging / f"{name}.tflite", path.with_suffix(".tflite"))
+            else:
+                path.with_suffix(".tflite").unlink(missing_ok=True)
+            os.replace(staging / f"{name}.json", path.with_suffix(".json"))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return path
+
+    def _ensure_root(self) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return self.root
 
 
 def make_card(
