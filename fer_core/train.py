@@ -120,8 +120,10 @@ class _RunMonitor(keras.callbacks.Callback):
 
     def __init__(self, config: TrainConfig, batches: int, listener: ProgressListener | None,
                  cancel: threading.Event | None, checkpoint_dir: Path | None, base_name: str,
-                 history: dict[str, list[float]], start_epoch: int, best: float | None):
+                 history: dict[str, list[float]], start_epoch: int, best: float | None,
+                 earlier_minutes: float = 0.0):
         super().__init__()
+        self.earlier_minutes = earlier_minutes
         self.config, self.batches, self.listener, self.cancel = config, batches, listener, cancel
         self.checkpoint_dir, self.base_name = checkpoint_dir, base_name
         self.history, self.start_epoch, self.best = history, start_epoch, best
@@ -130,6 +132,10 @@ class _RunMonitor(keras.callbacks.Callback):
         self.started = time.monotonic()
         self.epoch_started = self.started
         self.epoch_seconds: list[float] = []
+
+    def minutes(self) -> float:
+        """Training minutes so far, those of the runs this one resumes included."""
+        return self.earlier_minutes + (time.monotonic() - self.started) / 60.0
 
     def budget_seconds(self) -> float | None:
         return None if self.config.minutes is None else self.config.minutes * 60.0
@@ -191,7 +197,7 @@ class _RunMonitor(keras.callbacks.Callback):
         self.model.save(directory / "last.keras")
         if improved:
             _base_model(self.model, self.base_name).save(directory / "best.keras")
-        state = {"epochs_done": epochs_done, "best_val_accuracy": self.best,
+        state = {"epochs_done": epochs_done, "best_val_accuracy": self.best, "minutes": round(self.minutes(), 2),
                  "history": self.history, "config": self.config.to_dict()}
         (directory / "state.json").write_text(json.dumps(state, indent=1))
 
@@ -304,7 +310,7 @@ def train(
     try:
         directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
         history: dict[str, list[float]] = {}
-        start_epoch, best = 0, None
+        start_epoch, best, earlier_minutes = 0, None, 0.0
         input_shape = (preprocessing.size, preprocessing.size, 1)
         base = build_model(config.arch, input_shape)
         if directory is not None and (directory / "state.json").exists():
@@ -316,6 +322,7 @@ def train(
                                 "delete the folder to start over") from error
             base = _base_model(trainer, base.name)
             start_epoch, best, history = state["epochs_done"], state["best_val_accuracy"], state["history"]
+            earlier_minutes = float(state.get("minutes", 0.0))
         else:
             trainer = with_augmentation(base, build_augmentation(seed=config.seed)) if config.augment else base
             _compile(trainer, config)
@@ -323,11 +330,10 @@ def train(
                 directory.mkdir(parents=True, exist_ok=True)
 
         monitor = _RunMonitor(config, steps_per_epoch, listener, cancel, directory, base.name,
-                              history, start_epoch, best)
+                              history, start_epoch, best, earlier_minutes)
         schedule = _WarmupCosine(config, steps_per_epoch, monitor)
         early = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=config.patience,
                                               restore_best_weights=True, verbose=0)
-        started = time.monotonic()
         if start_epoch < config.epochs:
             trainer.fit(
                 x_train, y_train,
@@ -339,7 +345,7 @@ def train(
                 callbacks=[monitor, schedule, early],
                 verbose=0,
             )
-        minutes = (time.monotonic() - started) / 60.0
+        minutes = monitor.minutes()
         stopped = monitor.stopped
         if stopped == "completed" and early.stopped_epoch > 0:
             stopped = "early_stopping"

@@ -25,7 +25,7 @@ def test_one_epoch_trains_checkpoints_and_resumes(tiny_dataset, tmp_path):
     assert first.stopped == "completed" and first.epochs_run == 1
     assert (checkpoints / "last.keras").exists() and (checkpoints / "best.keras").exists()
     state = json.loads((checkpoints / "state.json").read_text())
-    assert state["epochs_done"] == 1
+    assert state["epochs_done"] == 1 and state["minutes"] > 0
     batch_reports = [r for r in reports if not r.epoch_end]
     assert len(batch_reports) == 6  # 84 faces / 16 per batch
     assert reports[-1].epoch_end and reports[-1].val_accuracy is not None
@@ -34,6 +34,7 @@ def test_one_epoch_trains_checkpoints_and_resumes(tiny_dataset, tmp_path):
     resumed = train(tiny_dataset, TrainConfig(arch="mini_xception", epochs=2, batch_size=16),
                     checkpoint_dir=checkpoints)
     assert resumed.epochs_run == 2
+    assert resumed.minutes > state["minutes"]  # the resumed run's minutes add to the first's
     assert len(resumed.history["val_accuracy"]) == 2
     assert json.loads((checkpoints / "state.json").read_text())["epochs_done"] == 2
     assert resumed.model.output_shape == (None, 7)
