@@ -99,3 +99,20 @@ def overlap(a, b) -> float:
     iy = max(0, min(ay + ah, by + bh) - max(ay, by))
     inter = ix * iy
     return inter / float(aw * ah + bw * bh - inter)
+
+
+def mp4_bytes(frame: np.ndarray, frames: int = 10, rate: int = 5) -> bytes:
+    """An H.264 MP4, made in memory, showing ``frame`` ``frames`` times at ``rate`` frames per second."""
+    import io
+
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.height, stream.width = frame.shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for _ in range(frames):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")))
+        container.mux(stream.encode())
+    return buffer.getvalue()

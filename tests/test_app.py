@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import streamlit_webrtc
+from conftest import mp4_bytes
 from streamlit.delta_generator import DeltaGenerator
 from streamlit.testing.v1 import AppTest
 
@@ -80,19 +81,6 @@ def fer_csv(private: int = 0, usage_column: bool = True) -> bytes:
 def jpeg(image: np.ndarray) -> bytes:
     """An image as JPEG bytes, as a camera or an upload sends it."""
     return cv2.imencode(".jpg", image)[1].tobytes()
-
-
-def mp4(frame: np.ndarray, frames: int = 10, rate: int = 5) -> bytes:
-    """An H.264 MP4 showing ``frame`` ``frames`` times at ``rate`` frames per second."""
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.height, stream.width = frame.shape[:2]
-        stream.pix_fmt = "yuv420p"
-        for _ in range(frames):
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")))
-        container.mux(stream.encode())
-    return buffer.getvalue()
 
 
 def plotly_figures(at: AppTest) -> list[dict]:
@@ -192,7 +180,7 @@ def test_upload_page_analyses_photos_explains_them_and_reports_bad_files(store):
 
 def test_upload_page_analyses_a_video_and_reports_a_broken_one(store):
     at = open_app(UPLOAD)
-    at.file_uploader[1].set_value(("class.mp4", mp4(astronaut()), "video/mp4")).run()
+    at.file_uploader[1].set_value(("class.mp4", mp4_bytes(astronaut()), "video/mp4")).run()
     at.button[0].click().run()
     assert not at.exception
     assert len(plotly_figures(at)) == 1  # emotions over time
@@ -415,7 +403,7 @@ def test_upload_page_keys_photo_results_on_the_model_its_file_and_the_detector(s
 
 def test_upload_page_never_shows_a_video_analysis_of_other_settings_or_another_file(store):
     at = open_app(UPLOAD)
-    at.file_uploader[1].set_value(("class.mp4", mp4(astronaut()), "video/mp4")).run()
+    at.file_uploader[1].set_value(("class.mp4", mp4_bytes(astronaut()), "video/mp4")).run()
     at.button[0].click().run()
     assert list(at.dataframe[0].value["samples"]) == [4]
 
@@ -426,7 +414,7 @@ def test_upload_page_never_shows_a_video_analysis_of_other_settings_or_another_f
     assert list(at.dataframe[0].value["samples"]) == [8]
 
     # Another video under the same name: nothing is shown until it is analysed.
-    at.file_uploader[1].set_value(("class.mp4", mp4(np.full((240, 320, 3), 90, np.uint8)), "video/mp4")).run()
+    at.file_uploader[1].set_value(("class.mp4", mp4_bytes(np.full((240, 320, 3), 90, np.uint8)), "video/mp4")).run()
     assert not at.exception
     assert not at.dataframe and not plotly_figures(at)
     at.button[0].click().run()

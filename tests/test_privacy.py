@@ -9,7 +9,6 @@ which also catches a file written and deleted again.
 
 from __future__ import annotations
 
-import io
 import os
 import sys
 import tempfile
@@ -22,6 +21,7 @@ import cv2
 import numpy as np
 import pytest
 import streamlit_webrtc
+from conftest import mp4_bytes
 from streamlit.testing.v1 import AppTest
 
 from fer_core.images import encode_png
@@ -107,19 +107,6 @@ def open_page(page: str) -> AppTest:
     return at
 
 
-def mp4(frame: np.ndarray, frames: int = 10, rate: int = 5) -> bytes:
-    """A short H.264 video of a still frame, made in memory."""
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.height, stream.width = frame.shape[:2]
-        stream.pix_fmt = "yuv420p"
-        for _ in range(frames):
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")))
-        container.mux(stream.encode())
-    return buffer.getvalue()
-
-
 def fer_csv(rows: int = 49) -> bytes:
     """Random 48x48 faces in FER2013's CSV format."""
     rng = np.random.default_rng(2)
@@ -139,7 +126,7 @@ def test_uploaded_photos_and_videos_are_never_written_to_disk(model_store, temp_
         assert not at.exception
         assert len(at.get("plotly_chart")) >= 1  # the photos were analysed
         at.toggle(key="gradcam").set_value(True).run()
-        at.file_uploader[1].set_value(("class.mp4", mp4(astronaut()), "video/mp4")).run()
+        at.file_uploader[1].set_value(("class.mp4", mp4_bytes(astronaut()), "video/mp4")).run()
         at.button[0].click().run()
         assert not at.exception
         assert len(at.dataframe) == 1  # the video was analysed: its summary per face track
