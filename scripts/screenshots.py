@@ -36,6 +36,14 @@ def write_y4m(path: Path, seconds: float = 3.0, fps: int = 10) -> None:
             handle.write(b"FRAME\n" + planes)
 
 
+def resident_mb(pid: int) -> float:
+    """Resident memory of a process in MB (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1000
+    return float("nan")
+
+
 def start_app(port: int, log) -> subprocess.Popen:
     env = {**os.environ, "FER_LAB_ICE_SERVERS": "[]", "TF_CPP_MIN_LOG_LEVEL": "2"}
     process = subprocess.Popen(
@@ -94,6 +102,7 @@ def main() -> None:
             page.get_by_text(re.compile(r"^Main face: ")).first.wait_for()
             page.wait_for_timeout(3000)
             page.screenshot(path=str(out / "live.png"))
+            print(f"app process resident memory with the live stream running: {resident_mb(app.pid):.0f} MB")
 
             open_page("Photos and videos")
             page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(str(photo))
