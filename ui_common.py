@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,12 +13,9 @@ import streamlit as st
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-
 from fer_core.charts import probability_bars  # noqa: E402
 from fer_core.detect import DETECTORS, FaceDetector, get_detector  # noqa: E402
 from fer_core.errors import FerError  # noqa: E402
-from fer_core.explain import explain_face  # noqa: E402
 from fer_core.labels import DISPLAY_NAMES  # noqa: E402
 from fer_core.predict import EmotionAnalyser, EmotionClassifier, FaceResult, annotate  # noqa: E402
 from fer_core.preprocess import Preprocessing  # noqa: E402
@@ -34,19 +32,20 @@ DETECTOR_LABELS = {
 DEFAULT_DETECTOR = "haar"
 
 
-def _keep_keras_state_of_other_threads() -> None:
-    """Stop Streamlit from clearing the Keras session after every script run.
+def keep_keras_state_of_other_threads() -> None:
+    """Stop Streamlit from clearing the Keras session after every script run, once Keras is loaded.
 
     Streamlit does it to free Keras 2 graphs. Keras 3 keeps its state per thread, and its
     ``clear_session`` replaces that state for every thread at once: a training job building its model
     while any page reruns lost its layer-name counters mid-way ("The name 'batch_normalization' is
     used 2 times in the model") and its mixed-precision policy. Script runs are threads of their
-    own, so their Keras state goes with them anyway.
+    own, so their Keras state goes with them anyway. Keras is not imported for this: classifying
+    faces does not need it (LiteRT), and it costs some 500 MB. Every page calls this through
+    :func:`sidebar`, after its imports, so a page that loads Keras (Train) is covered in the same run.
     """
-    keras.backend.clear_session = lambda free_memory=True: None
-
-
-_keep_keras_state_of_other_threads()
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        keras.backend.clear_session = lambda free_memory=True: None
 
 
 @dataclass
@@ -68,6 +67,7 @@ def sidebar() -> Selection:
     Streamlit forgets the state of a widget that a page does not draw, so the choice is kept under
     plain session keys and handed back to the widgets on each page.
     """
+    keep_keras_state_of_other_threads()
     names = ModelStore().names()
     if st.session_state.get("model") not in names:
         st.session_state["model"] = names[0] if names else None
@@ -191,6 +191,8 @@ def show_faces(image: np.ndarray, results: list[FaceResult], analyser: EmotionAn
             title = f"Face {index}: {DISPLAY_NAMES[face.label]} {face.score:.0%}"
             st.plotly_chart(probability_bars(face.probabilities, title=title), key=f"{key}-bars-{index}")
             if explain and analyser is not None:
+                from fer_core.explain import explain_face  # loads Keras and TensorFlow on first use
+
                 heat = explain_face(analyser.classifier.model, image, face.box, analyser.preprocessing, face.label)
                 st.image(heat, channels="BGR", width=192,
                          caption=f"Grad-CAM: where the network looked to say {DISPLAY_NAMES[face.label]}")

@@ -46,8 +46,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     print(f"training {args.arch} on {len(train_part)} faces, validating on {len(validation)}; "
           f"checkpoints in {checkpoints}", flush=True)
-    result = train(train_part, config, validation=validation, checkpoint_dir=checkpoints, listener=report)
-    reproduce = "python -m fer_core " + " ".join(shlex.quote(a) for a in args.argv)
+    command = "python -m fer_core " + " ".join(shlex.quote(a) for a in args.argv)
+    result = train(train_part, config, validation=validation, checkpoint_dir=checkpoints, listener=report,
+                   command=command)
+    # A model trained over several runs of one checkpoint is reproduced by all of them, in order.
+    reproduce = " && ".join(dict.fromkeys(result.commands)) or command
     card = store_result(result, name, validation, data_description=Path(args.data).name,
                         reproduce=reproduce, store=ModelStore(args.store))
     metrics = card["metrics"]
@@ -186,10 +189,20 @@ def _at_least(minimum: float, kind: type = int):
     return parse
 
 
+def _architecture(name: str) -> str:
+    """A registered architecture name. The registry is imported only here, when ``--arch`` is
+    given: it loads Keras and TensorFlow, which the inference commands do not need."""
+    from fer_core.models import ARCHITECTURES
+
+    if name not in ARCHITECTURES:
+        known = ", ".join(sorted(ARCHITECTURES))
+        raise argparse.ArgumentTypeError(f"unknown architecture {name!r} (choose from {known})")
+    return name
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     from fer_core.detect import DETECTORS
-    from fer_core.models import ARCHITECTURES
 
     parser = argparse.ArgumentParser(prog="python -m fer_core",
                                      description="FER Lab: facial emotion recognition engine")
@@ -197,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a model and save it in the store")
-    train.add_argument("--arch", required=True, choices=sorted(ARCHITECTURES))
+    train.add_argument("--arch", required=True, type=_architecture,
+                       help="network architecture, e.g. fer_vgg; a wrong name lists them all")
     train.add_argument("--data", required=True, help="FER2013 CSV(.gz), class-folder tree or zip of one")
     train.add_argument("--epochs", type=_at_least(1), default=60)
     train.add_argument("--minutes", type=_at_least(0, float), help="time budget; resume later from the checkpoint")

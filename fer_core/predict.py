@@ -1,18 +1,19 @@
 """Emotion analysis of whole images: detect faces, prepare them, classify them all in one batch.
 
 :class:`EmotionClassifier` runs a model through LiteRT or a compiled ``tf.function``, and
-:class:`EmotionAnalyser` joins a detector, the preprocessing recipe and the classifier.
+:class:`EmotionAnalyser` joins a detector, the preprocessing recipe and the classifier. The LiteRT
+path needs neither Keras nor TensorFlow, which are imported only when the other path is used.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import cv2
-import keras
 import numpy as np
-import tensorflow as tf
 
 from fer_core.detect import Detection, FaceDetector, get_detector
 from fer_core.errors import FerError
@@ -21,6 +22,9 @@ from fer_core.labels import DISPLAY_NAMES, EMOTIONS, color_bgr
 from fer_core.pool import ObjectPool
 from fer_core.preprocess import Preprocessing, prepare_faces
 from fer_core.store import DEFAULT_NAME, ModelStore, StoredModel
+
+if TYPE_CHECKING:
+    import keras
 
 
 @dataclass
@@ -52,6 +56,8 @@ class FaceResult:
 
 def to_tflite(model: keras.Model) -> bytes:
     """The model as a float32 TensorFlow Lite flatbuffer: same results, 2-4x faster per face on a CPU."""
+    import tensorflow as tf
+
     return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
@@ -88,21 +94,31 @@ class EmotionClassifier:
     With a TensorFlow Lite flatbuffer (``lite``) and the LiteRT runtime installed, faces go
     through LiteRT (a pool of interpreters: one is not thread-safe); otherwise
     through the Keras model compiled once as a ``tf.function`` with a fixed input signature (an
-    eager Keras call costs tens of milliseconds). With ``flip_tta`` each face is also classified
-    mirrored and the two results are averaged. Safe to call from several threads at once.
+    eager Keras call costs tens of milliseconds). ``model`` is a Keras model or a
+    :class:`StoredModel`, whose Keras model is then loaded only if needed (TensorFlow backend,
+    Grad-CAM). With ``flip_tta`` each face is also classified mirrored and the two results are
+    averaged. Safe to call from several threads at once.
     """
 
-    def __init__(self, model: keras.Model, flip_tta: bool = False, lite: bytes | None = None,
+    def __init__(self, model: keras.Model | StoredModel, flip_tta: bool = False, lite: bytes | None = None,
                  lite_threads: int = 1):
-        self.model = model
+        self._source = model
         self.flip_tta = flip_tta
-        self.input_size = int(model.input_shape[1])
         interpreter = _litert_interpreter() if lite else None
         self.backend = "litert" if interpreter is not None else "tensorflow"
         self._interpreters = ObjectPool(lambda: _LiteRunner(interpreter(model_content=lite, num_threads=lite_threads)))
-        spec = tf.TensorSpec([None, self.input_size, self.input_size, 1], tf.float32)
-        self._graph = tf.function(lambda faces: tf.cast(model(faces, training=False), tf.float32),
-                                  input_signature=[spec])
+        if self.backend == "litert":
+            with self._interpreters.borrow() as runner:  # also checks the flatbuffer now
+                self.input_size = int(runner.interpreter.get_input_details()[0]["shape"][1])
+        else:
+            self.input_size = int(self.model.input_shape[1])
+        self._graph = None
+        self._graph_lock = threading.Lock()
+
+    @property
+    def model(self) -> keras.Model:
+        """The Keras model (loaded now if it came from the store unloaded)."""
+        return self._source.model if isinstance(self._source, StoredModel) else self._source
 
     @classmethod
     def from_stored(cls, stored: StoredModel, flip_tta: bool = False, backend: str = "auto") -> EmotionClassifier:
@@ -110,16 +126,28 @@ class EmotionClassifier:
         (``litert`` or ``tensorflow``), to compare the two."""
         if backend not in ("auto", "litert", "tensorflow"):
             raise ValueError(f"backend must be auto, litert or tensorflow, not {backend!r}")
-        classifier = cls(stored.model, flip_tta, None if backend == "tensorflow" else stored.lite)
+        classifier = cls(stored, flip_tta, None if backend == "tensorflow" else stored.lite)
         if backend == "litert" and classifier.backend != "litert":
             raise FerError(f"model {stored.name} has no LiteRT file (or LiteRT is not installed)")
         return classifier
+
+    def _tensorflow_graph(self):
+        """The Keras model compiled once as a ``tf.function`` (TensorFlow is imported here)."""
+        with self._graph_lock:
+            if self._graph is None:
+                import tensorflow as tf
+
+                model = self.model
+                spec = tf.TensorSpec([None, self.input_size, self.input_size, 1], tf.float32)
+                self._graph = tf.function(lambda faces: tf.cast(model(faces, training=False), tf.float32),
+                                          input_signature=[spec])
+            return self._graph
 
     def _run(self, faces: np.ndarray) -> np.ndarray:
         if self.backend == "litert":
             with self._interpreters.borrow() as runner:  # an interpreter is not thread-safe
                 return runner(faces)
-        return self._graph(tf.convert_to_tensor(faces)).numpy()
+        return self._tensorflow_graph()(faces).numpy()
 
     def __call__(self, faces: np.ndarray) -> np.ndarray:
         """(N, size, size, 1) float32 faces in [0, 1] to (N, 7) probabilities."""

@@ -1,7 +1,9 @@
 """The model store: Keras ``.keras`` files, each beside a JSON model card, listed and loaded by name.
 
 The store is the ``models/`` folder of the project unless ``$FER_LAB_MODELS`` names another;
-the name ``default`` is the model the app opens with.
+the name ``default`` is the model the app opens with. Keras (and with it TensorFlow, some 500 MB
+of memory) is imported only when a Keras model is really needed: a model with a LiteRT file
+classifies faces without it.
 """
 
 from __future__ import annotations
@@ -12,16 +14,19 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+import threading
+import zipfile
 from pathlib import Path
-
-import keras
+from typing import TYPE_CHECKING
 
 from fer_core.errors import ModelNotFoundError
 from fer_core.labels import EMOTIONS
 
 PROJECT_MODELS = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_NAME = "default"
+if TYPE_CHECKING:
+    import keras
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -37,14 +42,35 @@ def check_name(name: str) -> str:
     return name
 
 
-@dataclass
 class StoredModel:
-    """A loaded model with its card."""
+    """A stored model with its card and, when it has one, its LiteRT flatbuffer (``lite``).
 
-    name: str
-    model: keras.Model
-    card: dict
-    lite: bytes | None = None
+    The Keras model is read on first use of :attr:`model` (Grad-CAM, training, the TensorFlow
+    backend), so serving faces from the LiteRT file never imports TensorFlow.
+    """
+
+    def __init__(self, name: str, path: Path, card: dict, lite: bytes | None = None,
+                 model: keras.Model | None = None):
+        self.name, self.path, self.card, self.lite = name, path, card, lite
+        self._model = model
+        self._lock = threading.Lock()
+
+    @property
+    def model(self) -> keras.Model:
+        """The Keras model, loaded once (thread-safe)."""
+        with self._lock:
+            if self._model is None:
+                self._model = _load_keras(self.path)
+            return self._model
+
+
+def _load_keras(path: Path) -> keras.Model:
+    import keras
+
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as error:  # Keras raises many types for damaged files
+        raise ModelNotFoundError(f"{path}: not a loadable Keras model ({error})") from error
 
 
 class ModelStore:
@@ -97,15 +123,19 @@ class ModelStore:
         return cards
 
     def load(self, name_or_path: str | os.PathLike = DEFAULT_NAME) -> StoredModel:
-        """Load a model and its card by name or path."""
+        """A model and its card by name or path.
+
+        With an up-to-date ``.tflite`` beside it, the Keras file is only checked to be a Keras
+        archive and is read when first needed; without one, it is loaded now.
+        """
         path = self.resolve(name_or_path)
-        try:
-            model = keras.saving.load_model(path, compile=False)
-        except Exception as error:  # Keras raises many types for damaged files
-            raise ModelNotFoundError(f"{path}: not a loadable Keras model ({error})") from error
         lite_path = path.with_suffix(".tflite")
         fresh = lite_path.exists() and lite_path.stat().st_mtime >= path.stat().st_mtime
-        return StoredModel(path.stem, model, self.card(path), lite_path.read_bytes() if fresh else None)
+        if fresh and not zipfile.is_zipfile(path):
+            raise ModelNotFoundError(f"{path}: not a loadable Keras model (not a .keras archive)")
+        if fresh:
+            return StoredModel(path.stem, path, self.card(path), lite_path.read_bytes())
+        return StoredModel(path.stem, path, self.card(path), model=_load_keras(path))
 
     def save(self, name: str, model: keras.Model, card: dict, lite: bytes | None = None) -> Path:
         """Write ``name.keras`` and ``name.json`` (replacing a model of that name).
@@ -152,6 +182,8 @@ def make_card(
     description: str = "",
 ) -> dict:
     """A model card: what the model is, how it was trained, and how well and fast it runs."""
+    import keras
+
     return {
         "arch": arch,
         "description": description,

@@ -84,6 +84,7 @@ class TrainResult:
     best_val_accuracy: float | None
     train_rows: int
     validation_rows: int
+    commands: list[str] = field(default_factory=list)  # one per run of a resumed checkpoint
 
 
 def resolve_precision(choice: str) -> str:
@@ -121,9 +122,9 @@ class _RunMonitor(keras.callbacks.Callback):
     def __init__(self, config: TrainConfig, batches: int, listener: ProgressListener | None,
                  cancel: threading.Event | None, checkpoint_dir: Path | None, base_name: str,
                  history: dict[str, list[float]], start_epoch: int, best: float | None,
-                 earlier_minutes: float = 0.0):
+                 earlier_minutes: float = 0.0, commands: list[str] | None = None):
         super().__init__()
-        self.earlier_minutes = earlier_minutes
+        self.earlier_minutes, self.commands = earlier_minutes, commands or []
         self.config, self.batches, self.listener, self.cancel = config, batches, listener, cancel
         self.checkpoint_dir, self.base_name = checkpoint_dir, base_name
         self.history, self.start_epoch, self.best = history, start_epoch, best
@@ -198,7 +199,7 @@ class _RunMonitor(keras.callbacks.Callback):
         if improved:
             _base_model(self.model, self.base_name).save(directory / "best.keras")
         state = {"epochs_done": epochs_done, "best_val_accuracy": self.best, "minutes": round(self.minutes(), 2),
-                 "history": self.history, "config": self.config.to_dict()}
+                 "history": self.history, "config": self.config.to_dict(), "commands": self.commands}
         (directory / "state.json").write_text(json.dumps(state, indent=1))
 
 
@@ -287,12 +288,14 @@ def train(
     checkpoint_dir: str | Path | None = None,
     listener: ProgressListener | None = None,
     cancel: threading.Event | None = None,
+    command: str | None = None,
 ) -> TrainResult:
     """Train ``config.arch`` on ``dataset`` and return the model with the best validation accuracy.
 
     Without ``validation``, FER2013's PublicTest rows are used when present, else a stratified
     10% split. With ``checkpoint_dir``, every epoch is checkpointed and a later call with the
-    same directory resumes where the last one stopped.
+    same directory resumes where the last one stopped. ``command`` (how this run was started) is
+    kept in the checkpoint, so a model trained over several runs lists every one of them.
     """
     if validation is None:
         dataset, validation = train_validation(dataset, config.seed)
@@ -310,7 +313,7 @@ def train(
     try:
         directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
         history: dict[str, list[float]] = {}
-        start_epoch, best, earlier_minutes = 0, None, 0.0
+        start_epoch, best, earlier_minutes, commands = 0, None, 0.0, []
         input_shape = (preprocessing.size, preprocessing.size, 1)
         base = build_model(config.arch, input_shape)
         if directory is not None and (directory / "state.json").exists():
@@ -323,14 +326,17 @@ def train(
             base = _base_model(trainer, base.name)
             start_epoch, best, history = state["epochs_done"], state["best_val_accuracy"], state["history"]
             earlier_minutes = float(state.get("minutes", 0.0))
+            commands = list(state.get("commands", []))
         else:
             trainer = with_augmentation(base, build_augmentation(seed=config.seed)) if config.augment else base
             _compile(trainer, config)
             if directory is not None:
                 directory.mkdir(parents=True, exist_ok=True)
 
+        if command is not None:
+            commands.append(command)
         monitor = _RunMonitor(config, steps_per_epoch, listener, cancel, directory, base.name,
-                              history, start_epoch, best, earlier_minutes)
+                              history, start_epoch, best, earlier_minutes, commands)
         schedule = _WarmupCosine(config, steps_per_epoch, monitor)
         early = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=config.patience,
                                               restore_best_weights=True, verbose=0)
@@ -362,7 +368,7 @@ def train(
         model.set_weights([np.asarray(w, dtype=np.float32) for w in base.get_weights()])
     epochs_run = len(history.get("loss", []))
     return TrainResult(model, config, history, epochs_run, stopped, minutes, monitor.best,
-                       len(dataset), len(validation))
+                       len(dataset), len(validation), commands)
 
 
 def store_result(

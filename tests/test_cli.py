@@ -126,3 +126,10 @@ def test_evaluate_backends_agree(model_store, fer_csv, tmp_path, capsys):
     assert reports["litert"]["confusion_matrix"] == reports["tensorflow"]["confusion_matrix"]
     assert main(["evaluate", "--model", "tiny", "--data", str(fer_csv), "--backend", "litert"]) == 2
     assert "no LiteRT file" in capsys.readouterr().err
+
+
+def test_unknown_architecture_lists_the_known_ones(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--arch", "resnet9000", "--data", "x.csv"])
+    assert stop.value.code == 2
+    assert "unknown architecture 'resnet9000' (choose from alexnet_small, ds_cnn, fer_vgg" in capsys.readouterr().err

@@ -116,3 +116,40 @@ def test_stale_lite_file_is_ignored(model_store):
     assert model_store.load("tiny").lite is None
     model_store.save("tiny", stored.model, stored.card)
     assert not lite_file.exists()
+
+
+def test_litert_inference_imports_neither_keras_nor_tensorflow(model_store):
+    """A served model with a LiteRT file keeps the process light: TensorFlow loads only for Grad-CAM."""
+    import subprocess
+    import sys
+
+    from fer_core.predict import to_tflite
+
+    stored = model_store.load("default")
+    model_store.save("default", stored.model, stored.card, to_tflite(stored.model))
+    script = """
+import sys
+from fer_core.predict import EmotionAnalyser
+from fer_core.samples import astronaut
+analyser = EmotionAnalyser.from_store("default", "haar")
+assert analyser.classifier.backend == "litert"
+assert len(analyser.analyse(astronaut())) == 1
+assert "tensorflow" not in sys.modules and "keras" not in sys.modules, "inference imported TensorFlow"
+assert analyser.classifier.model.output_shape == (None, 7)  # the Keras model, loaded on demand
+assert "keras" in sys.modules
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_damaged_keras_file_beside_a_lite_file_is_reported_at_load(model_store):
+    from fer_core.errors import ModelNotFoundError
+    from fer_core.predict import to_tflite
+
+    stored = model_store.load("tiny")
+    model_store.save("tiny", stored.model, stored.card, to_tflite(stored.model))
+    keras_file = model_store.resolve("tiny")
+    keras_file.write_bytes(b"not a model")
+    keras_file.with_suffix(".tflite").touch()  # still newer than the .keras file
+    with pytest.raises(ModelNotFoundError, match="not a loadable Keras model"):
+        model_store.load("tiny")

@@ -21,7 +21,7 @@ def test_one_epoch_trains_checkpoints_and_resumes(tiny_dataset, tmp_path):
     reports = []
     checkpoints = tmp_path / "ck"
     config = TrainConfig(arch="mini_xception", epochs=1, batch_size=16)
-    first = train(tiny_dataset, config, checkpoint_dir=checkpoints, listener=reports.append)
+    first = train(tiny_dataset, config, checkpoint_dir=checkpoints, listener=reports.append, command="run 1")
     assert first.stopped == "completed" and first.epochs_run == 1
     assert (checkpoints / "last.keras").exists() and (checkpoints / "best.keras").exists()
     state = json.loads((checkpoints / "state.json").read_text())
@@ -32,8 +32,9 @@ def test_one_epoch_trains_checkpoints_and_resumes(tiny_dataset, tmp_path):
     assert all(r.eta_seconds is not None and r.eta_seconds >= 0 for r in reports)
 
     resumed = train(tiny_dataset, TrainConfig(arch="mini_xception", epochs=2, batch_size=16),
-                    checkpoint_dir=checkpoints)
+                    checkpoint_dir=checkpoints, command="run 2")
     assert resumed.epochs_run == 2
+    assert resumed.commands == ["run 1", "run 2"]  # a model trained over two runs is reproduced by both
     assert resumed.minutes > state["minutes"]  # the resumed run's minutes add to the first's
     assert len(resumed.history["val_accuracy"]) == 2
     assert json.loads((checkpoints / "state.json").read_text())["epochs_done"] == 2
