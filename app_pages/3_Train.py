@@ -7,9 +7,9 @@ from pathlib import Path
 import streamlit as st
 
 from fer_core.charts import confusion_matrix_figure, training_curves
-from fer_core.data import resolve_server_path, server_data_roots
+from fer_core.data import resolve_server_path, server_data_roots, spool_upload
 from fer_core.errors import DataError
-from fer_core.jobs import TrainingJob, spool_upload, training_jobs
+from fer_core.jobs import TrainingJob, training_jobs
 from fer_core.models import ARCHITECTURES, describe
 from fer_core.store import DEFAULT_NAME, ModelStore, check_name
 from fer_core.train import TrainConfig

@@ -9,10 +9,9 @@ import pandas as pd
 import streamlit as st
 
 from fer_core.charts import confusion_matrix_figure, per_class_scores
-from fer_core.data import FaceDataset, load_dataset, resolve_server_path, server_data_roots
+from fer_core.data import FaceDataset, load_dataset, resolve_server_path, server_data_roots, spool_upload
 from fer_core.errors import DataError
 from fer_core.evaluate import evaluate_classifier, evaluation_rows
-from fer_core.jobs import spool_upload
 from fer_core.store import ModelStore
 from ui_common import load_classifier, sidebar, user_errors
 

@@ -11,11 +11,14 @@ import gzip
 import hashlib
 import io
 import os
+import shutil
+import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 import numpy as np
 
@@ -407,3 +410,10 @@ def resolve_server_path(text: str) -> Path:
     if not path.exists():
         raise DataError(f"{path}: no such file or folder on the server")
     return path
+
+
+def spool_upload(upload: BinaryIO, suffix: str) -> Path:
+    """Copy an uploaded file to a private temporary file (loaders need a path); the caller deletes it."""
+    with tempfile.NamedTemporaryFile(prefix="fer_lab_upload_", suffix=suffix, delete=False) as handle:
+        shutil.copyfileobj(upload, handle, length=1 << 20)
+    return Path(handle.name)

@@ -12,13 +12,10 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import shlex
-import shutil
-import tempfile
 import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 from fer_core.errors import FerError
 from fer_core.store import ModelStore, check_name
@@ -111,13 +108,6 @@ def reproduce_command(config: TrainConfig, data_name: str, model_name: str) -> s
     if not config.augment:
         args.append("--no-augment")
     return shlex.join(args)
-
-
-def spool_upload(upload: BinaryIO, suffix: str) -> Path:
-    """Copy an uploaded file to a private temporary file (loaders need a path); the caller deletes it."""
-    with tempfile.NamedTemporaryFile(prefix="fer_lab_upload_", suffix=suffix, delete=False) as handle:
-        shutil.copyfileobj(upload, handle, length=1 << 20)
-    return Path(handle.name)
 
 
 class TrainingJobs:

@@ -117,6 +117,8 @@ def main() -> None:
             open_page("Compare models")
             page.wait_for_timeout(4000)
             page.screenshot(path=str(out / "compare.png"), full_page=True)
+            print("app process resident memory after every page (Train loads TensorFlow): "
+                  f"{resident_mb(app.pid):.0f} MB")
             browser.close()
     finally:
         app.terminate()

@@ -129,6 +129,7 @@ def test_litert_inference_imports_neither_keras_nor_tensorflow(model_store):
     model_store.save("default", stored.model, stored.card, to_tflite(stored.model))
     script = """
 import sys
+import fer_core.charts, fer_core.data, fer_core.evaluate, fer_core.live, fer_core.video, ui_common  # inference pages
 from fer_core.predict import EmotionAnalyser
 from fer_core.samples import astronaut
 analyser = EmotionAnalyser.from_store("default", "haar")
