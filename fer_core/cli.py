@@ -163,16 +163,17 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     if not cards:
         print("no stored models")
-    print(f"{'name':<16}{'arch':<15}{'accuracy':>9}{'macro-F1':>9}{'params':>11}{'ms/face':>9}  data")
+    print(f"{'name':<16}{'arch':<15}{'accuracy':>9}{'macro-F1':>9}{'params':>11}{'ms/face':>9}{'train min':>10}  data")
     for card in cards:
-        metrics = card.get("metrics") or {}
+        metrics, training = card.get("metrics") or {}, card.get("training") or {}
 
         def figure(value, fmt):
             return format(value, fmt) if isinstance(value, (int, float)) else "-"
 
         print(f"{card['name']:<16}{card.get('arch', '?'):<15}{figure(metrics.get('accuracy'), '.4f'):>9}"
               f"{figure(metrics.get('macro_f1'), '.4f'):>9}{figure(card.get('parameters'), ','):>11}"
-              f"{figure(card.get('ms_per_face'), '.2f'):>9}  {(card.get('training') or {}).get('data', '-')}")
+              f"{figure(card.get('ms_per_face'), '.2f'):>9}{figure(training.get('minutes'), '.1f'):>10}"
+              f"  {training.get('data', '-')}")
     return 0
 
 
