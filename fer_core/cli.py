@@ -75,7 +75,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     classifier = EmotionClassifier.from_stored(stored, args.flip_tta, args.backend)
     report = evaluate_classifier(classifier, preprocessing, dataset)
     usage = ", ".join(dataset.usages())
-    print(f"model {stored.name} ({stored.card.get('arch', '?')}, {classifier.backend}) on {args.data} [{usage}], "
+    flip = ", with flip TTA" if classifier.flip_tta else ""
+    print(f"model {stored.name} ({stored.card.get('arch', '?')}, {classifier.backend}{flip}) on {args.data} [{usage}], "
           f"{report.n} faces")
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
@@ -121,11 +122,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from fer_core.samples import sample_frame
     from fer_core.store import ModelStore
 
-    analyser = EmotionAnalyser.from_store(args.model, args.detector, store=ModelStore(args.store),
+    analyser = EmotionAnalyser.from_store(args.model, args.detector, args.flip_tta, ModelStore(args.store),
                                           backend=args.backend, live=not args.full_detector)
     frame = load_image(args.image) if args.image else sample_frame()
     seconds = args.seconds
-    print(f"model {analyser.model_name} ({analyser.classifier.backend}), detector {args.detector} "
+    flip = ", with flip TTA" if analyser.classifier.flip_tta else ""
+    print(f"model {analyser.model_name} ({analyser.classifier.backend}{flip}), detector {args.detector} "
           f"({'full size' if args.full_detector else 'live settings'}), frame {frame.shape[1]}x{frame.shape[0]}, "
           f"{len(analyser.analyse(frame))} face(s)")
     for batch in (1, 32):
@@ -201,6 +203,10 @@ def _architecture(name: str) -> str:
     return name
 
 
+FLIP_HELP = ("average each face with its mirror image (default: when the model card shows it scored higher, "
+             "as for the shipped models)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     from fer_core.detect import DETECTORS
@@ -233,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True)
     evaluate.add_argument("--usage", choices=("PrivateTest", "PublicTest", "Training"))
     evaluate.add_argument("--json", help="also write the report as JSON to this file")
-    evaluate.add_argument("--flip-tta", action="store_true", help="average with the mirrored face")
+    evaluate.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, help=FLIP_HELP)
     evaluate.add_argument("--cache", action="store_true", help="cache the parsed dataset")
     evaluate.add_argument("--backend", choices=("auto", "litert", "tensorflow"), default="auto",
                           help="inference runtime (auto: LiteRT when the model has it)")
@@ -245,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--detector", default="mtcnn", choices=sorted(DETECTORS))
     predict.add_argument("--json", action="store_true")
     predict.add_argument("--annotate", help="write the annotated image here (a folder for several)")
-    predict.add_argument("--flip-tta", action="store_true")
+    predict.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, help=FLIP_HELP)
     predict.set_defaults(run=cmd_predict)
 
     bench = commands.add_parser("bench", help="time the whole pipeline on one frame, and on several streams")
@@ -254,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", default="default")
     bench.add_argument("--detector", default="haar", choices=sorted(DETECTORS))
     bench.add_argument("--backend", choices=("auto", "litert", "tensorflow"), default="auto")
+    bench.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, help=FLIP_HELP)
     bench.add_argument("--full-detector", action="store_true", help="detect at full size, not with live settings")
     bench.add_argument("--detect-every", type=_at_least(1), default=3, help="live path: detect every k-th frame")
     bench.add_argument("--streams", type=_at_least(0), default=0, help="also run N concurrent streams (threads)")

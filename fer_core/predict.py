@@ -88,6 +88,15 @@ class _LiteRunner:
         return self.interpreter.get_tensor(self.output).copy()
 
 
+def recommends_flip(card: dict) -> bool:
+    """Whether a model is best used with the mirrored face averaged in: when that scored higher
+    on its validation faces (the card's ``metrics.flip_tta``). It costs a second face per face."""
+    metrics = card.get("metrics") or {}
+    flipped = (metrics.get("flip_tta") or {}).get("accuracy")
+    plain = metrics.get("accuracy")
+    return isinstance(flipped, (int, float)) and isinstance(plain, (int, float)) and flipped > plain
+
+
 class EmotionClassifier:
     """Probabilities for batches of prepared faces.
 
@@ -121,9 +130,12 @@ class EmotionClassifier:
         return self._source.model if isinstance(self._source, StoredModel) else self._source
 
     @classmethod
-    def from_stored(cls, stored: StoredModel, flip_tta: bool = False, backend: str = "auto") -> EmotionClassifier:
+    def from_stored(cls, stored: StoredModel, flip_tta: bool | None = None, backend: str = "auto") -> EmotionClassifier:
         """A classifier for a stored model: the fastest it offers, or the ``backend`` named
-        (``litert`` or ``tensorflow``), to compare the two."""
+        (``litert`` or ``tensorflow``), to compare the two. ``flip_tta=None`` follows the card:
+        see :func:`recommends_flip`."""
+        if flip_tta is None:
+            flip_tta = recommends_flip(stored.card)
         if backend not in ("auto", "litert", "tensorflow"):
             raise ValueError(f"backend must be auto, litert or tensorflow, not {backend!r}")
         classifier = cls(stored, flip_tta, None if backend == "tensorflow" else stored.lite)
@@ -177,9 +189,10 @@ class EmotionAnalyser:
 
     @classmethod
     def from_store(cls, model: str | os.PathLike = DEFAULT_NAME, detector: str = "mtcnn",
-                   flip_tta: bool = False, store: ModelStore | None = None, backend: str = "auto",
+                   flip_tta: bool | None = None, store: ModelStore | None = None, backend: str = "auto",
                    **detector_options) -> EmotionAnalyser:
-        """An analyser for a stored model (by name or path) and a detector (by name)."""
+        """An analyser for a stored model (by name or path) and a detector (by name); ``flip_tta``
+        None follows the model card (:func:`recommends_flip`)."""
         stored = (store or ModelStore()).load(model)
         preprocessing = Preprocessing.from_dict(stored.card.get("preprocessing"))
         return cls(EmotionClassifier.from_stored(stored, flip_tta, backend), get_detector(detector, **detector_options),

@@ -13,8 +13,10 @@ cd "$(dirname "$0")/.."
 data=${1:-../shared/datasets/fer2013/fer2013.csv.gz}
 shift || true
 
+# default: 40 epochs, then a second cosine cycle to 100 epochs; early stopping (patience 15) ended
+# that cycle at epoch 82, before its learning rate had annealed, so a third stage finishes it.
 declare -A recipe=(
-  [default]="--arch fer_vgg --epochs 40 --minutes 110; --arch fer_vgg --epochs 100 --minutes 95"
+  [default]="--arch fer_vgg --epochs 40 --minutes 110; --arch fer_vgg --epochs 100 --minutes 95; --arch fer_vgg --epochs 100 --minutes 40 --patience 30"
   [mini_xception]="--arch mini_xception --epochs 60 --minutes 8 --lr 5e-3"
   [ds_cnn]="--arch ds_cnn --epochs 60 --minutes 8 --lr 5e-3"
   [simple_cnn]="--arch simple_cnn --epochs 40 --minutes 8 --lr 1e-3"

@@ -154,3 +154,16 @@ def test_damaged_keras_file_beside_a_lite_file_is_reported_at_load(model_store):
     keras_file.with_suffix(".tflite").touch()  # still newer than the .keras file
     with pytest.raises(ModelNotFoundError, match="not a loadable Keras model"):
         model_store.load("tiny")
+
+
+def test_stored_model_uses_flip_tta_when_its_card_shows_it_scored_higher(model_store):
+    from fer_core.predict import recommends_flip
+
+    assert not recommends_flip({"metrics": None})
+    assert not recommends_flip({"metrics": {"accuracy": 0.66, "flip_tta": {"accuracy": 0.65}}})
+    assert recommends_flip({"metrics": {"accuracy": 0.65, "flip_tta": {"accuracy": 0.66}}})
+    stored = model_store.load("default")
+    assert not EmotionClassifier.from_stored(stored).flip_tta  # the fixture's card has no metrics
+    stored.card["metrics"] = {"accuracy": 0.5, "flip_tta": {"accuracy": 0.6}}
+    assert EmotionClassifier.from_stored(stored).flip_tta
+    assert not EmotionClassifier.from_stored(stored, flip_tta=False).flip_tta
