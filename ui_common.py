@@ -32,7 +32,7 @@ DETECTOR_LABELS = {
 DEFAULT_DETECTOR = "haar"
 
 
-def keep_keras_state_of_other_threads() -> None:
+def _keep_keras_state_of_other_threads() -> None:
     """Stop Streamlit from clearing the Keras session after every script run, once Keras is loaded.
 
     Streamlit does it to free Keras 2 graphs. Keras 3 keeps its state per thread, and its
@@ -67,7 +67,7 @@ def sidebar() -> Selection:
     Streamlit forgets the state of a widget that a page does not draw, so the choice is kept under
     plain session keys and handed back to the widgets on each page.
     """
-    keep_keras_state_of_other_threads()
+    _keep_keras_state_of_other_threads()
     names = ModelStore().names()
     if st.session_state.get("model") not in names:
         st.session_state["model"] = names[0] if names else None

@@ -22,6 +22,11 @@ def _print_json(value) -> None:
     print(json.dumps(value, indent=2))
 
 
+def _runtime(classifier) -> str:
+    """How a classifier runs, for the first line of a report: its backend and whether it flips."""
+    return classifier.backend + (", with flip TTA" if classifier.flip_tta else "")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from fer_core.data import load_dataset, train_validation
     from fer_core.store import ModelStore, check_name
@@ -50,7 +55,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train(train_part, config, validation=validation, checkpoint_dir=checkpoints, listener=report,
                    command=command)
     # A model trained over several runs of one checkpoint is reproduced by all of them, in order.
-    reproduce = " && ".join(dict.fromkeys(result.commands)) or command
+    reproduce = " && ".join(result.commands)
     card = store_result(result, name, validation, data_description=Path(args.data).name,
                         reproduce=reproduce, store=ModelStore(args.store))
     metrics = card["metrics"]
@@ -75,8 +80,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     classifier = EmotionClassifier.from_stored(stored, args.flip_tta, args.backend)
     report = evaluate_classifier(classifier, preprocessing, dataset)
     usage = ", ".join(dataset.usages())
-    flip = ", with flip TTA" if classifier.flip_tta else ""
-    print(f"model {stored.name} ({stored.card.get('arch', '?')}, {classifier.backend}{flip}) on {args.data} [{usage}], "
+    print(f"model {stored.name} ({stored.card.get('arch', '?')}, {_runtime(classifier)}) on {args.data} [{usage}], "
           f"{report.n} faces")
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
@@ -126,8 +130,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                           backend=args.backend, live=not args.full_detector)
     frame = load_image(args.image) if args.image else sample_frame()
     seconds = args.seconds
-    flip = ", with flip TTA" if analyser.classifier.flip_tta else ""
-    print(f"model {analyser.model_name} ({analyser.classifier.backend}{flip}), detector {args.detector} "
+    print(f"model {analyser.model_name} ({_runtime(analyser.classifier)}), detector {args.detector} "
           f"({'full size' if args.full_detector else 'live settings'}), frame {frame.shape[1]}x{frame.shape[0]}, "
           f"{len(analyser.analyse(frame))} face(s)")
     for batch in (1, 32):

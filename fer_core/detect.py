@@ -192,8 +192,8 @@ def _point(value) -> Point | None:
 
 #: Options that make a detector fast enough for live video. A webcam face is 100 pixels or more,
 #: so detection runs on the frame scaled down to at most 320 pixels, for faces of 60 pixels or
-#: more, with a coarser scale pyramid (`python -m fer_core bench` here: 9.8 ms per 640x480 frame instead of
-#: 44 with `--full-detector`, classification included).
+#: more, with a coarser scale pyramid (`python -m fer_core bench --no-flip-tta` here: 8.9 ms per 640x480
+#: frame instead of 39.6 with `--full-detector`, classification included).
 LIVE_OPTIONS: dict[str, dict] = {
     "haar": {"max_side": 320, "scale_factor": 1.2, "min_face_size": 60},
     "mtcnn": {"max_side": 480},

@@ -131,11 +131,11 @@ class ModelStore:
         path = self.resolve(name_or_path)
         lite_path = path.with_suffix(".tflite")
         fresh = lite_path.exists() and lite_path.stat().st_mtime >= path.stat().st_mtime
-        if fresh and not zipfile.is_zipfile(path):
+        if not fresh:
+            return StoredModel(path.stem, path, self.card(path), model=_load_keras(path))
+        if not zipfile.is_zipfile(path):
             raise ModelNotFoundError(f"{path}: not a loadable Keras model (not a .keras archive)")
-        if fresh:
-            return StoredModel(path.stem, path, self.card(path), lite_path.read_bytes())
-        return StoredModel(path.stem, path, self.card(path), model=_load_keras(path))
+        return StoredModel(path.stem, path, self.card(path), lite_path.read_bytes())
 
     def save(self, name: str, model: keras.Model, card: dict, lite: bytes | None = None) -> Path:
         """Write ``name.keras`` and ``name.json`` (replacing a model of that name).

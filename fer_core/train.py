@@ -333,7 +333,7 @@ def train(
             if directory is not None:
                 directory.mkdir(parents=True, exist_ok=True)
 
-        if command is not None:
+        if command is not None and command not in commands:  # a crashed run started again is one run
             commands.append(command)
         monitor = _RunMonitor(config, steps_per_epoch, listener, cancel, directory, base.name,
                               history, start_epoch, best, earlier_minutes, commands)
