@@ -1,4 +1,4 @@
-"""The command line: train, evaluate, predict, bench and list models.
+"""The command line: train, ensemble, evaluate, predict, bench and list models.
 
 Bad input ends a command with a one-line message naming the file and a non-zero exit status,
 never a traceback.
@@ -36,7 +36,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.data, cache=args.cache)
     train_part, validation = train_validation(dataset, args.seed)
     config = TrainConfig(arch=args.arch, epochs=args.epochs, minutes=args.minutes,
-                         batch_size=args.batch_size, learning_rate=args.lr,
+                         batch_size=args.batch_size, learning_rate=args.lr, weight_decay=args.weight_decay,
                          class_weight=args.class_weight, augment=not args.no_augment,
                          patience=args.patience, precision=args.precision, seed=args.seed)
     checkpoints = Path(args.checkpoint_dir or Path("checkpoints") / name)
@@ -51,18 +51,40 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     print(f"training {args.arch} on {len(train_part)} faces, validating on {len(validation)}; "
           f"checkpoints in {checkpoints}", flush=True)
-    command = "python -m fer_core " + " ".join(shlex.quote(a) for a in args.argv)
+    command = _command(args)
     result = train(train_part, config, validation=validation, checkpoint_dir=checkpoints, listener=report,
                    command=command)
     # A model trained over several runs of one checkpoint is reproduced by all of them, in order.
     reproduce = " && ".join(result.commands)
     card = store_result(result, name, validation, data_description=Path(args.data).name,
                         reproduce=reproduce, store=ModelStore(args.store))
-    metrics = card["metrics"]
     print(f"stopped: {result.stopped} after {result.epochs_run} epochs, {result.minutes:.1f} min")
-    print(f"saved {name}: validation accuracy {metrics['accuracy']:.4f} "
+    _print_saved(card)
+    return 0
+
+
+def _print_saved(card: dict) -> None:
+    metrics = card["metrics"]
+    print(f"saved {card['name']}: validation accuracy {metrics['accuracy']:.4f} "
           f"(flip TTA {metrics['flip_tta']['accuracy']:.4f}), macro-F1 {metrics['macro_f1']:.4f}, "
-          f"{card['parameters']:,} parameters, {card['ms_per_face']:.2f} ms per face")
+          f"{card['parameters']:,} parameters, {card['ms_per_face']:.2f} ms per face, {card['file_bytes']:,} bytes")
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line that ran, as it is recorded in model cards."""
+    return "python -m fer_core " + " ".join(shlex.quote(a) for a in args.argv)
+
+
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from fer_core.data import load_dataset, train_validation
+    from fer_core.ensemble import save_ensemble
+    from fer_core.store import ModelStore, check_name
+
+    name = check_name(args.name)
+    _, validation = train_validation(load_dataset(args.data, cache=args.cache), args.seed)
+    print(f"averaging {', '.join(args.members)}; validating on {len(validation)} faces", flush=True)
+    _print_saved(save_ensemble(ModelStore(args.store), args.members, name, validation,
+                               data_description=Path(args.data).name, command=_command(args)))
     return 0
 
 
@@ -228,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--name", help="name to save under (default: the architecture)")
     train.add_argument("--batch-size", type=_at_least(1), default=64)
     train.add_argument("--lr", type=_at_least(0, float), default=2e-3, help="peak learning rate (AdamW, cosine)")
+    train.add_argument("--weight-decay", type=_at_least(0, float), default=1e-4,
+                       help="AdamW weight decay; Keras scales it by the learning rate, so 0.05 is a real decay")
     train.add_argument("--class-weight", choices=("none", "balanced", "sqrt"), default="none")
     train.add_argument("--no-augment", action="store_true")
     train.add_argument("--patience", type=_at_least(1), default=15, help="early-stopping patience in epochs")
@@ -236,6 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--cache", action="store_true", help="keep a parsed copy of the dataset (~/.cache/fer_lab)")
     train.add_argument("--checkpoint-dir", help="default: checkpoints/NAME; an existing one is resumed")
     train.set_defaults(run=cmd_train)
+
+    ensemble = commands.add_parser("ensemble", help="average stored models into one model and save it")
+    ensemble.add_argument("members", nargs="+", help="stored models to average (two or more)")
+    ensemble.add_argument("--name", required=True, help="name to save the ensemble under")
+    ensemble.add_argument("--data", required=True, help="labelled faces to score it on (as for train)")
+    ensemble.add_argument("--seed", type=int, default=0, help="validation split without PublicTest rows")
+    ensemble.add_argument("--cache", action="store_true", help="cache the parsed dataset")
+    ensemble.set_defaults(run=cmd_ensemble)
 
     evaluate = commands.add_parser("evaluate", help="score a model on labelled faces")
     evaluate.add_argument("--model", default="default", help="stored name or .keras path")

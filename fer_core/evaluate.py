@@ -16,7 +16,10 @@ from fer_core.labels import EMOTIONS, NUM_CLASSES
 from fer_core.preprocess import Preprocessing, images_to_input
 
 if TYPE_CHECKING:
+    import keras
+
     from fer_core.predict import EmotionClassifier
+    from fer_core.store import ModelStore
 
 
 @dataclass
@@ -106,6 +109,44 @@ def evaluate_classifier(classifier: EmotionClassifier, preprocessing: Preprocess
                         dataset: FaceDataset) -> EvaluationReport:
     """Scores of a classifier on the (already cropped) faces of a labelled dataset."""
     return evaluate_probabilities(dataset, classifier.predict_dataset(images_to_input(dataset.images, preprocessing)))
+
+
+def save_evaluated(
+    model: keras.Model,
+    name: str,
+    validation: FaceDataset,
+    *,
+    card_fields: dict,
+    preprocessing: Preprocessing,
+    store: ModelStore | None = None,
+    half_precision_copy: keras.Model | None = None,
+) -> dict:
+    """Score ``model`` on its validation faces, time it, and save it with its card; returns the card.
+
+    The card's metrics are those of plain inference and, under ``flip_tta``, of inference with
+    the mirrored face averaged in. ``card_fields`` are passed to ``store.make_card`` (arch,
+    training, reproduce, description). With ``half_precision_copy`` (``model`` computing in float16,
+    see ``models.copy_in_precision``) both files hold float16 weights, half the size, and the
+    scores are those of the stored LiteRT file.
+    """
+    from fer_core.bench import classifier_ms_per_face
+    from fer_core.predict import EmotionClassifier, to_tflite
+    from fer_core.store import ModelStore, make_card
+
+    lite = to_tflite(model, half_precision=half_precision_copy is not None)
+    plain = EmotionClassifier(model, lite=lite)
+    report = evaluate_classifier(plain, preprocessing, validation)
+    flipped = evaluate_classifier(EmotionClassifier(model, True, lite), preprocessing, validation)
+    metrics = {"dataset": card_fields["training"]["data"], "usage": sorted(set(validation.usage.tolist())),
+               **report.to_dict(), "flip_tta": {"accuracy": flipped.accuracy, "macro_f1": flipped.macro_f1}}
+    card = make_card(model=model, preprocessing=preprocessing.to_dict(), metrics=metrics,
+                     ms_per_face=classifier_ms_per_face(plain), **card_fields)
+    card["inference_backend"] = plain.backend  # what ms_per_face was measured with
+    if half_precision_copy is not None:
+        card["weights_dtype"] = "float16"
+    store = store or ModelStore()
+    store.save(name, half_precision_copy or model, card, lite)
+    return store.card(name)
 
 
 def cross_validate(

@@ -24,27 +24,37 @@ def last_conv_layer(model: keras.Model) -> keras.layers.Layer:
     raise ValueError(f"model {model.name} has no convolution layer for Grad-CAM")
 
 
-def grad_cam(model: keras.Model, face: np.ndarray, class_index: int | None = None) -> tuple[np.ndarray, int]:
-    """Heat map in [0, 1] at the face's size for ``class_index`` (default: the predicted class).
+def _networks(model: keras.Model) -> list[keras.Model]:
+    """The networks to explain: the members of an ensemble, else the model itself."""
+    return [layer for layer in model.layers if isinstance(layer, keras.Model)] or [model]
 
-    ``face`` is one prepared input (size, size, 1). Returns the map and the class explained.
-    """
-    layer = last_conv_layer(model)
-    probe = keras.Model(model.inputs, [layer.output, model.output])
-    batch = tf.convert_to_tensor(face[np.newaxis], tf.float32)
+
+def _class_activation(network: keras.Model, batch: tf.Tensor, class_index: int) -> np.ndarray:
+    """Grad-CAM of one network at the input's size, in [0, 1]: its last convolution's activations
+    weighted by their mean gradients."""
+    layer = last_conv_layer(network)
+    probe = keras.Model(network.inputs, [layer.output, network.output])
     with tf.GradientTape() as tape:
         activations, probabilities = probe(batch, training=False)
-        if class_index is None:
-            class_index = int(tf.argmax(probabilities[0]))
         score = probabilities[:, class_index]
     gradients = tape.gradient(score, activations)
     weights = tf.reduce_mean(tf.cast(gradients, tf.float32), axis=(1, 2))
     cam = tf.nn.relu(tf.reduce_sum(tf.cast(activations, tf.float32) * weights[:, None, None, :], axis=-1))[0]
-    cam = cam.numpy()
-    if cam.max() > 0:
-        cam = cam / cam.max()
-    size = face.shape[0]
-    return cv2.resize(cam, (size, size), interpolation=cv2.INTER_CUBIC).clip(0, 1), class_index
+    cam = cv2.resize(cam.numpy(), batch.shape[1:3][::-1], interpolation=cv2.INTER_CUBIC).clip(0, None)
+    return cam / cam.max() if cam.max() > 0 else cam
+
+
+def grad_cam(model: keras.Model, face: np.ndarray, class_index: int | None = None) -> tuple[np.ndarray, int]:
+    """Heat map in [0, 1] at the face's size for ``class_index`` (default: the predicted class).
+
+    ``face`` is one prepared input (size, size, 1). Returns the map and the class explained.
+    An ensemble's map is the mean of its members' maps for the ensemble's class.
+    """
+    batch = tf.convert_to_tensor(face[np.newaxis], tf.float32)
+    if class_index is None:
+        class_index = int(np.argmax(model(batch, training=False)[0]))
+    cam = np.mean([_class_activation(network, batch, class_index) for network in _networks(model)], axis=0)
+    return (cam / cam.max() if cam.max() > 0 else cam), class_index
 
 
 def overlay(face: np.ndarray, heat: np.ndarray, size: int = 192, alpha: float = 0.45) -> np.ndarray:

@@ -54,11 +54,19 @@ class FaceResult:
                 "probabilities": {k: round(float(v), 4) for k, v in self.probabilities.items()}}
 
 
-def to_tflite(model: keras.Model) -> bytes:
-    """The model as a float32 TensorFlow Lite flatbuffer: same results, 2-4x faster per face on a CPU."""
+def to_tflite(model: keras.Model, half_precision: bool = False) -> bytes:
+    """The model as a TensorFlow Lite flatbuffer: same results, 2-4x faster per face on a CPU.
+
+    With ``half_precision`` the weights are stored as float16 (half the file, computed in
+    float32 after loading); ``model`` itself must compute in float32.
+    """
     import tensorflow as tf
 
-    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if half_precision:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    return converter.convert()
 
 
 def _litert_interpreter():

@@ -21,7 +21,7 @@ import numpy as np
 from fer_core.data import FaceDataset, train_validation
 from fer_core.errors import DataError
 from fer_core.labels import NUM_CLASSES
-from fer_core.models import build_augmentation, build_model, with_augmentation
+from fer_core.models import build_augmentation, build_model, copy_in_precision, with_augmentation
 from fer_core.preprocess import Preprocessing, images_to_input
 
 
@@ -364,8 +364,7 @@ def train(
         keras.mixed_precision.set_global_policy(previous_policy)
     model = base
     if precision != "float32":
-        model = build_model(config.arch, input_shape)
-        model.set_weights([np.asarray(w, dtype=np.float32) for w in base.get_weights()])
+        model = copy_in_precision(base, config.arch)
     epochs_run = len(history.get("loss", []))
     return TrainResult(model, config, history, epochs_run, stopped, minutes, monitor.best,
                        len(dataset), len(validation), commands)
@@ -380,32 +379,17 @@ def store_result(
     reproduce: str,
     store=None,
 ) -> dict:
-    """Evaluate a finished run on its validation faces, time it, and save it with its card.
-
-    Returns the card. The metrics are those of plain inference and, under ``flip_tta``, of
-    inference with the mirrored face averaged in.
-    """
-    from fer_core.bench import classifier_ms_per_face
-    from fer_core.evaluate import evaluate_classifier
+    """Evaluate a finished run on its validation faces, time it, and save it with its card
+    (see ``evaluate.save_evaluated``); returns the card."""
+    from fer_core.evaluate import save_evaluated
     from fer_core.models import describe
-    from fer_core.predict import EmotionClassifier, to_tflite
-    from fer_core.store import ModelStore, make_card
 
-    preprocessing = Preprocessing.from_dict(result.config.preprocessing)
-    lite = to_tflite(result.model)
-    plain = EmotionClassifier(result.model, lite=lite)
-    report = evaluate_classifier(plain, preprocessing, validation)
-    flipped = evaluate_classifier(EmotionClassifier(result.model, True, lite), preprocessing, validation)
-    metrics = {"dataset": data_description, "usage": sorted(set(validation.usage.tolist())),
-               **report.to_dict(), "flip_tta": {"accuracy": flipped.accuracy, "macro_f1": flipped.macro_f1}}
     training = {"data": data_description, "train_rows": result.train_rows,
                 "validation_rows": result.validation_rows, "recipe": result.config.to_dict(),
                 "precision": resolve_precision(result.config.precision),
                 "epochs_run": result.epochs_run, "stopped": result.stopped,
                 "minutes": round(result.minutes, 1), "history": result.history}
-    card = make_card(arch=result.config.arch, model=result.model, preprocessing=preprocessing.to_dict(),
-                     training=training, metrics=metrics, ms_per_face=classifier_ms_per_face(plain),
-                     reproduce=reproduce, description=describe(result.config.arch))
-    card["inference_backend"] = plain.backend  # what ms_per_face was measured with
-    (store or ModelStore()).save(name, result.model, card, lite)
-    return card
+    return save_evaluated(result.model, name, validation, store=store,
+                          preprocessing=Preprocessing.from_dict(result.config.preprocessing),
+                          card_fields={"arch": result.config.arch, "training": training, "reproduce": reproduce,
+                                       "description": describe(result.config.arch)})

@@ -88,11 +88,12 @@ def test_train_saves_to_the_store(model_store, fer_csv, tmp_path, capsys, monkey
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("FER_LAB_CACHE", str(tmp_path / "cache"))
     assert main(["train", "--arch", "ds_cnn", "--data", str(fer_csv), "--epochs", "1", "--name", "mine",
-                 "--batch-size", "32"]) == 0
+                 "--batch-size", "32", "--weight-decay", "0.05"]) == 0
     out = capsys.readouterr().out
     assert "saved mine" in out
     card = model_store.card("mine")
     assert card["training"]["train_rows"] == 56 and card["metrics"]["n"] == 21
+    assert card["training"]["recipe"]["weight_decay"] == 0.05
     assert "train --arch ds_cnn" in card["reproduce"]
     assert (tmp_path / "checkpoints" / "mine" / "state.json").exists()
 

@@ -1,4 +1,5 @@
 import json
+import zipfile
 
 import pytest
 
@@ -24,6 +25,8 @@ def test_load_by_path_and_card_written_beside(model_store):
     assert model_store.load(str(path)).card["arch"] == "mini_xception"
     card = json.loads(path.with_suffix(".json").read_text())
     assert card["file_bytes"] == path.stat().st_size
+    with zipfile.ZipFile(path) as archive:  # Keras writes it uncompressed; the store deflates it
+        assert {entry.compress_type for entry in archive.infolist()} == {zipfile.ZIP_DEFLATED}
 
 
 def test_missing_and_damaged_models(model_store, tmp_path):
