@@ -25,7 +25,7 @@ from fer_core.detect import get_detector
 from fer_core.evaluate import report_from_predictions
 from fer_core.images import encode_png
 from fer_core.jobs import TrainingBusyError, training_jobs
-from fer_core.models import build_model
+from fer_core.models import build_ensemble, build_model, copy_in_precision
 from fer_core.predict import FaceResult
 from fer_core.samples import astronaut
 from fer_core.store import ModelStore, make_card
@@ -176,6 +176,23 @@ def test_upload_page_analyses_photos_explains_them_and_reports_bad_files(store):
     at.toggle(key="gradcam").set_value(True).run()
     assert not at.exception
     assert len(at.get("image")) == images + 1  # one Grad-CAM overlay for the one face
+
+
+def test_an_ensemble_as_the_default_model_analyses_and_explains_faces(store):
+    members = [copy_in_precision(store.load(name).model, "ds_cnn", "float16", name) for name in ("default", "small")]
+    ensemble = build_ensemble(members, "default")
+    store.save("default", ensemble, {**store.card("default"), "arch": "ensemble",
+                                     "parameters": ensemble.count_params()})
+    at = open_app()
+    assert any("ensemble" in caption.value for caption in at.caption)
+    at.switch_page(UPLOAD).run()
+    at.file_uploader[0].set_value([("astronaut.png", encode_png(astronaut()), "image/png")]).run()
+    assert not at.exception
+    assert len(plotly_figures(at)) == 1
+    images = len(at.get("image"))
+    at.toggle(key="gradcam").set_value(True).run()
+    assert not at.exception
+    assert len(at.get("image")) == images + 1
 
 
 def test_upload_page_analyses_a_video_and_reports_a_broken_one(store):
