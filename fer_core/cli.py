@@ -76,14 +76,16 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
-    from fer_core.data import load_dataset, train_validation
-    from fer_core.ensemble import save_ensemble
+    from fer_core.data import load_dataset
+    from fer_core.ensemble import ensemble_members, save_ensemble, validation_faces
     from fer_core.store import ModelStore, check_name
 
-    name = check_name(args.name)
-    _, validation = train_validation(load_dataset(args.data, cache=args.cache), args.seed)
-    print(f"averaging {', '.join(args.members)}; validating on {len(validation)} faces", flush=True)
-    _print_saved(save_ensemble(ModelStore(args.store), args.members, name, validation,
+    store = ModelStore(args.store)
+    members = ensemble_members(store, args.members, check_name(args.name))
+    validation = validation_faces(members, load_dataset(args.data, cache=args.cache))
+    print(f"averaging {', '.join(member.name for member in members)}; validating on {len(validation)} faces",
+          flush=True)
+    _print_saved(save_ensemble(store, members, args.name, validation,
                                data_description=Path(args.data).name, command=_command(args)))
     return 0
 
@@ -265,7 +267,6 @@ def build_parser() -> argparse.ArgumentParser:
     ensemble.add_argument("members", nargs="+", help="stored models to average (two or more)")
     ensemble.add_argument("--name", required=True, help="name to save the ensemble under")
     ensemble.add_argument("--data", required=True, help="labelled faces to score it on (as for train)")
-    ensemble.add_argument("--seed", type=int, default=0, help="validation split without PublicTest rows")
     ensemble.add_argument("--cache", action="store_true", help="cache the parsed dataset")
     ensemble.set_defaults(run=cmd_ensemble)
 

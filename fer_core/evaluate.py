@@ -125,9 +125,9 @@ def save_evaluated(
 
     The card's metrics are those of plain inference and, under ``flip_tta``, of inference with
     the mirrored face averaged in. ``card_fields`` are passed to ``store.make_card`` (arch,
-    training, reproduce, description). With ``half_precision_copy`` (``model`` computing in float16,
-    see ``models.copy_in_precision``) both files hold float16 weights, half the size, and the
-    scores are those of the stored LiteRT file.
+    training, reproduce, description). With ``half_precision_copy``, ``model`` computing in float16
+    (``models.copy_in_precision``), both files hold float16 weights, half the size; the scores are
+    then those of the float16 LiteRT file (of the float32 ``model`` where LiteRT is missing).
     """
     from fer_core.bench import classifier_ms_per_face
     from fer_core.predict import EmotionClassifier, to_tflite

@@ -7,10 +7,11 @@ import zipfile
 import h5py
 import numpy as np
 import pytest
+from conftest import synthetic_dataset, write_fer_csv
 
 from fer_core.cli import main
 from fer_core.explain import grad_cam
-from fer_core.models import build_ensemble, build_model, copy_in_precision
+from fer_core.models import build_augmentation, build_ensemble, build_model, copy_in_precision, with_augmentation
 from fer_core.predict import EmotionClassifier
 
 
@@ -71,22 +72,46 @@ def test_ensemble_command_stores_a_float16_ensemble_with_its_members_card(model_
         np.testing.assert_allclose(classifier(faces), expected, atol=5e-3)
     heat, explained = grad_cam(stored.model, faces[0])
     assert heat.shape == (48, 48) and heat.min() >= 0.0 and heat.max() <= 1.0
-    assert explained == int(np.argmax(expected[0]))
+    assert explained == int(np.argmax(stored.model.predict(faces[:1], verbose=0)))
 
 
-@pytest.mark.parametrize(("members", "message"), [
+@pytest.mark.parametrize(("arguments", "message"), [
     (["default"], "at least two different models"),
     (["default", "default"], "at least two different models"),
+    (["default", "{root}/default.keras"], "at least two different models"),
     (["default", "pair"], "not a single network"),
     (["default", "nothing"], "no model 'nothing'"),
+    (["default", "tiny", "--name", "tiny"], "cannot replace its member 'tiny'"),
+    (["default", "{root}/tiny.keras", "--name", "tiny"], "cannot replace its member 'tiny'"),
+    (["default", "tiny", "--name", "no/slash"], "invalid model name"),
+    (["default", "wide"], "prepare faces differently"),
 ])
-def test_ensemble_command_rejects_bad_members(model_store, fer_csv, capsys, members, message):
+def test_ensemble_command_rejects_bad_members_and_names(model_store, fer_csv, capsys, arguments, message):
     card = json.loads(model_store.root.joinpath("tiny.json").read_text())
     model_store.save("pair", model_store.load("tiny").model, {**card, "arch": "ensemble"})
-    assert main(["ensemble", *members, "--name", "other", "--data", str(fer_csv)]) == 2
+    model_store.save("wide", model_store.load("tiny").model, {**card, "preprocessing": {"size": 48, "margin": 0.2}})
+    arguments = [argument.format(root=model_store.root) for argument in arguments]
+    if "--name" not in arguments:
+        arguments += ["--name", "other"]
+    assert main(["ensemble", *arguments, "--data", str(fer_csv)]) == 2
     assert message in capsys.readouterr().err
+    assert not model_store.root.joinpath("other.keras").exists()
 
 
-def test_ensemble_cannot_replace_its_member(model_store, fer_csv, capsys):
-    assert main(["ensemble", "default", "tiny", "--name", "tiny", "--data", str(fer_csv)]) == 2
-    assert "cannot replace its member 'tiny'" in capsys.readouterr().err
+def test_without_public_test_rows_the_members_validation_split_is_required(model_store, tmp_path, capsys):
+    path = tmp_path / "training_only.csv"
+    write_fer_csv(path, *synthetic_dataset(70))
+    assert main(["ensemble", "default", "tiny", "--name", "pair", "--data", str(path)]) == 2
+    assert "validated on different or unknown random splits" in capsys.readouterr().err
+    for name in ("default", "tiny"):
+        stored = model_store.load(name)
+        model_store.save(name, stored.model, {**stored.card, "training": {"data": "x", "recipe": {"seed": 3}}})
+    assert main(["ensemble", "default", "tiny", "--name", "pair", "--data", str(path)]) == 0
+    assert model_store.card("pair")["metrics"]["n"] == 7  # the members' 10% split of seed 3
+
+
+def test_grad_cam_of_a_network_inside_a_training_model_skips_the_augmentation(faces):
+    base = build_model("ds_cnn")
+    heat, explained = grad_cam(with_augmentation(base, build_augmentation(seed=0)), faces[0])
+    assert heat.shape == (48, 48)
+    assert explained == int(np.argmax(base.predict(faces[:1], verbose=0)))
