@@ -25,8 +25,8 @@ declare -A recipe=(
   [default]="ensemble fer_vgg fer_vgg_wd"
   [mini_xception]="train --arch mini_xception --epochs 60 --minutes 8 --lr 5e-3"
   [ds_cnn]="train --arch ds_cnn --epochs 60 --minutes 8 --lr 5e-3"
-  [simple_cnn]="train --arch simple_cnn --epochs 40 --minutes 8 --lr 1e-3"
-  [alexnet_small]="train --arch alexnet_small --epochs 30 --minutes 8 --lr 1e-3"
+  [simple_cnn]="train --arch simple_cnn --epochs 40 --minutes 15 --lr 1e-3"
+  [alexnet_small]="train --arch alexnet_small --epochs 30 --minutes 25 --lr 1e-3"
   [modified_cnn]="train --arch modified_cnn --epochs 40 --minutes 15 --lr 1e-3"
 )
 order=(fer_vgg fer_vgg_wd default mini_xception ds_cnn simple_cnn alexnet_small modified_cnn)
