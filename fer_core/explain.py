@@ -25,13 +25,16 @@ def last_conv_layer(model: keras.Model) -> keras.layers.Layer:
     raise ValueError(f"model {model.name} has no convolution layer for Grad-CAM")
 
 
+def _has_convolution(model: keras.Model) -> bool:
+    return any(isinstance(layer, _CONVOLUTIONS) for layer in model.layers)
+
+
 def _networks(model: keras.Model) -> list[keras.Model]:
     """The networks to explain: the members of an ensemble (nested models with convolutions of
     their own), else the model itself."""
-    if any(isinstance(layer, _CONVOLUTIONS) for layer in model.layers):
+    if _has_convolution(model):
         return [model]
-    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)
-              and any(isinstance(inner, _CONVOLUTIONS) for inner in layer.layers)]
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model) and _has_convolution(layer)]
     return nested or [model]
 
 
