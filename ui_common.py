@@ -87,10 +87,12 @@ def sidebar() -> Selection:
 
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=8)
-def _classifier(path: str, modified: float) -> tuple[EmotionClassifier, Preprocessing, str]:
-    """A stored model loaded once per file version (``modified`` changes when it is retrained)."""
+def _classifier(path: str, modified: float, thorough: bool) -> tuple[EmotionClassifier, Preprocessing, str]:
+    """A stored model loaded once per file version (``modified`` changes when it is retrained) and
+    setting (``thorough``: shifted views too, see ``EmotionClassifier``)."""
     stored = ModelStore().load(path)
-    return EmotionClassifier.from_stored(stored), Preprocessing.from_dict(stored.card.get("preprocessing")), stored.name
+    classifier = EmotionClassifier.from_stored(stored, shift_tta=thorough)
+    return classifier, Preprocessing.from_dict(stored.card.get("preprocessing")), stored.name
 
 
 @st.cache_resource(show_spinner="Loading the face detector...")
@@ -99,10 +101,10 @@ def _detector(name: str, live: bool) -> FaceDetector:
     return get_detector(name, live=live)
 
 
-def load_classifier(model: str) -> tuple[EmotionClassifier, Preprocessing, str]:
+def load_classifier(model: str, thorough: bool = False) -> tuple[EmotionClassifier, Preprocessing, str]:
     """The compiled classifier of a stored model, its preprocessing and name, loaded once per server."""
     path = ModelStore().resolve(model)
-    return _classifier(str(path), path.stat().st_mtime)
+    return _classifier(str(path), path.stat().st_mtime, thorough)
 
 
 def model_version(model: str) -> float:
@@ -110,21 +112,22 @@ def model_version(model: str) -> float:
     return ModelStore().resolve(model).stat().st_mtime
 
 
-def load_analyser(model: str, detector: str, live: bool = False) -> EmotionAnalyser:
+def load_analyser(model: str, detector: str, live: bool = False, thorough: bool = False) -> EmotionAnalyser:
     """An analyser for a stored model and a detector, both loaded once per server.
 
     ``live`` picks the detector's fast settings for video (``fer_core.detect.LIVE_OPTIONS``); still
-    images need the full settings, which also find small faces.
+    images need the full settings, which also find small faces. ``thorough`` reads each face in
+    shifted views too: slower, a little more accurate.
     """
-    classifier, preprocessing, name = load_classifier(model)
+    classifier, preprocessing, name = load_classifier(model, thorough)
     return EmotionAnalyser(classifier, _detector(detector, live), preprocessing, name)
 
 
-def analyser_or_stop(model: str, detector: str, live: bool = False) -> EmotionAnalyser:
+def analyser_or_stop(model: str, detector: str, live: bool = False, thorough: bool = False) -> EmotionAnalyser:
     """:func:`load_analyser`, or an error message and the end of the page when the model or the
     detector cannot be loaded (a damaged model file, a missing detector package)."""
     try:
-        return load_analyser(model, detector, live)
+        return load_analyser(model, detector, live, thorough)
     except (FerError, ImportError, OSError) as error:
         st.error(f"Model '{model}' with the '{detector}' face detector cannot be loaded: {error_message(error)}. "
                  "Choose another model or face detector in the sidebar.")

@@ -23,15 +23,19 @@ st.title("Photos and videos")
 st.caption(PRIVACY_NOTE)
 chosen = sidebar()
 model = require_model(chosen)
-analyser = analyser_or_stop(model, chosen.detector)
-#: What results depend on besides the file: the model (its file changes when it is retrained) and the detector.
-settings = (model, model_version(model), chosen.detector)
+thorough = st.toggle("Thorough: read each face in ten views", key="thorough",
+                     help="Each face is also classified moved one pixel each way, and mirrored, and the answers "
+                          "are averaged: about five times the classifier's time, slightly more accurate.")
+analyser = analyser_or_stop(model, chosen.detector, thorough=thorough)
+#: What results depend on besides the file: the model (its file changes when it is retrained), the detector
+#: and the thorough setting.
+settings = (model, model_version(model), chosen.detector, thorough)
 
 
 def analysed(file_id: str, image: np.ndarray, analyser: EmotionAnalyser, settings: tuple) -> list[FaceResult]:
     """The faces of an uploaded image, kept for this session so reruns (e.g. Grad-CAM on) are instant.
 
-    Keyed by the upload's id and ``settings`` (model name, model file time, detector name), never by
+    Keyed by the upload's id and ``settings`` (model name and file time, detector, thorough), never by
     object ids, which Python reuses once the cache drops a model.
     """
     cache = st.session_state.setdefault("upload_results", {})
@@ -120,5 +124,5 @@ with video_tab:
         elif analysed_key == video_key:
             show_video(analysis)
         else:
-            st.info("The sampling rate, model or face detector changed since this video was analysed: "
-                    "press **Analyse video** for results with the current settings.")
+            st.info("The sampling rate, model, face detector or thorough setting changed since this video was "
+                    "analysed: press **Analyse video** for results with the current settings.")

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -199,12 +199,17 @@ def _usage_and_label(parts: tuple[str, ...]) -> tuple[str, int | None]:
     return usage, label
 
 
-def _face_from_bytes(data: bytes, name: str) -> np.ndarray:
+#: Turns a decoded photo (gray or BGR) into the gray face to keep, e.g. ``detect.LargestFaceCropper``.
+FaceCrop = Callable[[np.ndarray], np.ndarray]
+
+
+def _face_from_bytes(data: bytes, name: str, crop: FaceCrop | None) -> np.ndarray:
     image = load_image(data, name=name)
-    return resize_face(to_gray(image), IMAGE_SIZE)
+    return resize_face(crop(image) if crop is not None else to_gray(image), IMAGE_SIZE)
 
 
-def _collect(entries: Iterator[tuple[tuple[str, ...], str, bytes | Exception]], source: str) -> FaceDataset:
+def _collect(entries: Iterator[tuple[tuple[str, ...], str, bytes | Exception]], source: str,
+             crop: FaceCrop | None = None) -> FaceDataset:
     """Build a dataset from (folder parts, display name, bytes or read error) entries."""
     images, labels, usage, problems = [], [], [], []
     for parts, name, data in entries:
@@ -220,7 +225,7 @@ def _collect(entries: Iterator[tuple[tuple[str, ...], str, bytes | Exception]], 
             problems.append(f"{name}: cannot read ({data})")
             continue
         try:
-            images.append(_face_from_bytes(data, name))
+            images.append(_face_from_bytes(data, name, crop))
         except ImageError as error:
             problems.append(str(error))
             continue
@@ -232,11 +237,11 @@ def _collect(entries: Iterator[tuple[tuple[str, ...], str, bytes | Exception]], 
     return FaceDataset(np.stack(images), np.array(labels, dtype=np.int64), np.array(usage), source)
 
 
-def load_image_folder(root: str | os.PathLike) -> FaceDataset:
+def load_image_folder(root: str | os.PathLike, *, crop: FaceCrop | None = None) -> FaceDataset:
     """Read a tree with one subfolder per class (optionally inside train/test folders).
 
-    Images of any size or mode are made gray 48x48; files that are not images (by extension)
-    are skipped, hidden files too.
+    Images of any size or mode are made gray 48x48 (after ``crop``, for photos that are not face
+    crops); files that are not images (by extension) are skipped, hidden files too.
     """
     root = Path(root)
     if not root.is_dir():
@@ -255,11 +260,13 @@ def load_image_folder(root: str | os.PathLike) -> FaceDataset:
                 data = error
             yield relative.parts[:-1], str(path), data
 
-    return _collect(entries(), str(root))
+    return _collect(entries(), str(root), crop)
 
 
-def load_zip(path: str | os.PathLike, *, max_uncompressed: int = MAX_ZIP_UNCOMPRESSED) -> FaceDataset:
-    """Read a zip of a class-folder tree in memory; nothing is extracted to disk.
+def load_zip(path: str | os.PathLike, *, max_uncompressed: int = MAX_ZIP_UNCOMPRESSED,
+             crop: FaceCrop | None = None) -> FaceDataset:
+    """Read a zip of a class-folder tree in memory (as :func:`load_image_folder`); nothing is
+    extracted to disk.
 
     Entries with absolute paths or ``..`` are refused, and so is a zip whose content exceeds
     ``max_uncompressed`` bytes or is compressed suspiciously well (a zip bomb).
@@ -305,7 +312,7 @@ def load_zip(path: str | os.PathLike, *, max_uncompressed: int = MAX_ZIP_UNCOMPR
                     data = error
                 yield member.parts[:-1], f"{path}:{info.filename}", data
 
-        return _collect(entries(), str(path))
+        return _collect(entries(), str(path), crop)
 
 
 # ---------------------------------------------------------------- any source, with a cache
@@ -318,17 +325,23 @@ def _cache_file(path: Path) -> Path:
     return base / f"dataset-{key}.npz"
 
 
-def load_dataset(path: str | os.PathLike, *, cache: bool = False) -> FaceDataset:
+def load_dataset(path: str | os.PathLike, *, cache: bool = False, crop: FaceCrop | None = None) -> FaceDataset:
     """Load a FER2013 CSV(.gz), a class-folder tree or a zip of one, by what ``path`` is.
 
     With ``cache``, a parsed copy is kept under ``$FER_LAB_CACHE`` (default ~/.cache/fer_lab)
-    so the next load of the same unchanged file takes a second instead of tens.
+    so the next load of the same unchanged file takes a second instead of tens. ``crop`` (for
+    folders and zips of photos) picks the face out of each photo; such loads are not cached.
     """
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     if path.is_dir():
-        return load_image_folder(path)
+        return load_image_folder(path, crop=crop)
+    if crop is not None:
+        if not zipfile.is_zipfile(path):
+            raise DataError(f"{path}: a FER2013 CSV holds faces already cropped; finding faces is for a "
+                            "folder or zip of photos")
+        return load_zip(path, crop=crop)
     cache_file = _cache_file(path) if cache else None
     if cache_file is not None and cache_file.exists():
         try:

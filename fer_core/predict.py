@@ -105,6 +105,18 @@ def recommends_flip(card: dict) -> bool:
     return isinstance(flipped, (int, float)) and isinstance(plain, (int, float)) and flipped > plain
 
 
+def shifted_views(faces: np.ndarray) -> list[np.ndarray]:
+    """``(N, H, W, C)`` faces moved one pixel up, down, left and right (edge pixels repeated).
+
+    Averaging a network's answers over such views (test-time augmentation) smooths out how much
+    it depends on exactly where the face was cropped.
+    """
+    height, width = faces.shape[1:3]
+    padded = np.pad(faces, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    return [padded[:, 1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
+            for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1))]
+
+
 class EmotionClassifier:
     """Probabilities for batches of prepared faces.
 
@@ -113,14 +125,16 @@ class EmotionClassifier:
     through the Keras model compiled once as a ``tf.function`` with a fixed input signature (an
     eager Keras call costs tens of milliseconds). ``model`` is a Keras model or a
     :class:`StoredModel`, whose Keras model is then loaded only if needed (TensorFlow backend,
-    Grad-CAM). With ``flip_tta`` each face is also classified mirrored and the two results are
+    Grad-CAM). With ``flip_tta`` each face is also classified mirrored, and with ``shift_tta`` also
+    moved one pixel each way (:func:`shifted_views`; with both, ten views); the results are
     averaged. Safe to call from several threads at once.
     """
 
     def __init__(self, model: keras.Model | StoredModel, flip_tta: bool = False, lite: bytes | None = None,
-                 lite_threads: int = 1):
+                 lite_threads: int = 1, shift_tta: bool = False):
         self._source = model
         self.flip_tta = flip_tta
+        self.shift_tta = shift_tta
         interpreter = _litert_interpreter() if lite else None
         self.backend = "litert" if interpreter is not None else "tensorflow"
         self._interpreters = ObjectPool(lambda: _LiteRunner(interpreter(model_content=lite, num_threads=lite_threads)))
@@ -138,7 +152,8 @@ class EmotionClassifier:
         return self._source.model if isinstance(self._source, StoredModel) else self._source
 
     @classmethod
-    def from_stored(cls, stored: StoredModel, flip_tta: bool | None = None, backend: str = "auto") -> EmotionClassifier:
+    def from_stored(cls, stored: StoredModel, flip_tta: bool | None = None, backend: str = "auto",
+                    shift_tta: bool = False) -> EmotionClassifier:
         """A classifier for a stored model: the fastest it offers, or the ``backend`` named
         (``litert`` or ``tensorflow``), to compare the two. ``flip_tta=None`` follows the card:
         see :func:`recommends_flip`."""
@@ -146,7 +161,7 @@ class EmotionClassifier:
             flip_tta = recommends_flip(stored.card)
         if backend not in ("auto", "litert", "tensorflow"):
             raise ValueError(f"backend must be auto, litert or tensorflow, not {backend!r}")
-        classifier = cls(stored, flip_tta, None if backend == "tensorflow" else stored.lite)
+        classifier = cls(stored, flip_tta, None if backend == "tensorflow" else stored.lite, shift_tta=shift_tta)
         if backend == "litert" and classifier.backend != "litert":
             raise FerError(f"model {stored.name} has no LiteRT file (or LiteRT is not installed)")
         return classifier
@@ -174,10 +189,12 @@ class EmotionClassifier:
         if len(faces) == 0:
             return np.zeros((0, len(EMOTIONS)), np.float32)
         faces = np.ascontiguousarray(faces, dtype=np.float32)
-        if not self.flip_tta:
+        views = [faces, *shifted_views(faces)] if self.shift_tta else [faces]
+        if self.flip_tta:
+            views += [view[:, :, ::-1] for view in views]
+        if len(views) == 1:
             return self._run(faces)
-        both = self._run(np.concatenate([faces, faces[:, :, ::-1]]))
-        return (both[:len(faces)] + both[len(faces):]) / 2.0
+        return self._run(np.concatenate(views)).reshape(len(views), len(faces), -1).mean(axis=0)
 
     def predict_dataset(self, faces: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Probabilities for many prepared faces, in batches."""
@@ -198,13 +215,13 @@ class EmotionAnalyser:
     @classmethod
     def from_store(cls, model: str | os.PathLike = DEFAULT_NAME, detector: str = "mtcnn",
                    flip_tta: bool | None = None, store: ModelStore | None = None, backend: str = "auto",
-                   **detector_options) -> EmotionAnalyser:
+                   shift_tta: bool = False, **detector_options) -> EmotionAnalyser:
         """An analyser for a stored model (by name or path) and a detector (by name); ``flip_tta``
         None follows the model card (:func:`recommends_flip`)."""
         stored = (store or ModelStore()).load(model)
         preprocessing = Preprocessing.from_dict(stored.card.get("preprocessing"))
-        return cls(EmotionClassifier.from_stored(stored, flip_tta, backend), get_detector(detector, **detector_options),
-                   preprocessing, stored.name)
+        classifier = EmotionClassifier.from_stored(stored, flip_tta, backend, shift_tta)
+        return cls(classifier, get_detector(detector, **detector_options), preprocessing, stored.name)
 
     def classify(self, image: np.ndarray, detections: list[Detection]) -> list[FaceResult]:
         """Classify given face detections of ``image`` in one batch."""

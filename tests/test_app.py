@@ -385,15 +385,18 @@ def test_train_page_refuses_the_default_name_and_an_existing_name_unless_replaci
     assert job.status == "cancelled"
 
 
-def test_upload_page_keys_photo_results_on_the_model_its_file_and_the_detector(store):
+def test_upload_page_keys_photo_results_on_the_model_its_file_the_detector_and_thoroughness(store):
     at = open_app(UPLOAD)
     at.file_uploader[0].set_value([("astronaut.png", encode_png(astronaut()), "image/png")]).run()
     at.sidebar.selectbox(key="_model").set_value("small").run()
-    assert not at.exception
+    at.toggle(key="thorough").set_value(True).run()
+    assert not at.exception and len(plotly_figures(at)) == 1
     version = {name: store.resolve(name).stat().st_mtime for name in ("default", "small")}
     results = at.session_state["upload_results"]
-    assert {key[1:] for key in results} == {("default", version["default"], "haar"),
-                                           ("small", version["small"], "haar")}
+    assert {key[1:] for key in results} == {("default", version["default"], "haar", False),
+                                           ("small", version["small"], "haar", False),
+                                           ("small", version["small"], "haar", True)}
+    at.toggle(key="thorough").set_value(False).run()
     before = results[next(key for key in results if key[1] == "default")]
 
     # "default" retrained under the same name: its results are computed anew, with the new model.
@@ -401,7 +404,7 @@ def test_upload_page_keys_photo_results_on_the_model_its_file_and_the_detector(s
     store.save("default", model, {**store.card("default"), "metrics": None})
     at.sidebar.selectbox(key="_model").set_value("default").run()
     assert not at.exception
-    retrained = ("default", store.resolve("default").stat().st_mtime, "haar")
+    retrained = ("default", store.resolve("default").stat().st_mtime, "haar", False)
     fresh = [faces for key, faces in at.session_state["upload_results"].items() if key[1:] == retrained]
     assert len(fresh) == 1 and fresh[0] is not before
 

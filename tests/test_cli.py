@@ -2,10 +2,12 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from fer_core.cli import main
+from fer_core.images import encode_png
 from fer_core.labels import EMOTIONS
 
 
@@ -73,6 +75,8 @@ def test_evaluate_picks_private_test_and_writes_json(model_store, fer_csv, tmp_p
 
     assert main(["evaluate", "--data", str(fer_csv), "--usage", "PublicTest", "--flip-tta"]) == 0
     assert "21 faces" in capsys.readouterr().out
+    assert main(["evaluate", "--data", str(fer_csv), "--usage", "PublicTest", "--flip-tta", "--shift-tta"]) == 0
+    assert "with flip and shift TTA" in capsys.readouterr().out
 
 
 def test_evaluate_missing_usage_is_an_error(model_store, tmp_path, capsys):
@@ -134,3 +138,18 @@ def test_unknown_architecture_lists_the_known_ones(capsys):
         main(["train", "--arch", "resnet9000", "--data", "x.csv"])
     assert stop.value.code == 2
     assert "unknown architecture 'resnet9000' (choose from alexnet_small, ds_cnn, fer_vgg" in capsys.readouterr().err
+
+
+def test_evaluate_finds_the_faces_of_labelled_photos(model_store, astronaut_png, tmp_path, capsys):
+    for label in ("happy", "neutral"):
+        (tmp_path / "photos" / label).mkdir(parents=True)
+        (tmp_path / "photos" / label / "astronaut.png").write_bytes(astronaut_png.read_bytes())
+    (tmp_path / "photos" / "neutral" / "wall.png").write_bytes(encode_png(np.full((80, 80), 128, np.uint8)))
+    assert main(["evaluate", "--data", str(tmp_path / "photos"), "--detect", "haar"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[1] == "haar found a face in 2 of 3 photos (the others were classified whole)"
+    assert "3 faces" in out[0] and out[-1].startswith("accuracy: ")
+
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--data", str(tmp_path / "photos"), "--detect", "nosuch"])
+    assert "invalid choice" in capsys.readouterr().err

@@ -257,3 +257,30 @@ def test_zip_beyond_the_size_limit_or_with_a_bomb_is_refused(tmp_path):
     bomb.write_bytes(buffer.getvalue())
     with pytest.raises(DataError, match="zip bomb"):
         load_zip(bomb)
+
+
+def test_photos_are_cropped_to_their_largest_face_when_asked(tmp_path, astronaut_bgr, fer_csv):
+    """Labelled photos from another source (not face crops): the detector's largest face is kept,
+    cropped as the live path crops it, and a photo without a face is kept whole and counted."""
+    import cv2
+
+    from fer_core.detect import LargestFaceCropper, get_detector
+    from fer_core.preprocess import Preprocessing, crop_face, resize_face, to_gray
+
+    (tmp_path / "photos" / "happy").mkdir(parents=True)
+    (tmp_path / "photos" / "sad").mkdir()
+    cv2.imwrite(str(tmp_path / "photos" / "happy" / "astronaut.png"), astronaut_bgr)
+    cv2.imwrite(str(tmp_path / "photos" / "sad" / "wall.png"), np.full((120, 160, 3), 90, np.uint8))
+    detector = get_detector("haar")
+    cropper = LargestFaceCropper(detector, Preprocessing(margin=0.1))
+    dataset = load_dataset(tmp_path / "photos", crop=cropper)
+    assert (cropper.found, cropper.missed) == (1, 1)
+    face = detector.detect(astronaut_bgr)[0]
+    expected = resize_face(crop_face(to_gray(astronaut_bgr), face.box, 0.1), 48)
+    np.testing.assert_array_equal(dataset.images[list(dataset.labels).index(3)], expected)
+    whole = load_dataset(tmp_path / "photos")
+    assert not np.array_equal(whole.images[list(whole.labels).index(3)], expected)
+    np.testing.assert_array_equal(dataset.images[list(dataset.labels).index(4)], np.full((48, 48), 90, np.uint8))
+
+    with pytest.raises(DataError, match="already cropped"):
+        load_dataset(fer_csv, crop=cropper)

@@ -4,7 +4,7 @@ import pytest
 from conftest import ASTRONAUT_FACE, overlap
 
 from fer_core.labels import EMOTIONS
-from fer_core.predict import EmotionAnalyser, EmotionClassifier, FaceResult, annotate
+from fer_core.predict import EmotionAnalyser, EmotionClassifier, FaceResult, annotate, shifted_views
 
 
 @pytest.fixture
@@ -58,14 +58,52 @@ def test_all_faces_of_a_frame_in_one_batch(model_store, astronaut_bgr):
     assert len(faces) == 3 and calls == [3]
 
 
-def test_flip_tta_averages_mirrored_predictions(model_store):
-    model = model_store.load("default").model
+def _position_sensitive_model():
+    """A model whose answer depends on where every pixel is (the test store's model answers about
+    1/7 for anything, which could not tell a view from another)."""
+    import keras
+
+    return keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Flatten(), keras.layers.Dense(
+        7, activation="softmax", kernel_initializer=keras.initializers.RandomNormal(stddev=0.1, seed=0))])
+
+
+def test_flip_tta_averages_mirrored_predictions():
+    model = _position_sensitive_model()
     faces = np.random.default_rng(0).random((3, 48, 48, 1)).astype(np.float32)
     plain = EmotionClassifier(model)(faces)
     mirrored = EmotionClassifier(model)(faces[:, :, ::-1])
+    assert not np.allclose(plain, mirrored, atol=1e-3)
     np.testing.assert_allclose(EmotionClassifier(model, flip_tta=True)(faces), (plain + mirrored) / 2, atol=1e-5)
     np.testing.assert_allclose(plain, model.predict(faces, verbose=0), atol=1e-5)
     assert EmotionClassifier(model)(np.zeros((0, 48, 48, 1), np.float32)).shape == (0, 7)
+
+
+def test_shifted_views_move_each_way_by_one_pixel_repeating_the_edge():
+    faces = np.arange(2 * 4 * 5, dtype=np.float32).reshape(2, 4, 5, 1)
+    views = shifted_views(faces)
+    assert len(views) == 4 and all(view.shape == faces.shape for view in views)
+    up, down, left, right = views
+    np.testing.assert_array_equal(up[:, :-1], faces[:, 1:])
+    np.testing.assert_array_equal(up[:, -1], faces[:, -1])
+    np.testing.assert_array_equal(down[:, 1:], faces[:, :-1])
+    np.testing.assert_array_equal(left[:, :, :-1], faces[:, :, 1:])
+    np.testing.assert_array_equal(right[:, :, 1:], faces[:, :, :-1])
+    np.testing.assert_array_equal(right[:, :, 0], faces[:, :, 0])
+
+
+def test_shift_tta_averages_ten_views():
+    model = _position_sensitive_model()
+    faces = np.random.default_rng(1).random((3, 48, 48, 1)).astype(np.float32)
+    plain = EmotionClassifier(model)
+    views = [faces, *shifted_views(faces)]
+    shifted = np.mean([plain(view) for view in views], axis=0)
+    ten = np.mean([plain(view) for view in views] + [plain(view[:, :, ::-1]) for view in views], axis=0)
+    np.testing.assert_allclose(EmotionClassifier(model, shift_tta=True)(faces), shifted, atol=1e-5)
+    both = EmotionClassifier(model, flip_tta=True, shift_tta=True)(faces)
+    np.testing.assert_allclose(both, ten, atol=1e-5)
+    assert not np.allclose(both, plain(faces), atol=1e-3)  # the views really differ
+    assert not np.allclose(both, shifted, atol=1e-3)
+    np.testing.assert_allclose(both.sum(axis=1), 1.0, atol=1e-5)
 
 
 def test_annotate_draws_on_a_copy(astronaut_bgr):
