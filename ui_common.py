@@ -87,12 +87,10 @@ def sidebar() -> Selection:
 
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=8)
-def _classifier(path: str, modified: float, thorough: bool) -> tuple[EmotionClassifier, Preprocessing, str]:
-    """A stored model loaded once per file version (``modified`` changes when it is retrained) and
-    setting (``thorough``: shifted views too, see ``EmotionClassifier``)."""
+def _classifier(path: str, modified: float) -> tuple[EmotionClassifier, Preprocessing, str]:
+    """A stored model loaded once per file version (``modified`` changes when it is retrained)."""
     stored = ModelStore().load(path)
-    classifier = EmotionClassifier.from_stored(stored, shift_tta=thorough)
-    return classifier, Preprocessing.from_dict(stored.card.get("preprocessing")), stored.name
+    return EmotionClassifier.from_stored(stored), Preprocessing.from_dict(stored.card.get("preprocessing")), stored.name
 
 
 @st.cache_resource(show_spinner="Loading the face detector...")
@@ -102,9 +100,11 @@ def _detector(name: str, live: bool) -> FaceDetector:
 
 
 def load_classifier(model: str, thorough: bool = False) -> tuple[EmotionClassifier, Preprocessing, str]:
-    """The compiled classifier of a stored model, its preprocessing and name, loaded once per server."""
+    """The compiled classifier of a stored model, its preprocessing and name, loaded once per server;
+    ``thorough`` gives it shifted views too (a copy sharing the loaded model)."""
     path = ModelStore().resolve(model)
-    return _classifier(str(path), path.stat().st_mtime, thorough)
+    classifier, preprocessing, name = _classifier(str(path), path.stat().st_mtime)
+    return (classifier.with_shift_tta() if thorough else classifier), preprocessing, name
 
 
 def model_version(model: str) -> float:

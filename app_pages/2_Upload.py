@@ -23,9 +23,10 @@ st.title("Photos and videos")
 st.caption(PRIVACY_NOTE)
 chosen = sidebar()
 model = require_model(chosen)
-thorough = st.toggle("Thorough: read each face in ten views", key="thorough",
-                     help="Each face is also classified moved one pixel each way, and mirrored, and the answers "
-                          "are averaged: about five times the classifier's time, slightly more accurate.")
+thorough = st.toggle("Thorough: read each face in shifted views too", key="thorough",
+                     help="Each face is also classified moved one pixel each way (and mirrored, where the model "
+                          "uses the mirror image) and the answers are averaged: about five times the "
+                          "classifier's time, slightly more accurate.")
 analyser = analyser_or_stop(model, chosen.detector, thorough=thorough)
 #: What results depend on besides the file: the model (its file changes when it is retrained), the detector
 #: and the thorough setting.

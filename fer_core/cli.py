@@ -110,7 +110,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"model {stored.name} ({stored.card.get('arch', '?')}, {_runtime(classifier)}) on {args.data} [{usage}], "
           f"{report.n} faces")
     if cropper is not None:
-        print(f"{args.detect} found a face in {cropper.found} of {cropper.found + cropper.missed} photos "
+        print(f"{args.detect} found a face in {cropper.found} of the {cropper.found + cropper.missed} photos loaded "
               "(the others were classified whole)")
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
@@ -241,7 +241,7 @@ def _architecture(name: str) -> str:
 FLIP_HELP = ("average each face with its mirror image (default: when the model card shows it scored higher, "
              "as for the shipped models)")
 SHIFT_HELP = ("also average each face moved one pixel up, down, left and right (with flip TTA: ten views; "
-              "about 5x the classifier's time for about a point of accuracy)")
+              "about 5x the classifier's time for up to about a point of accuracy)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, help=FLIP_HELP)
     evaluate.add_argument("--shift-tta", action="store_true", help=SHIFT_HELP)
     evaluate.add_argument("--cache", action="store_true", help="cache the parsed dataset")
-    evaluate.add_argument("--detect", choices=sorted(DETECTORS),
+    evaluate.add_argument("--detect", choices=sorted(set(DETECTORS) - {"none"}),
                           help="photos, not face crops: classify the largest face this detector finds in each")
     evaluate.add_argument("--backend", choices=("auto", "litert", "tensorflow"), default="auto",
                           help="inference runtime (auto: LiteRT when the model has it)")

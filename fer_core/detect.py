@@ -224,6 +224,7 @@ class LargestFaceCropper:
         self.found = self.missed = 0
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
+        """The gray crop of the largest face in ``image`` (gray, BGR or BGRA), else all of it in gray."""
         gray = to_gray(image)
         faces = self.detector.detect(image)
         if not faces:

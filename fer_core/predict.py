@@ -7,6 +7,7 @@ path needs neither Keras nor TensorFlow, which are imported only when the other 
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 from dataclasses import dataclass, field
@@ -165,6 +166,13 @@ class EmotionClassifier:
         if backend == "litert" and classifier.backend != "litert":
             raise FerError(f"model {stored.name} has no LiteRT file (or LiteRT is not installed)")
         return classifier
+
+    def with_shift_tta(self, shift_tta: bool = True) -> EmotionClassifier:
+        """This classifier with shifted views on or off: a copy sharing the loaded model, its
+        LiteRT interpreters and compiled graph, so it costs no second load."""
+        variant = copy.copy(self)
+        variant.shift_tta = shift_tta
+        return variant
 
     def _tensorflow_graph(self):
         """The Keras model compiled once as a ``tf.function`` (TensorFlow is imported here)."""

@@ -385,12 +385,19 @@ def test_train_page_refuses_the_default_name_and_an_existing_name_unless_replaci
     assert job.status == "cancelled"
 
 
-def test_upload_page_keys_photo_results_on_the_model_its_file_the_detector_and_thoroughness(store):
+def test_upload_page_keys_photo_results_on_the_model_its_file_the_detector_and_thoroughness(store, monkeypatch):
+    import fer_core.predict
+
+    shifted = []
+    views = fer_core.predict.shifted_views
+    monkeypatch.setattr(fer_core.predict, "shifted_views", lambda faces: shifted.append(len(faces)) or views(faces))
     at = open_app(UPLOAD)
     at.file_uploader[0].set_value([("astronaut.png", encode_png(astronaut()), "image/png")]).run()
     at.sidebar.selectbox(key="_model").set_value("small").run()
+    assert not shifted
     at.toggle(key="thorough").set_value(True).run()
     assert not at.exception and len(plotly_figures(at)) == 1
+    assert shifted == [1]  # the one face, read in shifted views
     version = {name: store.resolve(name).stat().st_mtime for name in ("default", "small")}
     results = at.session_state["upload_results"]
     assert {key[1:] for key in results} == {("default", version["default"], "haar", False),

@@ -147,9 +147,9 @@ def test_evaluate_finds_the_faces_of_labelled_photos(model_store, astronaut_png,
     (tmp_path / "photos" / "neutral" / "wall.png").write_bytes(encode_png(np.full((80, 80), 128, np.uint8)))
     assert main(["evaluate", "--data", str(tmp_path / "photos"), "--detect", "haar"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
-    assert out[1] == "haar found a face in 2 of 3 photos (the others were classified whole)"
+    assert out[1] == "haar found a face in 2 of the 3 photos loaded (the others were classified whole)"
     assert "3 faces" in out[0] and out[-1].startswith("accuracy: ")
 
     with pytest.raises(SystemExit):
-        main(["evaluate", "--data", str(tmp_path / "photos"), "--detect", "nosuch"])
+        main(["evaluate", "--data", str(tmp_path / "photos"), "--detect", "none"])
     assert "invalid choice" in capsys.readouterr().err

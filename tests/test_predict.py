@@ -86,7 +86,9 @@ def test_shifted_views_move_each_way_by_one_pixel_repeating_the_edge():
     np.testing.assert_array_equal(up[:, :-1], faces[:, 1:])
     np.testing.assert_array_equal(up[:, -1], faces[:, -1])
     np.testing.assert_array_equal(down[:, 1:], faces[:, :-1])
+    np.testing.assert_array_equal(down[:, 0], faces[:, 0])
     np.testing.assert_array_equal(left[:, :, :-1], faces[:, :, 1:])
+    np.testing.assert_array_equal(left[:, :, -1], faces[:, :, -1])
     np.testing.assert_array_equal(right[:, :, 1:], faces[:, :, :-1])
     np.testing.assert_array_equal(right[:, :, 0], faces[:, :, 0])
 
@@ -104,6 +106,11 @@ def test_shift_tta_averages_ten_views():
     assert not np.allclose(both, plain(faces), atol=1e-3)  # the views really differ
     assert not np.allclose(both, shifted, atol=1e-3)
     np.testing.assert_allclose(both.sum(axis=1), 1.0, atol=1e-5)
+    flipping = EmotionClassifier(model, flip_tta=True)
+    thorough = flipping.with_shift_tta()
+    assert thorough.flip_tta and thorough.shift_tta and not flipping.shift_tta
+    np.testing.assert_allclose(thorough(faces), both, atol=1e-5)
+    np.testing.assert_allclose(thorough.with_shift_tta(False)(faces), flipping(faces), atol=1e-6)
 
 
 def test_annotate_draws_on_a_copy(astronaut_bgr):
