@@ -39,7 +39,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(arch=args.arch, epochs=args.epochs, minutes=args.minutes,
                          batch_size=args.batch_size, learning_rate=args.lr, weight_decay=args.weight_decay,
                          class_weight=args.class_weight, augment=not args.no_augment,
-                         patience=args.patience, precision=args.precision, seed=args.seed)
+                         patience=args.patience, precision=args.precision, seed=args.seed,
+                         teacher=args.teacher or [])
+    if not args.teacher and (args.distill_weight, args.temperature) != (None, None):
+        raise FerError("--distill-weight and --temperature go with --teacher")
+    if args.distill_weight is not None:
+        config.distill_weight = args.distill_weight
+    if args.temperature is not None:
+        config.temperature = args.temperature
+    teacher = None
+    if config.teacher:
+        from fer_core.ensemble import teacher_model
+        from fer_core.preprocess import Preprocessing
+
+        teacher = teacher_model(ModelStore(args.store), config.teacher, Preprocessing.from_dict(config.preprocessing))
     checkpoints = Path(args.checkpoint_dir or Path("checkpoints") / name)
 
     def report(progress: TrainProgress) -> None:
@@ -54,7 +67,7 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"checkpoints in {checkpoints}", flush=True)
     command = _command(args)
     result = train(train_part, config, validation=validation, checkpoint_dir=checkpoints, listener=report,
-                   command=command)
+                   command=command, teacher=teacher)
     # A model trained over several runs of one checkpoint is reproduced by all of them, in order.
     reproduce = " && ".join(result.commands)
     card = store_result(result, name, validation, data_description=Path(args.data).name,
@@ -269,6 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--patience", type=_at_least(1), default=15, help="early-stopping patience in epochs")
     train.add_argument("--precision", choices=("auto", "float32", "mixed_bfloat16"), default="auto")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--teacher", nargs="+", metavar="MODEL",
+                       help="stored models to distil: the network also learns their mean answer")
+    train.add_argument("--distill-weight", type=float,
+                       help="with --teacher: share of the loss that follows the teacher (0-1, default 0.5)")
+    train.add_argument("--temperature", type=float, help="with --teacher: softening of both answers (default 2)")
     train.add_argument("--cache", action="store_true", help="keep a parsed copy of the dataset (~/.cache/fer_lab)")
     train.add_argument("--checkpoint-dir", help="default: checkpoints/NAME; an existing one is resumed")
     train.set_defaults(run=cmd_train)

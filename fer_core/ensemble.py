@@ -22,22 +22,49 @@ HALF_PRECISION_TOLERANCE = 5e-3
 def ensemble_members(store: ModelStore, names: list[str], name: str) -> list[StoredModel]:
     """The stored members of a future ensemble ``name``, checked to be two or more different
     single networks, none stored under ``name``, that prepare faces the same way."""
-    from fer_core.models import ARCHITECTURES
-
-    paths = [store.resolve(member).resolve() for member in names]
-    keys = {str(path).casefold() for path in paths}
-    if len(names) < 2 or len(keys) != len(paths):
+    if len(names) < 2 or len(set(_keys(store, names))) != len(names):
         raise DataError(f"an ensemble needs at least two different models, got {', '.join(names)}")
-    if str((store.root / f"{name}.keras").resolve()).casefold() in keys:
+    if str((store.root / f"{name}.keras").resolve()).casefold() in _keys(store, names):
         raise DataError(f"the ensemble cannot replace its member {name!r}: choose another name")
-    members = [store.load(path) for path in paths]
-    for member in members:
-        if member.card.get("arch") not in ARCHITECTURES:
-            raise DataError(f"{member.name} ({member.card.get('arch')}) is not a single network of a known "
-                            "architecture; ensembles are made of those")
+    members = _single_networks(store, names, "an ensemble")
     if len({_preprocessing(member) for member in members}) != 1:
         raise DataError("the members prepare faces differently (their cards' preprocessing differ)")
     return members
+
+
+def _keys(store: ModelStore, names: list[str]) -> list[str]:
+    """Where the named models are stored, comparable whatever the spelling of the names."""
+    return [str(store.resolve(name).resolve()).casefold() for name in names]
+
+
+def _single_networks(store: ModelStore, names: list[str], role: str) -> list[StoredModel]:
+    """The named stored models, each named once and each a single network of a known architecture."""
+    from fer_core.models import ARCHITECTURES
+
+    if len(set(_keys(store, names))) != len(names):
+        raise DataError(f"{role} names a model twice: {', '.join(names)}")
+    members = [store.load(name) for name in names]
+    for member in members:
+        if member.card.get("arch") not in ARCHITECTURES:
+            raise DataError(f"{member.name} ({member.card.get('arch')}) is not a single network of a known "
+                            f"architecture; {role} is made of those (name the networks it is made of)")
+    return members
+
+
+def teacher_model(store: ModelStore, names: list[str], preprocessing: Preprocessing):
+    """The float32 model of stored single networks (their mean, for several) that a student learns
+    from (``train.DistillationLoss``), checked to prepare faces as the student will."""
+    from fer_core.models import build_ensemble
+
+    if not names:
+        raise DataError("name one or more stored models as the teacher")
+    members = _single_networks(store, names, "a teacher")
+    different = [member.name for member in members if _preprocessing(member) != preprocessing]
+    if different:
+        raise DataError(f"{', '.join(different)} prepare(s) faces differently from the student ({preprocessing})")
+    if len(members) == 1:
+        return _copy(members[0], "float32", name="teacher")
+    return build_ensemble([_copy(member, "float32") for member in members], "teacher")
 
 
 def _preprocessing(member: StoredModel) -> Preprocessing:
@@ -61,11 +88,11 @@ def validation_faces(members: list[StoredModel], dataset: FaceDataset) -> FaceDa
     return train_validation(dataset, seeds.pop())[1]
 
 
-def _copy(member: StoredModel, dtype: str):
+def _copy(member: StoredModel, dtype: str, name: str | None = None):
     from fer_core.models import copy_in_precision
 
     try:
-        return copy_in_precision(member.model, member.card["arch"], dtype, member.name)
+        return copy_in_precision(member.model, member.card["arch"], dtype, name or member.name)
     except ValueError as error:  # weights that no longer fit the architecture's builder
         raise DataError(f"{member.name}: its weights do not fit the {member.card['arch']} architecture "
                         f"of this version ({error})") from error

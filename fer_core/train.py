@@ -1,5 +1,6 @@
 """Training with Keras: augmentation layers, class weights, AdamW with a warm-up cosine schedule,
-label smoothing, early stopping, checkpoints that resume, a time budget and progress reports.
+label smoothing, knowledge distillation from a teacher, early stopping, checkpoints that resume, a
+time budget and progress reports.
 
 A UI follows a run through a :class:`ProgressListener` and stops it with a cancel event; the
 command line prints the same reports.
@@ -43,9 +44,84 @@ class TrainConfig:
     precision: str = "auto"  # auto | float32 | mixed_bfloat16
     seed: int = 0
     preprocessing: dict = field(default_factory=lambda: Preprocessing().to_dict())
+    teacher: list[str] = field(default_factory=list)  # stored models whose mean answer is learnt from
+    distill_weight: float = 0.5  # share of the loss that follows the teacher rather than the labels
+    temperature: float = 2.0  # softens both answers before they are compared
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@keras.saving.register_keras_serializable(package="fer_core")
+class DistillationLoss(keras.losses.Loss):
+    """Knowledge distillation (Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural
+    Network", 2015): cross-entropy with the labels, blended with the cross-entropy between the
+    teacher's and the student's probabilities softened by ``temperature`` (scaled by its square).
+
+    ``y_pred`` holds the student's probabilities, then the teacher's (see :func:`distillation_trainer`).
+    """
+
+    def __init__(self, weight: float = 0.5, temperature: float = 2.0, label_smoothing: float = 0.0,
+                 name: str = "distillation", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.weight, self.temperature, self.label_smoothing = float(weight), float(temperature), float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        ops = keras.ops
+        student, teacher = y_pred[:, :NUM_CLASSES], y_pred[:, NUM_CLASSES:]
+        hard = keras.losses.categorical_crossentropy(y_true, student, label_smoothing=self.label_smoothing)
+
+        def softened(probabilities):
+            return ops.softmax(ops.log(ops.maximum(probabilities, 1e-7)) / self.temperature, axis=-1)
+
+        soft = keras.losses.categorical_crossentropy(softened(teacher), softened(student))
+        return (1.0 - self.weight) * hard + self.weight * self.temperature ** 2 * soft
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "weight": self.weight, "temperature": self.temperature,
+                "label_smoothing": self.label_smoothing}
+
+
+@keras.saving.register_keras_serializable(package="fer_core")
+def student_accuracy(y_true, y_pred):
+    """Accuracy of the student's part of a distillation trainer's output."""
+    return keras.metrics.categorical_accuracy(y_true, y_pred[:, :NUM_CLASSES])
+
+
+@keras.saving.register_keras_serializable(package="fer_core")
+class FrozenTeacher(keras.layers.Layer):
+    """A teacher network that neither learns nor drops out: its answer is the same in a training
+    step as at inference. (A nested model called with ``training=False`` inside a functional model
+    would still follow the outer model's training flag.)"""
+
+    def __init__(self, teacher: keras.Model, **kwargs):
+        super().__init__(**kwargs)
+        self.teacher = teacher
+        self.teacher.trainable = False
+        self.trainable = False
+
+    def call(self, faces):
+        return keras.ops.stop_gradient(self.teacher(faces, training=False))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "teacher": keras.saving.serialize_keras_object(self.teacher)}
+
+    @classmethod
+    def from_config(cls, config: dict) -> FrozenTeacher:
+        return cls(keras.saving.deserialize_keras_object(config.pop("teacher")), **config)
+
+
+def distillation_trainer(student: keras.Model, teacher: keras.Model,
+                         augmentation: keras.Sequential | None = None) -> keras.Model:
+    """A training model whose output is the student's probabilities beside the frozen teacher's,
+    both on the same (augmented) faces, for :class:`DistillationLoss`."""
+    if teacher.name == student.name:
+        raise ValueError(f"the teacher needs another name than the student ({student.name!r})")
+    inputs = keras.Input(student.input_shape[1:])
+    faces = augmentation(inputs) if augmentation is not None else inputs
+    both = keras.layers.Concatenate(dtype="float32", name="student_and_teacher")(
+        [student(faces), FrozenTeacher(teacher, name="frozen_teacher")(faces)])
+    return keras.Model(inputs, both, name=f"{student.name}_distillation")
 
 
 @dataclass
@@ -205,7 +281,7 @@ class _RunMonitor(keras.callbacks.Callback):
 
 #: Recipe entries that must match to resume a checkpoint (epochs, budget and patience may change).
 _RESUME_KEYS = ("arch", "batch_size", "learning_rate", "weight_decay", "label_smoothing", "augment",
-                "class_weight", "preprocessing")
+                "class_weight", "preprocessing", "teacher", "distill_weight", "temperature")
 
 
 def _read_checkpoint_state(directory: Path, config: TrainConfig) -> dict:
@@ -219,7 +295,8 @@ def _read_checkpoint_state(directory: Path, config: TrainConfig) -> dict:
     if missing:
         raise DataError(f"{path}: not a checkpoint state (no {', '.join(sorted(missing))}); "
                         f"delete {directory} to start over")
-    changed = [key for key in _RESUME_KEYS if state["config"].get(key) != config.to_dict()[key]]
+    defaults = TrainConfig().to_dict()  # for entries that checkpoints of older versions lack
+    changed = [key for key in _RESUME_KEYS if state["config"].get(key, defaults[key]) != config.to_dict()[key]]
     if changed:
         raise DataError(f"{directory} holds a checkpoint trained with another recipe ({', '.join(changed)} "
                         "differ); use another checkpoint folder or delete it to start over")
@@ -239,11 +316,13 @@ def dataset_inputs(dataset: FaceDataset, preprocessing: Preprocessing) -> tuple[
 
 
 def _compile(model: keras.Model, config: TrainConfig) -> None:
-    model.compile(
-        optimizer=keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-        metrics=["accuracy"],
-    )
+    if config.teacher:
+        loss = DistillationLoss(config.distill_weight, config.temperature, config.label_smoothing)
+        metrics = [keras.metrics.MeanMetricWrapper(student_accuracy, name="accuracy")]
+    else:
+        loss, metrics = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing), ["accuracy"]
+    model.compile(optimizer=keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay),
+                  loss=loss, metrics=metrics)
 
 
 class _WarmupCosine(keras.callbacks.Callback):
@@ -289,14 +368,23 @@ def train(
     listener: ProgressListener | None = None,
     cancel: threading.Event | None = None,
     command: str | None = None,
+    teacher: keras.Model | None = None,
 ) -> TrainResult:
     """Train ``config.arch`` on ``dataset`` and return the model with the best validation accuracy.
 
     Without ``validation``, FER2013's PublicTest rows are used when present, else a stratified
     10% split. With ``checkpoint_dir``, every epoch is checkpointed and a later call with the
     same directory resumes where the last one stopped. ``command`` (how this run was started) is
-    kept in the checkpoint, so a model trained over several runs lists every one of them.
+    kept in the checkpoint, so a model trained over several runs lists every one of them. A
+    ``teacher`` (the float32 model of the stored models ``config.teacher`` names, e.g. from
+    ``ensemble.teacher_model``) is distilled into the network as it trains; a resumed run goes on
+    with the copy of the teacher its checkpoint holds.
     """
+    if bool(config.teacher) != (teacher is not None):
+        raise ValueError("pass the teacher model exactly when the recipe names teacher models")
+    if config.teacher and not (0.0 <= config.distill_weight <= 1.0 and config.temperature > 0):
+        raise ValueError(f"the distillation weight must lie in 0-1 and the temperature be above 0, not "
+                         f"{config.distill_weight} and {config.temperature}")
     if validation is None:
         dataset, validation = train_validation(dataset, config.seed)
     if len(dataset) == 0 or len(validation) == 0:
@@ -328,7 +416,11 @@ def train(
             earlier_minutes = float(state.get("minutes", 0.0))
             commands = list(state.get("commands", []))
         else:
-            trainer = with_augmentation(base, build_augmentation(seed=config.seed)) if config.augment else base
+            augmentation = build_augmentation(seed=config.seed) if config.augment else None
+            if teacher is not None:
+                trainer = distillation_trainer(base, teacher, augmentation)
+            else:
+                trainer = with_augmentation(base, augmentation) if augmentation is not None else base
             _compile(trainer, config)
             if directory is not None:
                 directory.mkdir(parents=True, exist_ok=True)
@@ -338,7 +430,7 @@ def train(
         monitor = _RunMonitor(config, steps_per_epoch, listener, cancel, directory, base.name,
                               history, start_epoch, best, earlier_minutes, commands)
         schedule = _WarmupCosine(config, steps_per_epoch, monitor)
-        early = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=config.patience,
+        early = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=config.patience,
                                               restore_best_weights=True, verbose=0)
         if start_epoch < config.epochs:
             trainer.fit(

@@ -153,3 +153,19 @@ def test_evaluate_finds_the_faces_of_labelled_photos(model_store, astronaut_png,
     with pytest.raises(SystemExit):
         main(["evaluate", "--data", str(tmp_path / "photos"), "--detect", "none"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_train_distils_stored_teachers(model_store, fer_csv, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--arch", "ds_cnn", "--data", str(fer_csv), "--epochs", "1", "--name", "student",
+                 "--batch-size", "32", "--teacher", "default", "tiny", "--distill-weight", "0.7"]) == 0
+    recipe = model_store.card("student")["training"]["recipe"]
+    assert recipe["teacher"] == ["default", "tiny"] and recipe["distill_weight"] == 0.7
+    assert model_store.load("student").model.count_params() == model_store.load("default").model.count_params()
+
+    model_store.save("pair", model_store.load("default").model, {**model_store.card("default"), "arch": "ensemble"})
+    assert main(["train", "--arch", "ds_cnn", "--data", str(fer_csv), "--epochs", "1", "--name", "other",
+                 "--teacher", "pair"]) == 2
+    assert "pair (ensemble) is not a single network" in capsys.readouterr().err
+    assert main(["train", "--arch", "ds_cnn", "--data", str(fer_csv), "--temperature", "3"]) == 2
+    assert "--temperature go with --teacher" in capsys.readouterr().err

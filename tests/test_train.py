@@ -6,6 +6,7 @@ import pytest
 from conftest import synthetic_dataset
 
 from fer_core.data import FaceDataset
+from fer_core.models import build_model
 from fer_core.store import ModelStore
 from fer_core.train import TrainConfig, class_weights, resolve_precision, store_result, train
 
@@ -148,3 +149,90 @@ def test_learning_rate_warms_up_then_anneals_over_the_epochs_that_fit():
     schedule.on_epoch_end(2)
     assert schedule.planned_epochs == 3
     assert schedule.learning_rate(300) == pytest.approx(1e-4)
+
+
+def _constant_teacher(answer: int = 0):
+    """A teacher that gives (almost) the same answer for every face."""
+    import keras
+
+    bias = np.zeros(7, np.float32)
+    bias[answer] = 6.0
+    return keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Flatten(), keras.layers.Dense(
+        7, activation="softmax", kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(bias))],
+        name="teacher")
+
+
+def test_distillation_loss_blends_the_labels_with_the_softened_teacher():
+    from fer_core.train import DistillationLoss
+
+    rng = np.random.default_rng(0)
+    student, teacher = rng.dirichlet(np.ones(7), 4).astype(np.float32), rng.dirichlet(np.ones(7), 4).astype(np.float32)
+    labels = np.eye(7, dtype=np.float32)[[0, 3, 6, 2]]
+
+    def softened(p, t):
+        q = np.exp(np.log(p) / t)
+        return q / q.sum(axis=1, keepdims=True)
+
+    hard = -np.sum(labels * np.log(student), axis=1)
+    soft = -np.sum(softened(teacher, 2.0) * np.log(softened(student, 2.0)), axis=1)
+    both = np.concatenate([student, teacher], axis=1)
+    for weight in (0.0, 0.3, 1.0):
+        loss = float(DistillationLoss(weight, 2.0)(labels, both))
+        assert loss == pytest.approx(float(np.mean((1 - weight) * hard + weight * 4.0 * soft)), rel=1e-4)
+
+
+def test_distillation_makes_the_student_follow_its_teacher():
+    images, labels = synthetic_dataset(700, seed=3)
+    dataset = FaceDataset(images, labels, np.array(["Training"] * 560 + ["PublicTest"] * 140))
+    teacher = _constant_teacher(answer=3)
+    teacher_weights = [w.copy() for w in teacher.get_weights()]
+    config = TrainConfig(arch="ds_cnn", epochs=4, batch_size=32, learning_rate=3e-3, augment=False,
+                         warmup_epochs=0, teacher=["always_happy"], distill_weight=1.0, temperature=1.0)
+    result = train(dataset, config, teacher=teacher)
+    predicted = result.model.predict(images[560:, :, :, None] / 255.0, verbose=0).argmax(axis=1)
+    assert np.mean(predicted == 3) > 0.9  # it learnt the teacher's answer, not the labels
+    assert result.model.name == "ds_cnn" and len(result.model.layers) == len(build_model("ds_cnn").layers)
+    for before, after in zip(teacher_weights, teacher.get_weights()):
+        np.testing.assert_array_equal(before, after)  # the teacher stays frozen
+
+
+def test_the_teacher_answers_in_a_training_step_as_at_inference():
+    import keras
+
+    from fer_core.train import distillation_trainer
+
+    teacher = keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Flatten(), keras.layers.Dropout(0.5),
+                                keras.layers.Dense(7, activation="softmax")], name="teacher")
+    trainer = distillation_trainer(build_model("ds_cnn"), teacher)
+    faces = np.random.default_rng(0).random((4, 48, 48, 1)).astype(np.float32)
+    answers = keras.ops.convert_to_numpy(trainer(faces, training=True))
+    np.testing.assert_allclose(answers[:, 7:], teacher.predict(faces, verbose=0), atol=1e-6)
+    assert all(not weight.trainable for weight in teacher.weights)
+
+
+def test_distillation_checkpoints_resume_and_recipes_are_checked(tiny_dataset, tmp_path):
+    from fer_core.errors import DataError
+
+    config = TrainConfig(arch="ds_cnn", epochs=1, batch_size=32, teacher=["t"])
+    with pytest.raises(ValueError, match="teacher"):
+        train(tiny_dataset, config)  # the recipe names a teacher, none given
+    with pytest.raises(ValueError, match="temperature"):
+        train(tiny_dataset, TrainConfig(arch="ds_cnn", teacher=["t"], temperature=0), teacher=_constant_teacher())
+    assert train(tiny_dataset, config, checkpoint_dir=tmp_path, teacher=_constant_teacher()).epochs_run == 1
+    config.epochs = 2
+    resumed = train(tiny_dataset, config, checkpoint_dir=tmp_path, teacher=_constant_teacher())
+    assert resumed.epochs_run == 2 and resumed.model.output_shape == (None, 7)
+    with pytest.raises(DataError, match="teacher differ"):
+        train(tiny_dataset, TrainConfig(arch="ds_cnn", epochs=3, batch_size=32, teacher=["u"]),
+              checkpoint_dir=tmp_path, teacher=_constant_teacher())
+
+
+def test_checkpoints_of_older_recipes_without_distillation_still_resume(tiny_dataset, tmp_path):
+    config = TrainConfig(arch="ds_cnn", epochs=1, batch_size=32, augment=False)
+    train(tiny_dataset, config, checkpoint_dir=tmp_path)
+    state = json.loads((tmp_path / "state.json").read_text())
+    for key in ("teacher", "distill_weight", "temperature"):
+        del state["config"][key]
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    config.epochs = 2
+    assert train(tiny_dataset, config, checkpoint_dir=tmp_path).epochs_run == 2
