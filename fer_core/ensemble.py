@@ -7,12 +7,17 @@ file at no measurable cost in accuracy (checked when it is saved).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from fer_core.data import FaceDataset, train_validation
 from fer_core.errors import DataError
 from fer_core.preprocess import Preprocessing, images_to_input
 from fer_core.store import ModelStore, StoredModel
+
+if TYPE_CHECKING:
+    import keras
 
 ENSEMBLE_ARCH = "ensemble"
 #: Largest difference in any probability allowed between the float16 file and the float32 ensemble.
@@ -51,7 +56,7 @@ def _single_networks(store: ModelStore, names: list[str], role: str) -> list[Sto
     return members
 
 
-def teacher_model(store: ModelStore, names: list[str], preprocessing: Preprocessing):
+def teacher_model(store: ModelStore, names: list[str], preprocessing: Preprocessing) -> keras.Model:
     """The float32 model of stored single networks (their mean, for several) that a student learns
     from (``train.DistillationLoss``), checked to prepare faces as the student will."""
     from fer_core.models import build_ensemble
@@ -61,7 +66,7 @@ def teacher_model(store: ModelStore, names: list[str], preprocessing: Preprocess
     members = _single_networks(store, names, "a teacher")
     different = [member.name for member in members if _preprocessing(member) != preprocessing]
     if different:
-        raise DataError(f"{', '.join(different)} prepare(s) faces differently from the student ({preprocessing})")
+        raise DataError(f"teacher {', '.join(different)} does not prepare faces as the student will ({preprocessing})")
     if len(members) == 1:
         return _copy(members[0], "float32", name="teacher")
     return build_ensemble([_copy(member, "float32") for member in members], "teacher")
