@@ -27,9 +27,10 @@ HALF_PRECISION_TOLERANCE = 5e-3
 def ensemble_members(store: ModelStore, names: list[str], name: str) -> list[StoredModel]:
     """The stored members of a future ensemble ``name``, checked to be two or more different
     single networks, none stored under ``name``, that prepare faces the same way."""
-    if len(names) < 2 or len(set(_keys(store, names))) != len(names):
+    keys = _keys(store, names)
+    if len(names) < 2 or len(set(keys)) != len(names):
         raise DataError(f"an ensemble needs at least two different models, got {', '.join(names)}")
-    if str((store.root / f"{name}.keras").resolve()).casefold() in _keys(store, names):
+    if str((store.root / f"{name}.keras").resolve()).casefold() in keys:
         raise DataError(f"the ensemble cannot replace its member {name!r}: choose another name")
     members = _single_networks(store, names, "an ensemble")
     if len({_preprocessing(member) for member in members}) != 1:

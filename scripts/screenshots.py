@@ -110,11 +110,13 @@ def main() -> None:
             page.wait_for_timeout(1500)
             page.screenshot(path=str(out / "upload.png"), full_page=True)
 
-            open_page("Train")
-            page.wait_for_timeout(2500)
+            open_page("Train")  # waits for the form, not a fixed time: the page loads TensorFlow first
+            page.get_by_role("button", name="Start training").wait_for()
+            page.wait_for_timeout(1000)
             page.screenshot(path=str(out / "train.png"))
 
             open_page("Compare models")
+            page.get_by_role("heading", name="Compare models").wait_for()
             page.wait_for_timeout(4000)
             page.screenshot(path=str(out / "compare.png"), full_page=True)
             print("app process resident memory after every page (Train loads TensorFlow): "
