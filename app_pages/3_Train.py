@@ -16,6 +16,7 @@ from fer_core.train import TrainConfig
 from ui_common import key_figures, sidebar, user_errors
 
 STATUS_TEXT = {"loading": "Loading and checking the data", "training": "Training", "saving": "Evaluating and saving"}
+RANDOM_START = "random weights"
 STOP_REASONS = {"completed": "all epochs ran", "early_stopping": "validation accuracy stopped improving",
                 "time_budget": "the time budget was used up", "cancelled": "cancelled"}
 
@@ -109,6 +110,11 @@ def training_form() -> None:
     arch = st.selectbox("Architecture", list(ARCHITECTURES), key="train_arch",
                         index=list(ARCHITECTURES).index(TrainConfig.arch),
                         format_func=lambda name: f"{name}: {describe(name)}")
+    networks = [card["name"] for card in ModelStore().cards() if card.get("arch") == arch]
+    start = st.selectbox("Start from", [RANDOM_START, *networks], key="train_start_from",
+                         help="Fine-tune a stored network of this architecture (to adapt it to your own faces, say) "
+                              "instead of starting from random weights; a lower learning rate (1e-4 to 5e-4) "
+                              "keeps what it learnt.")
     epochs_column, minutes_column, batch_column, rate_column = st.columns(4)
     epochs = epochs_column.number_input("Epochs", 1, 500, 30, key="train_epochs")
     minutes = minutes_column.number_input("Time budget (minutes, 0 = none)", 0.0, 24 * 60.0, 0.0, 5.0,
@@ -135,7 +141,8 @@ def training_form() -> None:
         st.error(problem)
         return
     config = TrainConfig(arch=arch, epochs=int(epochs), batch_size=int(batch_size), learning_rate=float(learning_rate),
-                         augment=augment, class_weight=class_weight, minutes=float(minutes) or None)
+                         augment=augment, class_weight=class_weight, minutes=float(minutes) or None,
+                         init_from=None if start == RANDOM_START else start)
     with user_errors():
         if upload is not None:
             data_path, description, delete = spool_upload(upload, Path(upload.name).suffix), upload.name, True

@@ -40,19 +40,22 @@ def cmd_train(args: argparse.Namespace) -> int:
                          batch_size=args.batch_size, learning_rate=args.lr, weight_decay=args.weight_decay,
                          class_weight=args.class_weight, augment=not args.no_augment,
                          patience=args.patience, precision=args.precision, seed=args.seed,
-                         teacher=args.teacher or [])
+                         teacher=args.teacher or [], init_from=args.init_from, schedule=args.schedule,
+                         swa_epochs=args.swa_epochs)
     if not args.teacher and (args.distill_weight, args.temperature) != (None, None):
         raise FerError("--distill-weight and --temperature go with --teacher")
     if args.distill_weight is not None:
         config.distill_weight = args.distill_weight
     if args.temperature is not None:
         config.temperature = args.temperature
-    teacher = None
-    if config.teacher:
-        from fer_core.ensemble import teacher_model
-        from fer_core.preprocess import Preprocessing
+    if config.swa_epochs > config.epochs:
+        raise FerError(f"--swa-epochs ({config.swa_epochs}) cannot exceed --epochs ({config.epochs})")
+    from fer_core.ensemble import starting_network, teacher_model
+    from fer_core.preprocess import Preprocessing
 
-        teacher = teacher_model(ModelStore(args.store), config.teacher, Preprocessing.from_dict(config.preprocessing))
+    store, preprocessing = ModelStore(args.store), Preprocessing.from_dict(config.preprocessing)
+    teacher = teacher_model(store, config.teacher, preprocessing) if config.teacher else None
+    start_from = starting_network(store, args.init_from, args.arch, preprocessing) if args.init_from else None
     checkpoints = Path(args.checkpoint_dir or Path("checkpoints") / name)
 
     def report(progress: TrainProgress) -> None:
@@ -67,11 +70,11 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"checkpoints in {checkpoints}", flush=True)
     command = _command(args)
     result = train(train_part, config, validation=validation, checkpoint_dir=checkpoints, listener=report,
-                   command=command, teacher=teacher)
+                   command=command, teacher=teacher, start_from=start_from)
     # A model trained over several runs of one checkpoint is reproduced by all of them, in order.
     reproduce = " && ".join(result.commands)
     card = store_result(result, name, validation, data_description=Path(args.data).name,
-                        reproduce=reproduce, store=ModelStore(args.store))
+                        reproduce=reproduce, store=store)
     print(f"stopped: {result.stopped} after {result.epochs_run} epochs, {result.minutes:.1f} min")
     _print_saved(card)
     return 0
@@ -287,6 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--distill-weight", type=float,
                        help="with --teacher: share of the loss that follows the teacher (0-1, default 0.5)")
     train.add_argument("--temperature", type=float, help="with --teacher: softening of both answers (default 2)")
+    train.add_argument("--init-from", metavar="MODEL",
+                       help="fine-tune: start from this stored network of the same architecture")
+    train.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
+                       help="after the warm-up: cosine decay to 1%% of --lr, or --lr held (for weight averaging)")
+    train.add_argument("--swa-epochs", type=_at_least(0), default=0, metavar="N",
+                       help="stochastic weight averaging: the model is the mean of the last N epochs' weights")
     train.add_argument("--cache", action="store_true", help="keep a parsed copy of the dataset (~/.cache/fer_lab)")
     train.add_argument("--checkpoint-dir", help="default: checkpoints/NAME; an existing one is resumed")
     train.set_defaults(run=cmd_train)

@@ -65,12 +65,27 @@ def teacher_model(store: ModelStore, names: list[str], preprocessing: Preprocess
     if not names:
         raise DataError("name one or more stored models as the teacher")
     members = _single_networks(store, names, "a teacher")
-    different = [member.name for member in members if _preprocessing(member) != preprocessing]
-    if different:
-        raise DataError(f"teacher {', '.join(different)} does not prepare faces as the student will ({preprocessing})")
+    _check_preprocessing(members, preprocessing, "teacher", "the student")
     if len(members) == 1:
         return _copy(members[0], "float32", name="teacher")
     return build_ensemble([_copy(member, "float32") for member in members], "teacher")
+
+
+def starting_network(store: ModelStore, name: str, arch: str, preprocessing: Preprocessing) -> keras.Model:
+    """The float32 copy of a stored network that a fine-tuning run of ``arch`` starts from, checked
+    to be of that architecture and to prepare faces as the run will."""
+    member = store.load(name)
+    if member.card.get("arch") != arch:
+        raise DataError(f"{member.name} is a {member.card.get('arch')} model: a {arch} run starts from a stored "
+                        f"{arch} network")
+    _check_preprocessing([member], preprocessing, "starting model", "this run")
+    return _copy(member, "float32")
+
+
+def _check_preprocessing(members: list[StoredModel], preprocessing: Preprocessing, role: str, user: str) -> None:
+    different = [member.name for member in members if _preprocessing(member) != preprocessing]
+    if different:
+        raise DataError(f"{role} {', '.join(different)} does not prepare faces as {user} will ({preprocessing})")
 
 
 def _preprocessing(member: StoredModel) -> Preprocessing:

@@ -107,6 +107,8 @@ def reproduce_command(config: TrainConfig, data_name: str, model_name: str) -> s
         args += ["--minutes", str(config.minutes)]
     if not config.augment:
         args.append("--no-augment")
+    if config.init_from:
+        args += ["--init-from", config.init_from]
     return shlex.join(args)
 
 
@@ -156,9 +158,15 @@ class TrainingJobs:
     @staticmethod
     def _run(job: TrainingJob, data_path: Path, delete_data: bool, store: ModelStore) -> None:
         from fer_core.data import load_dataset, train_validation
+        from fer_core.ensemble import starting_network
+        from fer_core.preprocess import Preprocessing
         from fer_core.train import store_result, train
 
         try:
+            start_from = None
+            if job.config.init_from:
+                start_from = starting_network(store, job.config.init_from, job.config.arch,
+                                              Preprocessing.from_dict(job.config.preprocessing))
             dataset = load_dataset(data_path)
             if delete_data:
                 data_path.unlink(missing_ok=True)
@@ -169,7 +177,7 @@ class TrainingJobs:
                 return
             job.status = "training"
             result = train(train_part, job.config, validation=validation, listener=job.listen,
-                           cancel=job.cancel_event)
+                           cancel=job.cancel_event, start_from=start_from)
             job.stopped = result.stopped
             if result.stopped == "cancelled":
                 job.status = "cancelled"

@@ -1,6 +1,7 @@
-"""Training with Keras: augmentation layers, class weights, AdamW with a warm-up cosine schedule,
-label smoothing, knowledge distillation from a teacher, early stopping, checkpoints that resume, a
-time budget and progress reports.
+"""Training with Keras: augmentation layers, class weights, AdamW with a warm-up cosine (or constant)
+schedule, label smoothing, knowledge distillation from a teacher, fine-tuning a stored model,
+stochastic weight averaging, early stopping, checkpoints that resume, a time budget and progress
+reports.
 
 A UI follows a run through a :class:`ProgressListener` and stops it with a cancel event; the
 command line prints the same reports.
@@ -47,6 +48,9 @@ class TrainConfig:
     teacher: list[str] = field(default_factory=list)  # stored models whose mean answer is learnt from
     distill_weight: float = 0.5  # share of the loss that follows the teacher rather than the labels
     temperature: float = 2.0  # softens both answers before they are compared
+    init_from: str | None = None  # stored model whose weights start the run (fine-tuning)
+    schedule: str = "cosine"  # cosine (anneals to 1% of the peak) | constant (holds the peak)
+    swa_epochs: int = 0  # the last N epochs' weights are averaged into the result (SWA)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -149,7 +153,7 @@ class ProgressListener(Protocol):
 
 @dataclass
 class TrainResult:
-    """A finished run: the inference model (best weights) and how the run went."""
+    """A finished run: the inference model (best or averaged weights) and how the run went."""
 
     model: keras.Model
     config: TrainConfig
@@ -161,6 +165,7 @@ class TrainResult:
     train_rows: int
     validation_rows: int
     commands: list[str] = field(default_factory=list)  # one per run of a resumed checkpoint
+    averaged_epochs: int = 0  # epochs whose weights were averaged into the model (SWA)
 
 
 def resolve_precision(choice: str) -> str:
@@ -281,7 +286,8 @@ class _RunMonitor(keras.callbacks.Callback):
 
 #: Recipe entries that must match to resume a checkpoint (epochs, budget and patience may change).
 _RESUME_KEYS = ("arch", "batch_size", "learning_rate", "weight_decay", "label_smoothing", "augment",
-                "class_weight", "preprocessing", "teacher", "distill_weight", "temperature")
+                "class_weight", "preprocessing", "teacher", "distill_weight", "temperature", "init_from",
+                "schedule", "swa_epochs")
 
 
 def _read_checkpoint_state(directory: Path, config: TrainConfig) -> dict:
@@ -325,8 +331,9 @@ def _compile(model: keras.Model, config: TrainConfig) -> None:
                   loss=loss, metrics=metrics)
 
 
-class _WarmupCosine(keras.callbacks.Callback):
-    """Linear warm-up to the peak learning rate, then cosine decay to 1% of it.
+class _WarmupSchedule(keras.callbacks.Callback):
+    """Linear warm-up to the peak learning rate, then cosine decay to 1% of it (or, for the
+    ``constant`` schedule, the peak held to the end).
 
     The decay spans the epochs that will really run: with a time budget, the plan shrinks to the
     epochs that fit, measured after each epoch, so a budgeted run still ends fully annealed.
@@ -342,6 +349,8 @@ class _WarmupCosine(keras.callbacks.Callback):
         warmup = int(min(self.planned_epochs / 2, self.config.warmup_epochs) * self.steps_per_epoch)
         if step < warmup:
             return peak * (0.1 + 0.9 * step / warmup)
+        if self.config.schedule == "constant":
+            return peak
         total = max(warmup + 1, self.planned_epochs * self.steps_per_epoch)
         progress = min(1.0, (step - warmup) / (total - warmup))
         return peak * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress)))
@@ -359,6 +368,65 @@ class _WarmupCosine(keras.callbacks.Callback):
         self.planned_epochs = max(epoch + 1, min(self.config.epochs, epoch + 1 + fitting))
 
 
+class _WeightAverage(keras.callbacks.Callback):
+    """Stochastic weight averaging (Izmailov et al., "Averaging Weights Leads to Wider Optima and
+    Better Generalization", UAI 2018): the running mean of the network's weights at the end of
+    every epoch from ``first_epoch`` on. With a checkpoint folder the mean is saved there each
+    epoch (``average.npz``), so a resumed run goes on averaging."""
+
+    def __init__(self, network: keras.Model, first_epoch: int, directory: Path | None):
+        super().__init__()
+        self.network, self.first_epoch, self.directory = network, first_epoch, directory
+        self.average: list[np.ndarray] | None = None
+        self.count, self.last_epoch = 0, -1
+        saved = None if directory is None else directory / "average.npz"
+        if saved is not None and saved.exists():
+            with np.load(saved) as arrays:
+                self.count, self.last_epoch = int(arrays["count"]), int(arrays["last_epoch"])
+                self.average = [arrays[f"w{i}"] for i in range(len(arrays.files) - 2)]
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch < self.first_epoch or epoch <= self.last_epoch:  # (an epoch re-run after a crash counts once)
+            return
+        self.last_epoch = epoch
+        weights = self.network.get_weights()
+        self.count += 1
+        if self.average is None:
+            self.average = [np.array(w, dtype=np.float64) for w in weights]
+        else:
+            self.average = [mean + (w - mean) / self.count for mean, w in zip(self.average, weights)]
+        if self.directory is not None:
+            arrays = {f"w{i}": mean for i, mean in enumerate(self.average)}
+            np.savez(self.directory / "average.npz", count=np.array(self.count), last_epoch=np.array(epoch),
+                     **arrays)
+
+
+def _batch_norms(model: keras.Model) -> list[keras.layers.BatchNormalization]:
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            found.append(layer)
+        elif isinstance(layer, keras.Model):
+            found.extend(_batch_norms(layer))
+    return found
+
+
+def recompute_batch_norm(model: keras.Model, faces: np.ndarray, batch_size: int = 256) -> None:
+    """Set every batch normalisation's moving mean and variance to the mean of its batch statistics
+    over ``faces``. Averaged weights never ran in training, so the statistics gathered there do not
+    fit them (the SWA paper's ``bn_update``)."""
+    norms = _batch_norms(model)
+    momenta = [norm.momentum for norm in norms]
+    try:
+        for k, start in enumerate(range(0, len(faces), batch_size)):
+            for norm in norms:  # moving = moving * k/(k+1) + batch/(k+1): the running mean of batches
+                norm.momentum = k / (k + 1)
+            model(faces[start:start + batch_size], training=True)
+    finally:
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+
+
 def train(
     dataset: FaceDataset,
     config: TrainConfig,
@@ -369,6 +437,7 @@ def train(
     cancel: threading.Event | None = None,
     command: str | None = None,
     teacher: keras.Model | None = None,
+    start_from: keras.Model | None = None,
 ) -> TrainResult:
     """Train ``config.arch`` on ``dataset`` and return the model with the best validation accuracy.
 
@@ -378,13 +447,21 @@ def train(
     kept in the checkpoint, so a model trained over several runs lists every one of them. A
     ``teacher`` (the float32 model of the stored models ``config.teacher`` names, e.g. from
     ``ensemble.teacher_model``) is distilled into the network as it trains; a resumed run goes on
-    with the copy of the teacher its checkpoint holds.
+    with the copy of the teacher its checkpoint holds. ``start_from`` (the stored model
+    ``config.init_from`` names) gives the network its first weights; with ``config.swa_epochs``
+    the result is the mean of the last epochs' weights, not the best epoch.
     """
     if bool(config.teacher) != (teacher is not None):
         raise ValueError("pass the teacher model exactly when the recipe names teacher models")
     if config.teacher and not (0.0 <= config.distill_weight <= 1.0 and config.temperature > 0):
         raise ValueError(f"the distillation weight must lie in 0-1 and the temperature be above 0, not "
                          f"{config.distill_weight} and {config.temperature}")
+    if bool(config.init_from) != (start_from is not None):
+        raise ValueError("pass the starting model exactly when the recipe names one (init_from)")
+    if config.schedule not in ("cosine", "constant"):
+        raise ValueError(f"the schedule must be cosine or constant, not {config.schedule!r}")
+    if not 0 <= config.swa_epochs <= config.epochs:
+        raise ValueError(f"the averaged epochs must lie in 0-{config.epochs} (the epochs), not {config.swa_epochs}")
     if validation is None:
         dataset, validation = train_validation(dataset, config.seed)
     if len(dataset) == 0 or len(validation) == 0:
@@ -416,6 +493,8 @@ def train(
             earlier_minutes = float(state.get("minutes", 0.0))
             commands = list(state.get("commands", []))
         else:
+            if start_from is not None:
+                _start_from(base, start_from, config.init_from)
             augmentation = build_augmentation(seed=config.seed) if config.augment else None
             if teacher is not None:
                 trainer = distillation_trainer(base, teacher, augmentation)
@@ -429,7 +508,8 @@ def train(
             commands.append(command)
         monitor = _RunMonitor(config, steps_per_epoch, listener, cancel, directory, base.name,
                               history, start_epoch, best, earlier_minutes, commands)
-        schedule = _WarmupCosine(config, steps_per_epoch, monitor)
+        schedule = _WarmupSchedule(config, steps_per_epoch, monitor)
+        averager = _WeightAverage(base, config.epochs - config.swa_epochs, directory) if config.swa_epochs else None
         early = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=config.patience,
                                               restore_best_weights=True, verbose=0)
         if start_epoch < config.epochs:
@@ -440,7 +520,7 @@ def train(
                 initial_epoch=start_epoch,
                 validation_data=(x_val, y_val),
                 class_weight=class_weights(dataset.labels, config.class_weight),
-                callbacks=[monitor, schedule, early],
+                callbacks=[callback for callback in (averager, monitor, schedule, early) if callback is not None],
                 verbose=0,
             )
         minutes = monitor.minutes()
@@ -452,14 +532,26 @@ def train(
             base.set_weights(best_model.get_weights())
         elif early.best_weights is not None:
             trainer.set_weights(early.best_weights)
+        best_val = monitor.best
+        if averager is not None and averager.count:
+            base.set_weights(averager.average)
+            recompute_batch_norm(base, x_train[np.random.default_rng(config.seed).permutation(len(x_train))[:8192]])
+            best_val = float(np.mean(base.predict(x_val, verbose=0).argmax(axis=1) == y_val.argmax(axis=1)))
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
     model = base
     if precision != "float32":
         model = copy_in_precision(base, config.arch)
     epochs_run = len(history.get("loss", []))
-    return TrainResult(model, config, history, epochs_run, stopped, minutes, monitor.best,
-                       len(dataset), len(validation), commands)
+    return TrainResult(model, config, history, epochs_run, stopped, minutes, best_val,
+                       len(dataset), len(validation), commands, averager.count if averager is not None else 0)
+
+
+def _start_from(network: keras.Model, start: keras.Model, name: str) -> None:
+    try:
+        network.set_weights(start.get_weights())
+    except ValueError as error:
+        raise DataError(f"{name}: its weights do not fit a fresh {network.name} ({error})") from error
 
 
 def store_result(
@@ -480,7 +572,8 @@ def store_result(
                 "validation_rows": result.validation_rows, "recipe": result.config.to_dict(),
                 "precision": resolve_precision(result.config.precision),
                 "epochs_run": result.epochs_run, "stopped": result.stopped,
-                "minutes": round(result.minutes, 1), "history": result.history}
+                "minutes": round(result.minutes, 1), "averaged_epochs": result.averaged_epochs,
+                "history": result.history}
     return save_evaluated(result.model, name, validation, store=store,
                           preprocessing=Preprocessing.from_dict(result.config.preprocessing),
                           card_fields={"arch": result.config.arch, "training": training, "reproduce": reproduce,

@@ -213,7 +213,9 @@ def test_train_page_trains_a_tiny_dataset_to_a_saved_model(store):
     spooled_before = set(Path(tempfile.gettempdir()).glob("fer_lab_upload_*"))
     at = open_app(TRAIN)
     at.file_uploader(key="train_upload").set_value(("faces.csv", fer_csv(), "text/csv"))
-    at.selectbox(key="train_arch").set_value("ds_cnn")
+    at.selectbox(key="train_arch").set_value("ds_cnn").run()
+    assert at.selectbox(key="train_start_from").options == ["random weights", "default", "small"]
+    at.selectbox(key="train_start_from").set_value("small")  # fine-tuned from a stored ds_cnn
     at.number_input(key="train_epochs").set_value(1)
     at.selectbox(key="train_batch").set_value(32)
     at.text_input(key="train_name").set_value("tiny_test")
@@ -236,6 +238,7 @@ def test_train_page_trains_a_tiny_dataset_to_a_saved_model(store):
     assert "tiny_test" in store.names()
     card = store.card("tiny_test")
     assert card["training"]["epochs_run"] == 1 and card["metrics"]["n"] == 14
+    assert card["training"]["recipe"]["init_from"] == "small" and "--init-from small" in card["reproduce"]
     assert at.success[0].value.startswith("Saved as 'tiny_test' after 1 epoch(s)")
     assert len(plotly_figures(at)) == 2  # training curves and the confusion matrix
     assert set(Path(tempfile.gettempdir()).glob("fer_lab_upload_*")) == spooled_before  # upload deleted

@@ -169,3 +169,17 @@ def test_train_distils_stored_teachers(model_store, fer_csv, tmp_path, capsys, m
     assert "pair (ensemble) is not a single network" in capsys.readouterr().err
     assert main(["train", "--arch", "ds_cnn", "--data", str(fer_csv), "--temperature", "3"]) == 2
     assert "--temperature go with --teacher" in capsys.readouterr().err
+
+
+def test_train_fine_tunes_a_stored_network_with_weight_averaging(model_store, fer_csv, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--arch", "mini_xception", "--data", str(fer_csv), "--epochs", "1", "--name", "tuned",
+                 "--batch-size", "32", "--init-from", "tiny", "--schedule", "constant", "--swa-epochs", "1"]) == 0
+    card = model_store.card("tuned")
+    recipe = card["training"]["recipe"]
+    assert (recipe["init_from"], recipe["schedule"], recipe["swa_epochs"]) == ("tiny", "constant", 1)
+    assert card["training"]["averaged_epochs"] == 1 and "--init-from tiny" in card["reproduce"]
+    assert main(["train", "--arch", "mini_xception", "--data", str(fer_csv), "--init-from", "default"]) == 2
+    assert "default is a ds_cnn model: a mini_xception run starts from" in capsys.readouterr().err
+    assert main(["train", "--arch", "ds_cnn", "--data", str(fer_csv), "--epochs", "2", "--swa-epochs", "3"]) == 2
+    assert "--swa-epochs (3) cannot exceed --epochs (2)" in capsys.readouterr().err

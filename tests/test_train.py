@@ -133,11 +133,11 @@ def test_every_architecture_trains_with_a_last_batch_of_one_face(arch):
 def test_learning_rate_warms_up_then_anneals_over_the_epochs_that_fit():
     from types import SimpleNamespace
 
-    from fer_core.train import _WarmupCosine
+    from fer_core.train import _WarmupSchedule
 
     config = TrainConfig(epochs=10, learning_rate=1e-2, warmup_epochs=2, minutes=10)
     monitor = SimpleNamespace(budget_seconds=lambda: 600.0, epoch_seconds=[100.0], started=0.0)
-    schedule = _WarmupCosine(config, steps_per_epoch=100, monitor=monitor)
+    schedule = _WarmupSchedule(config, steps_per_epoch=100, monitor=monitor)
     assert schedule.learning_rate(0) == pytest.approx(1e-3)
     assert schedule.learning_rate(200) == pytest.approx(1e-2)
     assert schedule.learning_rate(1000) == pytest.approx(1e-4)
@@ -236,3 +236,90 @@ def test_checkpoints_of_older_recipes_without_distillation_still_resume(tiny_dat
     (tmp_path / "state.json").write_text(json.dumps(state))
     config.epochs = 2
     assert train(tiny_dataset, config, checkpoint_dir=tmp_path).epochs_run == 2
+
+
+def test_fine_tuning_starts_from_the_given_weights(tiny_dataset):
+    from fer_core.errors import DataError
+
+    start = build_model("ds_cnn")
+    rng = np.random.default_rng(1)
+    start.set_weights([w + rng.normal(0, 0.05, w.shape).astype(w.dtype) for w in start.get_weights()])
+    config = TrainConfig(arch="ds_cnn", epochs=1, batch_size=32, learning_rate=0.0, augment=False, init_from="start")
+    result = train(tiny_dataset, config, start_from=start)
+    for tuned, given in zip(result.model.trainable_weights, start.trainable_weights):
+        np.testing.assert_array_equal(np.asarray(tuned), np.asarray(given))  # no learning rate: unchanged
+    with pytest.raises(ValueError, match="init_from"):
+        train(tiny_dataset, config)
+    with pytest.raises(DataError, match="do not fit"):
+        train(tiny_dataset, TrainConfig(arch="mini_xception", epochs=1, init_from="start"), start_from=start)
+
+
+def test_the_constant_schedule_holds_the_peak_after_the_warm_up(tiny_dataset):
+    from types import SimpleNamespace
+
+    from fer_core.train import _WarmupSchedule
+
+    config = TrainConfig(epochs=10, learning_rate=1e-2, warmup_epochs=2, schedule="constant")
+    schedule = _WarmupSchedule(config, 100, SimpleNamespace(budget_seconds=lambda: None, epoch_seconds=[]))
+    assert schedule.learning_rate(0) == pytest.approx(1e-3)
+    assert schedule.learning_rate(200) == schedule.learning_rate(999) == pytest.approx(1e-2)
+    with pytest.raises(ValueError, match="schedule"):
+        train(tiny_dataset, TrainConfig(schedule="step"))
+
+
+def test_weight_averaging_keeps_the_mean_of_the_last_epochs_and_resumes(tmp_path):
+    import keras
+
+    from fer_core.train import _WeightAverage
+
+    network = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    averager = _WeightAverage(network, first_epoch=1, directory=tmp_path)
+    seen = []
+    for epoch in range(4):
+        weights = [np.full(w.shape, epoch + 1.0, np.float32) for w in network.get_weights()]
+        network.set_weights(weights)
+        averager.on_epoch_end(epoch)
+        seen.append(weights)
+    assert averager.count == 3
+    for i, mean in enumerate(averager.average):  # epochs 1-3 hold 2, 3 and 4: the mean is 3
+        np.testing.assert_allclose(mean, np.mean([weights[i] for weights in seen[1:]], axis=0))
+        assert np.allclose(mean, 3.0)
+    again = _WeightAverage(network, first_epoch=1, directory=tmp_path)
+    assert again.count == 3 and all(np.allclose(mean, 3.0) for mean in again.average)
+    again.on_epoch_end(3)  # epoch 3 run again after a crash: already counted
+    assert again.count == 3
+
+
+def test_recomputed_batch_norm_statistics_are_the_mean_over_the_faces():
+    import keras
+
+    from fer_core.train import recompute_batch_norm
+
+    inputs = keras.Input((4, 4, 2))
+    features = keras.layers.Conv2D(3, 3, padding="same")(inputs)
+    network = keras.Model(inputs, keras.layers.BatchNormalization(momentum=0.99)(features))
+    faces = np.random.default_rng(0).normal(2.0, 3.0, (512, 4, 4, 2)).astype(np.float32)
+    recompute_batch_norm(network, faces, batch_size=128)
+    norm = network.layers[-1]
+    outputs = keras.Model(inputs, features).predict(faces, verbose=0)
+    np.testing.assert_allclose(np.asarray(norm.moving_mean), outputs.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-4)
+    batch_variances = [outputs[i:i + 128].var(axis=(0, 1, 2)) for i in range(0, 512, 128)]
+    np.testing.assert_allclose(np.asarray(norm.moving_variance), np.mean(batch_variances, axis=0), rtol=1e-3)
+    assert norm.momentum == 0.99  # restored
+
+
+def test_a_weight_averaged_run_returns_the_mean_and_resumes_averaging(tiny_dataset, tmp_path):
+    config = TrainConfig(arch="ds_cnn", epochs=2, batch_size=32, augment=False, schedule="constant", swa_epochs=2)
+    result = train(tiny_dataset, config, checkpoint_dir=tmp_path)
+    assert result.averaged_epochs == 2
+    with np.load(tmp_path / "average.npz") as saved:
+        assert int(saved["count"]) == 2
+        average = [saved[f"w{i}"] for i in range(len(saved.files) - 2)]
+    for variable, mean in zip(result.model.weights, average):
+        if variable.trainable:  # (the normalisation statistics are recomputed for the mean)
+            np.testing.assert_allclose(np.asarray(variable), mean, rtol=1e-5, atol=1e-6)
+    assert 0.0 <= result.best_val_accuracy <= 1.0
+    config.epochs = 3
+    assert train(tiny_dataset, config, checkpoint_dir=tmp_path).averaged_epochs == 3
+    with pytest.raises(ValueError, match="averaged epochs"):
+        train(tiny_dataset, TrainConfig(arch="ds_cnn", epochs=2, swa_epochs=3))
