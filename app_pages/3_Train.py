@@ -8,9 +8,11 @@ import streamlit as st
 
 from fer_core.charts import confusion_matrix_figure, training_curves
 from fer_core.data import resolve_server_path, server_data_roots, spool_upload
+from fer_core.ensemble import starting_networks
 from fer_core.errors import DataError
 from fer_core.jobs import TrainingJob, training_jobs
 from fer_core.models import ARCHITECTURES, describe
+from fer_core.preprocess import Preprocessing
 from fer_core.store import DEFAULT_NAME, ModelStore, check_name
 from fer_core.train import TrainConfig
 from ui_common import key_figures, sidebar, user_errors
@@ -110,7 +112,7 @@ def training_form() -> None:
     arch = st.selectbox("Architecture", list(ARCHITECTURES), key="train_arch",
                         index=list(ARCHITECTURES).index(TrainConfig.arch),
                         format_func=lambda name: f"{name}: {describe(name)}")
-    networks = [card["name"] for card in ModelStore().cards() if card.get("arch") == arch]
+    networks = starting_networks(ModelStore(), arch, Preprocessing.from_dict(TrainConfig().preprocessing))
     start = st.selectbox("Start from", [RANDOM_START, *networks], key="train_start_from",
                          help="Fine-tune a stored network of this architecture (to adapt it to your own faces, say) "
                               "instead of starting from random weights; a lower learning rate (1e-4 to 5e-4) "

@@ -30,12 +30,14 @@ def _runtime(classifier) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from fer_core.data import load_dataset, train_validation
+    from fer_core.ensemble import reproduce_commands, starting_network, teacher_model
+    from fer_core.preprocess import Preprocessing
     from fer_core.store import ModelStore, check_name
-    from fer_core.train import TrainConfig, TrainProgress, store_result, train
+    from fer_core.train import TrainConfig, TrainProgress, check_target_name, store_result, train
 
     name = check_name(args.name or args.arch)
-    dataset = load_dataset(args.data, cache=args.cache)
-    train_part, validation = train_validation(dataset, args.seed)
+    if args.swa_epochs > args.epochs:
+        raise FerError(f"--swa-epochs ({args.swa_epochs}) cannot exceed --epochs ({args.epochs})")
     config = TrainConfig(arch=args.arch, epochs=args.epochs, minutes=args.minutes,
                          batch_size=args.batch_size, learning_rate=args.lr, weight_decay=args.weight_decay,
                          class_weight=args.class_weight, augment=not args.no_augment,
@@ -48,15 +50,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         config.distill_weight = args.distill_weight
     if args.temperature is not None:
         config.temperature = args.temperature
-    if config.swa_epochs > config.epochs:
-        raise FerError(f"--swa-epochs ({config.swa_epochs}) cannot exceed --epochs ({config.epochs})")
-    from fer_core.ensemble import starting_network, teacher_model
-    from fer_core.preprocess import Preprocessing
-
+    check_target_name(name, config)
+    checkpoints = Path(args.checkpoint_dir or Path("checkpoints") / name)
+    resuming = (checkpoints / "state.json").exists()
     store, preprocessing = ModelStore(args.store), Preprocessing.from_dict(config.preprocessing)
     teacher = teacher_model(store, config.teacher, preprocessing) if config.teacher else None
-    start_from = starting_network(store, args.init_from, args.arch, preprocessing) if args.init_from else None
-    checkpoints = Path(args.checkpoint_dir or Path("checkpoints") / name)
+    start_from = None  # a resumed run goes on from its checkpoint
+    if args.init_from and not resuming:
+        start_from = starting_network(store, args.init_from, args.arch, preprocessing)
+    dataset = load_dataset(args.data, cache=args.cache)
+    train_part, validation = train_validation(dataset, args.seed)
 
     def report(progress: TrainProgress) -> None:
         if progress.epoch_end:
@@ -72,10 +75,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train(train_part, config, validation=validation, checkpoint_dir=checkpoints, listener=report,
                    command=command, teacher=teacher, start_from=start_from)
     # A model trained over several runs of one checkpoint is reproduced by all of them, in order.
-    reproduce = " && ".join(result.commands)
+    reproduce = reproduce_commands(store, config.init_from, result.commands)
     card = store_result(result, name, validation, data_description=Path(args.data).name,
                         reproduce=reproduce, store=store)
     print(f"stopped: {result.stopped} after {result.epochs_run} epochs, {result.minutes:.1f} min")
+    if config.swa_epochs:
+        kept = f"the mean of {result.averaged_epochs}" if result.averaged_epochs else "none averaged: the best"
+        print(f"weight averaging: {kept} of the last {config.swa_epochs} epochs")
     _print_saved(card)
     return 0
 

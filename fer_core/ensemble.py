@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fer_core.data import FaceDataset, train_validation
-from fer_core.errors import DataError
+from fer_core.errors import DataError, ModelNotFoundError
 from fer_core.preprocess import Preprocessing, images_to_input
 from fer_core.store import ModelStore, StoredModel
 
@@ -76,10 +76,27 @@ def starting_network(store: ModelStore, name: str, arch: str, preprocessing: Pre
     to be of that architecture and to prepare faces as the run will."""
     member = store.load(name)
     if member.card.get("arch") != arch:
-        raise DataError(f"{member.name} is a {member.card.get('arch')} model: a {arch} run starts from a stored "
-                        f"{arch} network")
+        raise DataError(f"{member.name} ({member.card.get('arch')}) is not a {arch} network: a {arch} run starts "
+                        f"from a stored {arch} network")
     _check_preprocessing([member], preprocessing, "starting model", "this run")
     return _copy(member, "float32")
+
+
+def starting_networks(store: ModelStore, arch: str, preprocessing: Preprocessing) -> list[str]:
+    """The stored networks a fine-tuning run of ``arch`` with ``preprocessing`` can start from."""
+    return [card["name"] for card in store.cards() if card.get("arch") == arch
+            and Preprocessing.from_dict(card.get("preprocessing") or {}) == preprocessing]
+
+
+def reproduce_commands(store: ModelStore, start: str | None, commands: list[str]) -> str:
+    """The commands that reproduce a trained model: those of the network it was fine-tuned from
+    (``start``, when its card is still stored), then its own."""
+    if start is not None:
+        try:
+            commands = [store.card(start).get("reproduce", f"(the stored model {start})"), *commands]
+        except ModelNotFoundError:
+            commands = [f"(the stored model {start}, since removed)", *commands]
+    return " && ".join(commands)
 
 
 def _check_preprocessing(members: list[StoredModel], preprocessing: Preprocessing, role: str, user: str) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from fer_core.errors import FerError
 from fer_core.store import ModelStore, check_name
-from fer_core.train import TrainConfig, TrainProgress
+from fer_core.train import TrainConfig, TrainProgress, check_target_name
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +109,10 @@ def reproduce_command(config: TrainConfig, data_name: str, model_name: str) -> s
         args.append("--no-augment")
     if config.init_from:
         args += ["--init-from", config.init_from]
+    if config.schedule != "cosine":
+        args += ["--schedule", config.schedule]
+    if config.swa_epochs:
+        args += ["--swa-epochs", str(config.swa_epochs)]
     return shlex.join(args)
 
 
@@ -133,11 +137,13 @@ class TrainingJobs:
               store: ModelStore | None = None) -> TrainingJob:
         """Start training ``config`` on the data at ``data_path`` in the background.
 
-        Raises :class:`TrainingBusyError` while another job runs and ``ValueError`` for a bad model
-        name; with ``delete_data`` the data file is deleted even then.
+        Raises :class:`TrainingBusyError` while another job runs, ``ValueError`` for a bad model
+        name and ``DataError`` for a fine-tuned network named as the one it starts from; with
+        ``delete_data`` the data file is deleted even then.
         """
         try:
             check_name(model_name)
+            check_target_name(model_name, config)
             with self._lock:
                 running = self._current
                 if running is not None and running.active:
@@ -158,7 +164,7 @@ class TrainingJobs:
     @staticmethod
     def _run(job: TrainingJob, data_path: Path, delete_data: bool, store: ModelStore) -> None:
         from fer_core.data import load_dataset, train_validation
-        from fer_core.ensemble import starting_network
+        from fer_core.ensemble import reproduce_commands, starting_network
         from fer_core.preprocess import Preprocessing
         from fer_core.train import store_result, train
 
@@ -184,7 +190,8 @@ class TrainingJobs:
                 return
             job.status = "saving"
             job.card = store_result(result, job.model_name, validation, data_description=job.data_description,
-                                    reproduce=reproduce_command(job.config, job.data_description, job.model_name),
+                                    reproduce=reproduce_commands(store, job.config.init_from, [reproduce_command(
+                                        job.config, job.data_description, job.model_name)]),
                                     store=store)
             job.status = "done"
         except (FerError, ValueError) as error:

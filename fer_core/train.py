@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import threading
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -161,7 +163,7 @@ class TrainResult:
     epochs_run: int
     stopped: str  # completed | early_stopping | time_budget | cancelled
     minutes: float
-    best_val_accuracy: float | None
+    val_accuracy: float | None  # of the returned weights
     train_rows: int
     validation_rows: int
     commands: list[str] = field(default_factory=list)  # one per run of a resumed checkpoint
@@ -284,6 +286,9 @@ class _RunMonitor(keras.callbacks.Callback):
         (directory / "state.json").write_text(json.dumps(state, indent=1))
 
 
+#: Training faces (at most) on which batch-normalisation statistics are measured again for averaged weights.
+BATCH_NORM_FACES = 8192
+
 #: Recipe entries that must match to resume a checkpoint (epochs, budget and patience may change).
 _RESUME_KEYS = ("arch", "batch_size", "learning_rate", "weight_decay", "label_smoothing", "augment",
                 "class_weight", "preprocessing", "teacher", "distill_weight", "temperature", "init_from",
@@ -370,35 +375,57 @@ class _WarmupSchedule(keras.callbacks.Callback):
 
 class _WeightAverage(keras.callbacks.Callback):
     """Stochastic weight averaging (Izmailov et al., "Averaging Weights Leads to Wider Optima and
-    Better Generalization", UAI 2018): the running mean of the network's weights at the end of
-    every epoch from ``first_epoch`` on. With a checkpoint folder the mean is saved there each
-    epoch (``average.npz``), so a resumed run goes on averaging."""
+    Better Generalization", UAI 2018): the running mean of the network's weights at the end of each
+    of the last ``epochs`` epochs of the schedule's plan (which a time budget shortens). An epoch
+    cut short (cancel, time budget) is left out. With a checkpoint folder the mean is saved there
+    after each epoch, for a resumed run to go on with; a resumed run planning more epochs starts
+    the mean afresh, as its last epochs are others."""
 
-    def __init__(self, network: keras.Model, first_epoch: int, directory: Path | None):
+    FILE = "average.npz"
+
+    def __init__(self, network: keras.Model, epochs: int, schedule: _WarmupSchedule, monitor: _RunMonitor,
+                 directory: Path | None, resume: bool):
         super().__init__()
-        self.network, self.first_epoch, self.directory = network, first_epoch, directory
+        self.network, self.epochs, self.schedule, self.monitor = network, epochs, schedule, monitor
+        self.directory = directory
         self.average: list[np.ndarray] | None = None
-        self.count, self.last_epoch = 0, -1
-        saved = None if directory is None else directory / "average.npz"
-        if saved is not None and saved.exists():
-            with np.load(saved) as arrays:
-                self.count, self.last_epoch = int(arrays["count"]), int(arrays["last_epoch"])
-                self.average = [arrays[f"w{i}"] for i in range(len(arrays.files) - 2)]
+        self.count, self.first_epoch, self.last_epoch = 0, -1, -1
+        if resume and directory is not None and (directory / self.FILE).exists():
+            self._load(directory / self.FILE)
+
+    def _load(self, path: Path) -> None:
+        shapes = [tuple(weight.shape) for weight in self.network.weights]
+        try:
+            with np.load(path) as arrays:
+                self.count, self.first_epoch, self.last_epoch = (
+                    int(arrays[key]) for key in ("count", "first_epoch", "last_epoch"))
+                self.average = [arrays[f"w{i}"] for i in range(len(shapes))]
+                fits = len(arrays.files) == len(shapes) + 3 and [a.shape for a in self.average] == shapes
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+            raise DataError(f"{path}: not a readable weight average ({error}); delete {path.parent} to start "
+                            "over") from error
+        if not fits:
+            raise DataError(f"{path}: the weight average does not fit this network; delete {path.parent} to start over")
 
     def on_epoch_end(self, epoch, logs=None):
-        if epoch < self.first_epoch or epoch <= self.last_epoch:  # (an epoch re-run after a crash counts once)
+        if self.monitor.stopped != "completed" or epoch <= self.last_epoch:
+            return  # cut short, or run again after a crash (counted already)
+        window = self.schedule.planned_epochs - self.epochs
+        if epoch < window:
             return
-        self.last_epoch = epoch
         weights = self.network.get_weights()
-        self.count += 1
-        if self.average is None:
-            self.average = [np.array(w, dtype=np.float64) for w in weights]
+        if self.average is None or self.first_epoch < window:
+            self.average, self.count, self.first_epoch = [np.array(w, dtype=np.float64) for w in weights], 1, epoch
         else:
+            self.count += 1
             self.average = [mean + (w - mean) / self.count for mean, w in zip(self.average, weights)]
+        self.last_epoch = epoch
         if self.directory is not None:
-            arrays = {f"w{i}": mean for i, mean in enumerate(self.average)}
-            np.savez(self.directory / "average.npz", count=np.array(self.count), last_epoch=np.array(epoch),
-                     **arrays)
+            partial = self.directory / "average.partial"
+            with partial.open("wb") as file:
+                np.savez(file, count=self.count, first_epoch=self.first_epoch, last_epoch=epoch,
+                         **{f"w{i}": mean for i, mean in enumerate(self.average)})
+            os.replace(partial, self.directory / self.FILE)
 
 
 def _batch_norms(model: keras.Model) -> list[keras.layers.BatchNormalization]:
@@ -413,15 +440,16 @@ def _batch_norms(model: keras.Model) -> list[keras.layers.BatchNormalization]:
 
 def recompute_batch_norm(model: keras.Model, faces: np.ndarray, batch_size: int = 256) -> None:
     """Set every batch normalisation's moving mean and variance to the mean of its batch statistics
-    over ``faces``. Averaged weights never ran in training, so the statistics gathered there do not
-    fit them (the SWA paper's ``bn_update``)."""
+    over ``faces`` (each batch weighted by its faces). Averaged weights never ran in training, so
+    the statistics gathered there do not fit them (the SWA paper's ``bn_update``)."""
     norms = _batch_norms(model)
     momenta = [norm.momentum for norm in norms]
     try:
-        for k, start in enumerate(range(0, len(faces), batch_size)):
-            for norm in norms:  # moving = moving * k/(k+1) + batch/(k+1): the running mean of batches
-                norm.momentum = k / (k + 1)
-            model(faces[start:start + batch_size], training=True)
+        for start in range(0, len(faces) if norms else 0, batch_size):
+            batch = faces[start:start + batch_size]
+            for norm in norms:  # moving = moving * seen/(seen+n) + batch * n/(seen+n): the mean so far
+                norm.momentum = start / (start + len(batch))
+            model(batch, training=True)
     finally:
         for norm, momentum in zip(norms, momenta):
             norm.momentum = momentum
@@ -439,7 +467,8 @@ def train(
     teacher: keras.Model | None = None,
     start_from: keras.Model | None = None,
 ) -> TrainResult:
-    """Train ``config.arch`` on ``dataset`` and return the model with the best validation accuracy.
+    """Train ``config.arch`` on ``dataset`` and return the model with the best validation accuracy
+    (or, with ``config.swa_epochs``, the mean of the last epochs' weights).
 
     Without ``validation``, FER2013's PublicTest rows are used when present, else a stratified
     10% split. With ``checkpoint_dir``, every epoch is checkpointed and a later call with the
@@ -448,16 +477,16 @@ def train(
     ``teacher`` (the float32 model of the stored models ``config.teacher`` names, e.g. from
     ``ensemble.teacher_model``) is distilled into the network as it trains; a resumed run goes on
     with the copy of the teacher its checkpoint holds. ``start_from`` (the stored model
-    ``config.init_from`` names) gives the network its first weights; with ``config.swa_epochs``
-    the result is the mean of the last epochs' weights, not the best epoch.
+    ``config.init_from`` names) gives a new run its first weights; a resumed run needs none. With
+    ``config.swa_epochs`` there is no early stopping: the last epochs are averaged, not selected.
     """
     if bool(config.teacher) != (teacher is not None):
         raise ValueError("pass the teacher model exactly when the recipe names teacher models")
     if config.teacher and not (0.0 <= config.distill_weight <= 1.0 and config.temperature > 0):
         raise ValueError(f"the distillation weight must lie in 0-1 and the temperature be above 0, not "
                          f"{config.distill_weight} and {config.temperature}")
-    if bool(config.init_from) != (start_from is not None):
-        raise ValueError("pass the starting model exactly when the recipe names one (init_from)")
+    if start_from is not None and not config.init_from:
+        raise ValueError("a starting model was given but the recipe names none (init_from)")
     if config.schedule not in ("cosine", "constant"):
         raise ValueError(f"the schedule must be cosine or constant, not {config.schedule!r}")
     if not 0 <= config.swa_epochs <= config.epochs:
@@ -493,7 +522,7 @@ def train(
             earlier_minutes = float(state.get("minutes", 0.0))
             commands = list(state.get("commands", []))
         else:
-            if start_from is not None:
+            if config.init_from:
                 _start_from(base, start_from, config.init_from)
             augmentation = build_augmentation(seed=config.seed) if config.augment else None
             if teacher is not None:
@@ -509,9 +538,12 @@ def train(
         monitor = _RunMonitor(config, steps_per_epoch, listener, cancel, directory, base.name,
                               history, start_epoch, best, earlier_minutes, commands)
         schedule = _WarmupSchedule(config, steps_per_epoch, monitor)
-        averager = _WeightAverage(base, config.epochs - config.swa_epochs, directory) if config.swa_epochs else None
         early = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=config.patience,
                                               restore_best_weights=True, verbose=0)
+        averager = None
+        if config.swa_epochs:
+            averager = _WeightAverage(base, config.swa_epochs, schedule, monitor, directory, resume=start_epoch > 0)
+            early = None
         if start_epoch < config.epochs:
             trainer.fit(
                 x_train, y_train,
@@ -523,31 +555,42 @@ def train(
                 callbacks=[callback for callback in (averager, monitor, schedule, early) if callback is not None],
                 verbose=0,
             )
-        minutes = monitor.minutes()
         stopped = monitor.stopped
-        if stopped == "completed" and early.stopped_epoch > 0:
+        if stopped == "completed" and early is not None and early.stopped_epoch > 0:
             stopped = "early_stopping"
-        if directory is not None and (directory / "best.keras").exists():
+        val_accuracy, averaged = monitor.best, 0
+        if averager is not None and averager.count and stopped != "cancelled":
+            base.set_weights(averager.average)
+            chosen = np.random.default_rng(config.seed).permutation(len(x_train))[:BATCH_NORM_FACES]
+            recompute_batch_norm(base, x_train[chosen])
+            val_accuracy = float(np.mean(base.predict(x_val, verbose=0).argmax(axis=1) == y_val.argmax(axis=1)))
+            averaged = averager.count
+        elif directory is not None and (directory / "best.keras").exists():
             best_model = keras.saving.load_model(directory / "best.keras")
             base.set_weights(best_model.get_weights())
-        elif early.best_weights is not None:
+        elif early is not None and early.best_weights is not None:
             trainer.set_weights(early.best_weights)
-        best_val = monitor.best
-        if averager is not None and averager.count:
-            base.set_weights(averager.average)
-            recompute_batch_norm(base, x_train[np.random.default_rng(config.seed).permutation(len(x_train))[:8192]])
-            best_val = float(np.mean(base.predict(x_val, verbose=0).argmax(axis=1) == y_val.argmax(axis=1)))
+        minutes = monitor.minutes()
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
     model = base
     if precision != "float32":
         model = copy_in_precision(base, config.arch)
     epochs_run = len(history.get("loss", []))
-    return TrainResult(model, config, history, epochs_run, stopped, minutes, best_val,
-                       len(dataset), len(validation), commands, averager.count if averager is not None else 0)
+    return TrainResult(model, config, history, epochs_run, stopped, minutes, val_accuracy,
+                       len(dataset), len(validation), commands, averaged)
 
 
-def _start_from(network: keras.Model, start: keras.Model, name: str) -> None:
+def check_target_name(name: str, config: TrainConfig) -> None:
+    """Refuse to save a fine-tuned network over the network it starts from (its recipe would
+    then point at itself)."""
+    if config.init_from and name.casefold() == config.init_from.casefold():
+        raise DataError(f"fine-tuning {config.init_from} cannot save over it: choose another name")
+
+
+def _start_from(network: keras.Model, start: keras.Model | None, name: str) -> None:
+    if start is None:
+        raise ValueError(f"the recipe starts from {name}: pass that model (start_from) to a new run")
     try:
         network.set_weights(start.get_weights())
     except ValueError as error:

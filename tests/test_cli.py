@@ -178,8 +178,15 @@ def test_train_fine_tunes_a_stored_network_with_weight_averaging(model_store, fe
     card = model_store.card("tuned")
     recipe = card["training"]["recipe"]
     assert (recipe["init_from"], recipe["schedule"], recipe["swa_epochs"]) == ("tiny", "constant", 1)
-    assert card["training"]["averaged_epochs"] == 1 and "--init-from tiny" in card["reproduce"]
+    assert card["training"]["averaged_epochs"] == 1
+    # reproduced by the commands of the network it started from, then its own
+    assert card["reproduce"].startswith("(untrained test model) && python -m fer_core train --arch mini_xception")
+    assert "--init-from tiny" in card["reproduce"]
+    assert "weight averaging: the mean of 1 of the last 1 epochs" in capsys.readouterr().out
     assert main(["train", "--arch", "mini_xception", "--data", str(fer_csv), "--init-from", "default"]) == 2
-    assert "default is a ds_cnn model: a mini_xception run starts from" in capsys.readouterr().err
+    assert "default (ds_cnn) is not a mini_xception network" in capsys.readouterr().err
+    assert main(["train", "--arch", "mini_xception", "--data", str(fer_csv), "--init-from", "tiny",
+                 "--name", "TINY"]) == 2
+    assert "fine-tuning tiny cannot save over it" in capsys.readouterr().err
     assert main(["train", "--arch", "ds_cnn", "--data", str(fer_csv), "--epochs", "2", "--swa-epochs", "3"]) == 2
     assert "--swa-epochs (3) cannot exceed --epochs (2)" in capsys.readouterr().err
