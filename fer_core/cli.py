@@ -30,7 +30,7 @@ def _runtime(classifier) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from fer_core.data import load_dataset, train_validation
-    from fer_core.ensemble import reproduce_commands, starting_network, teacher_model
+    from fer_core.ensemble import lineage, starting_network, teacher_model
     from fer_core.preprocess import Preprocessing
     from fer_core.store import ModelStore, check_name
     from fer_core.train import TrainConfig, TrainProgress, check_target_name, store_result, train
@@ -75,9 +75,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train(train_part, config, validation=validation, checkpoint_dir=checkpoints, listener=report,
                    command=command, teacher=teacher, start_from=start_from)
     # A model trained over several runs of one checkpoint is reproduced by all of them, in order.
-    reproduce = reproduce_commands(store, config.init_from, result.commands)
+    origin = lineage(store, config.init_from, result.commands)
     card = store_result(result, name, validation, data_description=Path(args.data).name,
-                        reproduce=reproduce, store=store)
+                        reproduce=origin.reproduce, earlier_minutes=origin.earlier_minutes, store=store)
     print(f"stopped: {result.stopped} after {result.epochs_run} epochs, {result.minutes:.1f} min")
     if config.swa_epochs:
         kept = f"the mean of {result.averaged_epochs}" if result.averaged_epochs else "none averaged: the best"
@@ -214,7 +214,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from fer_core.store import ModelStore
+    from fer_core.store import ModelStore, training_minutes
 
     cards = ModelStore(args.store).cards()
     if args.json:
@@ -231,7 +231,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
         print(f"{card['name']:<16}{card.get('arch', '?'):<15}{figure(metrics.get('accuracy'), '.4f'):>9}"
               f"{figure(metrics.get('macro_f1'), '.4f'):>9}{figure(card.get('parameters'), ','):>11}"
-              f"{figure(card.get('ms_per_face'), '.2f'):>9}{figure(training.get('minutes'), '.1f'):>10}"
+              f"{figure(card.get('ms_per_face'), '.2f'):>9}{figure(training_minutes(card), '.1f'):>10}"
               f"  {training.get('data', '-')}")
     return 0
 

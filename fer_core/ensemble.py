@@ -7,6 +7,7 @@ file at no measurable cost in accuracy (checked when it is saved).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -14,7 +15,7 @@ import numpy as np
 from fer_core.data import FaceDataset, train_validation
 from fer_core.errors import DataError, ModelNotFoundError
 from fer_core.preprocess import Preprocessing, images_to_input
-from fer_core.store import ModelStore, StoredModel
+from fer_core.store import ModelStore, StoredModel, training_minutes
 
 if TYPE_CHECKING:
     import keras
@@ -88,15 +89,25 @@ def starting_networks(store: ModelStore, arch: str, preprocessing: Preprocessing
             and Preprocessing.from_dict(card.get("preprocessing") or {}) == preprocessing]
 
 
-def reproduce_commands(store: ModelStore, start: str | None, commands: list[str]) -> str:
-    """The commands that reproduce a trained model: those of the network it was fine-tuned from
-    (``start``, when its card is still stored), then its own."""
-    if start is not None:
-        try:
-            commands = [store.card(start).get("reproduce", f"(the stored model {start})"), *commands]
-        except ModelNotFoundError:
-            commands = [f"(the stored model {start}, since removed)", *commands]
-    return " && ".join(commands)
+@dataclass(frozen=True)
+class Lineage:
+    """What a fine-tuned model owes the network it started from."""
+
+    reproduce: str  #: the start's commands, then the model's own
+    earlier_minutes: float | None  #: the start's whole training; None when its card is gone
+
+
+def lineage(store: ModelStore, start: str | None, commands: list[str]) -> Lineage:
+    """How a trained model came to be: the commands that reproduce it (those of the network it was
+    fine-tuned from, ``start``, then its own) and the training minutes before its own runs."""
+    if start is None:
+        return Lineage(" && ".join(commands), 0.0)
+    try:
+        card = store.card(start)
+    except ModelNotFoundError:
+        return Lineage(" && ".join([f"(the stored model {start}, since removed)", *commands]), None)
+    return Lineage(" && ".join([card.get("reproduce", f"(the stored model {start})"), *commands]),
+                   training_minutes(card))
 
 
 def _check_preprocessing(members: list[StoredModel], preprocessing: Preprocessing, role: str, user: str) -> None:
@@ -148,7 +159,8 @@ def save_ensemble(
     """Average ``members`` (see :func:`ensemble_members`) into the model ``name``, scored on
     ``validation``, and store it with float16 weights.
 
-    The card lists the members with their own figures; its training minutes are theirs summed,
+    The card lists the members with their own figures; its training minutes are theirs summed
+    (each network's whole training, from the network it was fine-tuned from on),
     and its ``reproduce`` is their commands followed by ``command``. Returns the card.
     """
     from fer_core.evaluate import save_evaluated
@@ -167,11 +179,11 @@ def save_ensemble(
     training = {
         "data": data_description,
         "validation_rows": len(validation),
-        "minutes": round(sum(float(t.get("minutes") or 0.0) for t in trainings), 1),
+        "minutes": round(sum(training_minutes(member.card) or 0.0 for member in members), 1),
         "members": [{"name": m.name, "arch": m.card["arch"], "parameters": m.card.get("parameters"),
                      "accuracy": (m.card.get("metrics") or {}).get("accuracy"),
                      "flip_tta": (m.card.get("metrics") or {}).get("flip_tta"),
-                     "minutes": t.get("minutes"), "recipe": t.get("recipe")}
+                     "minutes": training_minutes(m.card), "recipe": t.get("recipe")}
                     for m, t in zip(members, trainings)],
     }
     reproduce = " && ".join([m.card["reproduce"] for m in members if m.card.get("reproduce")] + [command])

@@ -164,7 +164,7 @@ class TrainingJobs:
     @staticmethod
     def _run(job: TrainingJob, data_path: Path, delete_data: bool, store: ModelStore) -> None:
         from fer_core.data import load_dataset, train_validation
-        from fer_core.ensemble import reproduce_commands, starting_network
+        from fer_core.ensemble import lineage, starting_network
         from fer_core.preprocess import Preprocessing
         from fer_core.train import store_result, train
 
@@ -189,9 +189,10 @@ class TrainingJobs:
                 job.status = "cancelled"
                 return
             job.status = "saving"
+            origin = lineage(store, job.config.init_from,
+                             [reproduce_command(job.config, job.data_description, job.model_name)])
             job.card = store_result(result, job.model_name, validation, data_description=job.data_description,
-                                    reproduce=reproduce_commands(store, job.config.init_from, [reproduce_command(
-                                        job.config, job.data_description, job.model_name)]),
+                                    reproduce=origin.reproduce, earlier_minutes=origin.earlier_minutes,
                                     store=store)
             job.status = "done"
         except (FerError, ValueError) as error:

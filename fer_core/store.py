@@ -181,6 +181,14 @@ def _deflate(path: Path) -> None:
     os.replace(packed, path)
 
 
+def training_minutes(card: dict) -> float | None:
+    """A stored model's whole training time in minutes: its own runs and those of the network it
+    was fine-tuned from (``total_minutes``; cards of older versions hold only ``minutes``)."""
+    training = card.get("training") or {}
+    minutes = training.get("total_minutes", training.get("minutes"))
+    return float(minutes) if isinstance(minutes, (int, float)) else None
+
+
 def make_card(
     *,
     arch: str,

@@ -289,10 +289,11 @@ class _RunMonitor(keras.callbacks.Callback):
 #: Training faces (at most) on which batch-normalisation statistics are measured again for averaged weights.
 BATCH_NORM_FACES = 8192
 
-#: Recipe entries that must match to resume a checkpoint (epochs, budget and patience may change).
+#: Recipe entries that must match to resume a checkpoint (epochs, budget, patience and the weight
+#: averaging window may change).
 _RESUME_KEYS = ("arch", "batch_size", "learning_rate", "weight_decay", "label_smoothing", "augment",
                 "class_weight", "preprocessing", "teacher", "distill_weight", "temperature", "init_from",
-                "schedule", "swa_epochs")
+                "schedule")
 
 
 def _read_checkpoint_state(directory: Path, config: TrainConfig) -> dict:
@@ -378,8 +379,9 @@ class _WeightAverage(keras.callbacks.Callback):
     Better Generalization", UAI 2018): the running mean of the network's weights at the end of each
     of the last ``epochs`` epochs of the schedule's plan (which a time budget shortens). An epoch
     cut short (cancel, time budget) is left out. With a checkpoint folder the mean is saved there
-    after each epoch, for a resumed run to go on with; a resumed run planning more epochs starts
-    the mean afresh, as its last epochs are others."""
+    after each epoch, for a resumed run to go on with. A resumed run whose window starts at or
+    before the mean's first epoch (more epochs and as many more averaged) adds to it; one whose
+    window starts later starts the mean afresh, as its last epochs are others."""
 
     FILE = "average.npz"
 
@@ -604,10 +606,12 @@ def store_result(
     *,
     data_description: str,
     reproduce: str,
+    earlier_minutes: float | None = 0.0,
     store=None,
 ) -> dict:
     """Evaluate a finished run on its validation faces, time it, and save it with its card
-    (see ``evaluate.save_evaluated``); returns the card."""
+    (see ``evaluate.save_evaluated``); returns the card. ``earlier_minutes`` is the training of
+    the network the run was fine-tuned from (None when unknown): ``total_minutes`` adds it."""
     from fer_core.evaluate import save_evaluated
     from fer_core.models import describe
 
@@ -615,7 +619,9 @@ def store_result(
                 "validation_rows": result.validation_rows, "recipe": result.config.to_dict(),
                 "precision": resolve_precision(result.config.precision),
                 "epochs_run": result.epochs_run, "stopped": result.stopped,
-                "minutes": round(result.minutes, 1), "averaged_epochs": result.averaged_epochs,
+                "minutes": round(result.minutes, 1),
+                "total_minutes": None if earlier_minutes is None else round(result.minutes + earlier_minutes, 1),
+                "averaged_epochs": result.averaged_epochs,
                 "history": result.history}
     return save_evaluated(result.model, name, validation, store=store,
                           preprocessing=Preprocessing.from_dict(result.config.preprocessing),

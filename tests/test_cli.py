@@ -173,16 +173,24 @@ def test_train_distils_stored_teachers(model_store, fer_csv, tmp_path, capsys, m
 
 def test_train_fine_tunes_a_stored_network_with_weight_averaging(model_store, fer_csv, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    tiny = model_store.load("tiny")
+    model_store.save("tiny", tiny.model, {**tiny.card, "training": {"data": "none", "minutes": 30.0}})
     assert main(["train", "--arch", "mini_xception", "--data", str(fer_csv), "--epochs", "1", "--name", "tuned",
                  "--batch-size", "32", "--init-from", "tiny", "--schedule", "constant", "--swa-epochs", "1"]) == 0
     card = model_store.card("tuned")
     recipe = card["training"]["recipe"]
     assert (recipe["init_from"], recipe["schedule"], recipe["swa_epochs"]) == ("tiny", "constant", 1)
     assert card["training"]["averaged_epochs"] == 1
+    # its whole training counts the 30 minutes of the network it started from
+    own, total = card["training"]["minutes"], card["training"]["total_minutes"]
+    assert 0 < own < 5 and abs(total - (own + 30.0)) <= 0.1 + 1e-9
+    assert "weight averaging: the mean of 1 of the last 1 epochs" in capsys.readouterr().out
+    assert main(["models"]) == 0
+    listed = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("tuned"))
+    assert listed.split()[-2] == f"{total:.1f}"
     # reproduced by the commands of the network it started from, then its own
     assert card["reproduce"].startswith("(untrained test model) && python -m fer_core train --arch mini_xception")
     assert "--init-from tiny" in card["reproduce"]
-    assert "weight averaging: the mean of 1 of the last 1 epochs" in capsys.readouterr().out
     assert main(["train", "--arch", "mini_xception", "--data", str(fer_csv), "--init-from", "default"]) == 2
     assert "default (ds_cnn) is not a mini_xception network" in capsys.readouterr().err
     assert main(["train", "--arch", "mini_xception", "--data", str(fer_csv), "--init-from", "tiny",

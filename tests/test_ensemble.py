@@ -48,11 +48,17 @@ def test_float16_copy_keeps_the_predictions(faces):
 
 
 def test_ensemble_command_stores_a_float16_ensemble_with_its_members_card(model_store, fer_csv, faces, capsys):
+    for name, training in (("default", {"minutes": 12.0}), ("tiny", {"minutes": 5.0, "total_minutes": 45.0})):
+        stored = model_store.load(name)
+        model_store.save(name, stored.model, {**stored.card, "training": {"data": "none", **training}})
     assert main(["ensemble", "default", "tiny", "--name", "pair", "--data", str(fer_csv)]) == 0
     assert "saved pair: validation accuracy" in capsys.readouterr().out
     card = model_store.card("pair")
     assert card["arch"] == "ensemble" and card["weights_dtype"] == "float16"
     assert [member["name"] for member in card["training"]["members"]] == ["default", "tiny"]
+    # each member's whole training, a fine-tuned one's start included
+    assert [member["minutes"] for member in card["training"]["members"]] == [12.0, 45.0]
+    assert card["training"]["minutes"] == 57.0
     assert card["metrics"]["n"] == 21 and card["metrics"]["usage"] == ["PublicTest"]
     assert card["reproduce"].endswith("python -m fer_core ensemble default tiny --name pair --data " + str(fer_csv))
     members = [model_store.load(name).model for name in ("default", "tiny")]

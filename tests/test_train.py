@@ -297,6 +297,9 @@ def test_weight_averaging_keeps_the_mean_of_the_last_epochs_and_resumes(tmp_path
     end_epoch(again, 4)  # cut short: left out
     assert again.count == 3 and all(np.allclose(mean, 3.0) for mean in again.average)
     monitor.stopped, schedule.planned_epochs = "completed", 10
+    longer = _WeightAverage(network, 9, schedule, monitor, tmp_path, resume=True)
+    end_epoch(longer, 4)  # a resumed run averaging as many more epochs as it adds: the mean goes on
+    assert longer.count == 4 and all(np.allclose(mean, 3.5) for mean in longer.average)
     end_epoch(again, 7)  # a resumed run planning more epochs: its last three are others
     assert again.count == 1 and all(np.allclose(mean, 8.0) for mean in again.average)
     assert _WeightAverage(network, 3, schedule, monitor, tmp_path, resume=False).count == 0  # a new run
