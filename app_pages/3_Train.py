@@ -124,11 +124,15 @@ def training_form() -> None:
     batch_size = batch_column.selectbox("Batch size", [32, 64, 128, 256], index=1, key="train_batch")
     learning_rate = rate_column.number_input("Learning rate", 1e-5, 1e-1, TrainConfig.learning_rate, 1e-4,
                                              format="%.4f", key="train_lr")
-    augment_column, weight_column = st.columns(2)
+    augment_column, weight_column, average_column = st.columns(3)
     augment = augment_column.toggle("Augmentation (flip, rotate, shift, zoom, erase)", True, key="train_augment")
     class_weight = weight_column.radio("Class balancing", ["none", "balanced", "sqrt"], horizontal=True,
                                        key="train_class_weight",
                                        help="Weigh rare classes (disgust) up: fully (balanced) or halfway (sqrt).")
+    swa_epochs = average_column.number_input(
+        "Average the last N epochs (0 = keep the best)", 0, 500, 0, key="train_swa_epochs",
+        help="Stochastic weight averaging: save the mean of the weights at the end of each of the last N epochs, "
+             "at a constant learning rate. Mostly worth it when fine-tuning a trained network for a few epochs.")
     name_column, owner_column = st.columns(2)
     name = name_column.text_input("Save as (model name)", arch, key="train_name")
     owner = owner_column.text_input("Your name (shown to others while you train)", key="train_owner")
@@ -139,12 +143,15 @@ def training_form() -> None:
     if not st.button("Start training", type="primary", key="train_start"):
         return
     problem = name_problem(name, existing, replace)
+    if swa_epochs > epochs:
+        problem = f"averaging the last {swa_epochs} epochs needs at least as many epochs (not {epochs})"
     if problem is not None:
         st.error(problem)
         return
     config = TrainConfig(arch=arch, epochs=int(epochs), batch_size=int(batch_size), learning_rate=float(learning_rate),
                          augment=augment, class_weight=class_weight, minutes=float(minutes) or None,
-                         init_from=None if start == RANDOM_START else start)
+                         init_from=None if start == RANDOM_START else start, swa_epochs=int(swa_epochs),
+                         schedule="constant" if swa_epochs else TrainConfig.schedule)
     with user_errors():
         if upload is not None:
             data_path, description, delete = spool_upload(upload, Path(upload.name).suffix), upload.name, True

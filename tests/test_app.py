@@ -217,6 +217,11 @@ def test_train_page_trains_a_tiny_dataset_to_a_saved_model(store):
     assert at.selectbox(key="train_start_from").options == ["random weights", "default", "small"]
     at.selectbox(key="train_start_from").set_value("small")  # fine-tuned from a stored ds_cnn
     at.number_input(key="train_epochs").set_value(1)
+    at.number_input(key="train_swa_epochs").set_value(2)
+    at.button(key="train_start").click().run()
+    assert at.error[0].value == "averaging the last 2 epochs needs at least as many epochs (not 1)"
+    assert training_jobs().current() is None or not training_jobs().current().active
+    at.number_input(key="train_swa_epochs").set_value(1)  # weight averaging at a constant learning rate
     at.selectbox(key="train_batch").set_value(32)
     at.text_input(key="train_name").set_value("tiny_test")
     at.text_input(key="train_owner").set_value("Ada")
@@ -238,7 +243,10 @@ def test_train_page_trains_a_tiny_dataset_to_a_saved_model(store):
     assert "tiny_test" in store.names()
     card = store.card("tiny_test")
     assert card["training"]["epochs_run"] == 1 and card["metrics"]["n"] == 14
-    assert card["training"]["recipe"]["init_from"] == "small" and "--init-from small" in card["reproduce"]
+    recipe = card["training"]["recipe"]
+    assert (recipe["init_from"], recipe["swa_epochs"], recipe["schedule"]) == ("small", 1, "constant")
+    assert card["training"]["averaged_epochs"] == 1
+    assert "--init-from small" in card["reproduce"] and "--schedule constant --swa-epochs 1" in card["reproduce"]
     assert at.success[0].value.startswith("Saved as 'tiny_test' after 1 epoch(s)")
     assert len(plotly_figures(at)) == 2  # training curves and the confusion matrix
     assert set(Path(tempfile.gettempdir()).glob("fer_lab_upload_*")) == spooled_before  # upload deleted
