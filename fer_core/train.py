@@ -562,6 +562,9 @@ def train(
             stopped = "early_stopping"
         val_accuracy, averaged = monitor.best, 0
         if averager is not None and averager.count and stopped != "cancelled":
+            if averager.first_epoch < schedule.planned_epochs - config.swa_epochs:  # a finished run, window shortened
+                raise DataError(f"{directory}: its weight average began at epoch {averager.first_epoch + 1}, before "
+                                f"the last {config.swa_epochs} epochs; average as many epochs as before, or train more")
             base.set_weights(averager.average)
             chosen = np.random.default_rng(config.seed).permutation(len(x_train))[:BATCH_NORM_FACES]
             recompute_batch_norm(base, x_train[chosen])

@@ -6,6 +6,7 @@ import pytest
 from conftest import synthetic_dataset
 
 from fer_core.data import FaceDataset
+from fer_core.errors import DataError
 from fer_core.models import build_model
 from fer_core.store import ModelStore
 from fer_core.train import TrainConfig, class_weights, resolve_precision, store_result, train
@@ -43,8 +44,6 @@ def test_one_epoch_trains_checkpoints_and_resumes(tiny_dataset, tmp_path):
 
 
 def test_resume_refuses_another_recipe_and_a_damaged_state(tiny_dataset, tmp_path):
-    from fer_core.errors import DataError
-
     train(tiny_dataset, TrainConfig(arch="ds_cnn", epochs=1, batch_size=32), checkpoint_dir=tmp_path)
     with pytest.raises(DataError, match="arch differ"):
         train(tiny_dataset, TrainConfig(arch="mini_xception", epochs=1, batch_size=32), checkpoint_dir=tmp_path)
@@ -211,8 +210,6 @@ def test_the_teacher_answers_in_a_training_step_as_at_inference():
 
 
 def test_distillation_checkpoints_resume_and_recipes_are_checked(tiny_dataset, tmp_path):
-    from fer_core.errors import DataError
-
     config = TrainConfig(arch="ds_cnn", epochs=1, batch_size=32, teacher=["t"])
     with pytest.raises(ValueError, match="teacher"):
         train(tiny_dataset, config)  # the recipe names a teacher, none given
@@ -239,8 +236,6 @@ def test_checkpoints_of_older_recipes_without_distillation_still_resume(tiny_dat
 
 
 def test_fine_tuning_starts_from_the_given_weights(tiny_dataset):
-    from fer_core.errors import DataError
-
     start = build_model("ds_cnn")
     rng = np.random.default_rng(1)
     start.set_weights([w + rng.normal(0, 0.05, w.shape).astype(w.dtype) for w in start.get_weights()])
@@ -274,7 +269,6 @@ def test_weight_averaging_keeps_the_mean_of_the_last_epochs_and_resumes(tmp_path
 
     import keras
 
-    from fer_core.errors import DataError
     from fer_core.train import _WeightAverage
 
     network = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
@@ -353,6 +347,12 @@ def test_a_weight_averaged_run_returns_the_mean_with_its_own_statistics(tiny_dat
     x_val, y_val = dataset_inputs(train_validation(tiny_dataset)[1], Preprocessing())
     accuracy = np.mean(result.model.predict(x_val, verbose=0).argmax(axis=1) == y_val.argmax(axis=1))
     assert result.val_accuracy == pytest.approx(accuracy)
+    config.swa_epochs = 1  # a finished run asked for a shorter window: its epochs cannot be averaged again
+    with pytest.raises(DataError, match="began at epoch 2, before the last 1 epochs"):
+        train(tiny_dataset, config, checkpoint_dir=tmp_path)
+    config.swa_epochs = 3  # a longer one: the mean it has, of 2 of the last 3 epochs
+    assert train(tiny_dataset, config, checkpoint_dir=tmp_path).averaged_epochs == 2
+    config.swa_epochs = 2
     config.epochs = 4  # resumed with more epochs: the last two are epochs 2 and 3, of which only 3 runs now
     assert train(tiny_dataset, config, checkpoint_dir=tmp_path).averaged_epochs == 1
     with pytest.raises(ValueError, match="averaged epochs"):
