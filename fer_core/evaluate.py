@@ -119,21 +119,23 @@ def save_evaluated(
     card_fields: dict,
     preprocessing: Preprocessing,
     store: ModelStore | None = None,
-    half_precision_copy: keras.Model | None = None,
+    compact_copy: keras.Model | None = None,
+    weights_dtype: str = "float32",
 ) -> dict:
     """Score ``model`` on its validation faces, time it, and save it with its card; returns the card.
 
     The card's metrics are those of plain inference and, under ``flip_tta``, of inference with
     the mirrored face averaged in. ``card_fields`` are passed to ``store.make_card`` (arch,
-    training, reproduce, description). With ``half_precision_copy``, ``model`` computing in float16
-    (``models.copy_in_precision``), both files hold float16 weights, half the size; the scores are
-    then those of the float16 LiteRT file (of the float32 ``model`` where LiteRT is missing).
+    training, reproduce, description). With ``compact_copy``, ``model`` with its weights stored in
+    ``weights_dtype`` (float16 or int8, see ``ensemble.save_ensemble``), both files hold weights
+    of that type; the scores are then those of the compact LiteRT file (of the float32 ``model``
+    where LiteRT is missing).
     """
     from fer_core.bench import classifier_ms_per_face
     from fer_core.predict import EmotionClassifier, to_tflite
     from fer_core.store import ModelStore, make_card
 
-    lite = to_tflite(model, half_precision=half_precision_copy is not None)
+    lite = to_tflite(model, weights_dtype)
     plain = EmotionClassifier(model, lite=lite)
     report = evaluate_classifier(plain, preprocessing, validation)
     flipped = evaluate_classifier(EmotionClassifier(model, True, lite), preprocessing, validation)
@@ -142,10 +144,10 @@ def save_evaluated(
     card = make_card(model=model, preprocessing=preprocessing.to_dict(), metrics=metrics,
                      ms_per_face=classifier_ms_per_face(plain), **card_fields)
     card["inference_backend"] = plain.backend  # what ms_per_face was measured with
-    if half_precision_copy is not None:
-        card["weights_dtype"] = "float16"
+    if weights_dtype != "float32":
+        card["weights_dtype"] = weights_dtype
     store = store or ModelStore()
-    store.save(name, half_precision_copy or model, card, lite)
+    store.save(name, compact_copy or model, card, lite)
     return store.card(name)
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
-from keras import layers
+from keras import layers, ops
 
 from fer_core.labels import NUM_CLASSES
 
@@ -53,6 +53,54 @@ def copy_in_precision(model: keras.Model, arch: str, dtype: str = "float32", nam
     copy.set_weights([np.asarray(weight, dtype=variable.dtype)
                       for weight, variable in zip(model.get_weights(), copy.weights, strict=True)])
     return copy if name is None else keras.Model(copy.input, copy.output, name=name)
+
+
+@keras.saving.register_keras_serializable(package="fer_core")
+class Int8Conv2D(layers.Conv2D):
+    """A Conv2D whose kernel is stored as int8 with one float scale per output channel.
+
+    Weight-only quantisation, to store a model in a quarter of the space: the kernel is expanded
+    back to floats when the layer runs, so the layer computes as the float one it was made from
+    (:func:`int8_copy`) within rounding. It is for inference only; its weights do not train.
+    """
+
+    def build(self, input_shape):
+        channels = input_shape[-1] if self.data_format == "channels_last" else input_shape[1]
+        shape = (*self.kernel_size, channels // self.groups, self.filters)
+        self._kernel = self.add_weight(name="kernel", shape=shape, initializer="zeros", dtype="int8", trainable=False)
+        self.kernel_scale = self.add_weight(name="kernel_scale", shape=(self.filters,), initializer="ones",
+                                            trainable=False)
+        self.bias = (self.add_weight(name="bias", shape=(self.filters,), initializer="zeros", trainable=False)
+                     if self.use_bias else None)
+        self.built = True
+
+    @property
+    def kernel(self):
+        return ops.multiply(ops.cast(self._kernel, self.compute_dtype), ops.cast(self.kernel_scale, self.compute_dtype))
+
+    # Store the variables themselves (int8 kernel, scales, bias), not the expanded kernel.
+    save_own_variables = layers.Layer.save_own_variables
+    load_own_variables = layers.Layer.load_own_variables
+
+
+def int8_copy(model: keras.Model) -> keras.Model:
+    """A copy of a float32 network whose ``Conv2D`` kernels (most of a VGG's weights) are
+    :class:`Int8Conv2D`: symmetric int8, scaled per output channel. Other layers are unchanged."""
+
+    def clone(layer: layers.Layer) -> layers.Layer:
+        kind = Int8Conv2D if type(layer) is layers.Conv2D else type(layer)
+        return kind.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    for source, target in zip(model.layers, copy.layers, strict=True):
+        weights = source.get_weights()
+        if isinstance(target, Int8Conv2D):
+            kernel = weights[0]
+            scale = np.abs(kernel).max(axis=(0, 1, 2)) / 127.0
+            scale[scale == 0] = 1.0  # an all-zero channel stays zero
+            weights = [np.round(kernel / scale).astype(np.int8), scale.astype(np.float32), *weights[1:]]
+        target.set_weights(weights)
+    return copy
 
 
 def build_ensemble(members: Sequence[keras.Model], name: str = "ensemble") -> keras.Model:

@@ -22,7 +22,7 @@ from fer_core.images import to_uint8
 from fer_core.labels import DISPLAY_NAMES, EMOTIONS, color_bgr
 from fer_core.pool import ObjectPool
 from fer_core.preprocess import Preprocessing, prepare_faces
-from fer_core.store import DEFAULT_NAME, ModelStore, StoredModel
+from fer_core.store import DEFAULT_NAME, WEIGHT_DTYPES, ModelStore, StoredModel
 
 if TYPE_CHECKING:
     import keras
@@ -55,17 +55,21 @@ class FaceResult:
                 "probabilities": {k: round(float(v), 4) for k, v in self.probabilities.items()}}
 
 
-def to_tflite(model: keras.Model, half_precision: bool = False) -> bytes:
+def to_tflite(model: keras.Model, weights_dtype: str = "float32") -> bytes:
     """The model as a TensorFlow Lite flatbuffer: same results, 2-4x faster per face on a CPU.
 
-    With ``half_precision`` the weights are stored as float16 (half the file, computed in
-    float32 after loading); ``model`` itself must compute in float32.
+    ``weights_dtype`` float16 stores the weights in half the space (computed in float32 after
+    loading); int8 stores them in a quarter, quantised per output channel (dynamic-range
+    quantisation: the heavy layers then compute in int8 too). ``model`` must compute in float32.
     """
     import tensorflow as tf
 
+    if weights_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"weights_dtype must be one of {', '.join(WEIGHT_DTYPES)}, not {weights_dtype!r}")
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if half_precision:
+    if weights_dtype != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if weights_dtype == "float16":
         converter.target_spec.supported_types = [tf.float16]
     return converter.convert()
 

@@ -24,6 +24,8 @@ from fer_core.labels import EMOTIONS
 
 PROJECT_MODELS = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_NAME = "default"
+#: How a model's weights can be stored: as trained, in half the space, or in a quarter (ensembles).
+WEIGHT_DTYPES = ("float32", "float16", "int8")
 if TYPE_CHECKING:
     import keras
 
@@ -66,6 +68,8 @@ class StoredModel:
 
 def _load_keras(path: Path) -> keras.Model:
     import keras
+
+    import fer_core.models  # noqa: F401  (registers the layers of compact ensembles, Int8Conv2D)
 
     try:
         return keras.saving.load_model(path, compile=False)

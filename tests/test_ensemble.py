@@ -1,4 +1,4 @@
-"""Ensembles: averaging stored models into one, stored in float16 and served like any model."""
+"""Ensembles: averaging stored models into one, stored in float16 or int8 and served like any model."""
 
 import io
 import json
@@ -11,7 +11,15 @@ from conftest import synthetic_dataset, write_fer_csv
 
 from fer_core.cli import main
 from fer_core.explain import grad_cam
-from fer_core.models import build_augmentation, build_ensemble, build_model, copy_in_precision, with_augmentation
+from fer_core.models import (
+    Int8Conv2D,
+    build_augmentation,
+    build_ensemble,
+    build_model,
+    copy_in_precision,
+    int8_copy,
+    with_augmentation,
+)
 from fer_core.predict import EmotionClassifier
 
 
@@ -47,38 +55,79 @@ def test_float16_copy_keeps_the_predictions(faces):
     np.testing.assert_allclose(predictions, model.predict(faces, verbose=0), atol=2e-3)
 
 
-def test_ensemble_command_stores_a_float16_ensemble_with_its_members_card(model_store, fer_csv, faces, capsys):
+def test_int8_copy_rounds_each_kernel_channel_to_int8_and_survives_the_store(model_store, faces):
+    model = copy_in_precision(build_model("fer_vgg"), "fer_vgg", name="member")
+    model.layers[1].set_weights([model.layers[1].get_weights()[0] * np.linspace(0, 2, 32)])  # a zero channel too
+    compact = int8_copy(model)
+    assert compact.name == "member"
+    convolutions = [(s, t) for s, t in zip(model.layers, compact.layers, strict=True) if isinstance(t, Int8Conv2D)]
+    assert len(convolutions) == 8
+    for source, target in convolutions:
+        kernel, scale = target.get_weights()[:2]
+        assert kernel.dtype == np.int8 and np.abs(kernel).max() == 127
+        error = np.abs(np.asarray(target.kernel) - source.get_weights()[0])
+        assert np.all(error <= scale / 2 + 1e-6)  # rounding to the nearest step of each channel
+    np.testing.assert_allclose(compact.predict(faces, verbose=0), model.predict(faces, verbose=0), atol=0.02)
+
+    card = model_store.card("default")
+    model_store.save("compact", compact, card)
+    reloaded = model_store.load("compact").model
+    assert {str(v.dtype) for layer in reloaded.layers if isinstance(layer, Int8Conv2D) for v in layer.weights} \
+        == {"int8", "float32"}
+    np.testing.assert_allclose(reloaded.predict(faces, verbose=0), compact.predict(faces, verbose=0), atol=1e-6)
+
+
+@pytest.mark.parametrize(("weights", "stored_dtypes", "tolerance"), [
+    ("float16", {"float16"}, 5e-3),
+    ("int8", {"int8", "float32"}, 0.03),
+])
+def test_ensemble_command_stores_a_compact_ensemble_with_its_members_card(model_store, fer_csv, faces, capsys,
+                                                                         weights, stored_dtypes, tolerance):
     for name, training in (("default", {"minutes": 12.0}), ("tiny", {"minutes": 5.0, "total_minutes": 45.0})):
         stored = model_store.load(name)
         model_store.save(name, stored.model, {**stored.card, "training": {"data": "none", **training}})
-    assert main(["ensemble", "default", "tiny", "--name", "pair", "--data", str(fer_csv)]) == 0
+    command = ["ensemble", "default", "tiny", "--name", "pair", "--data", str(fer_csv), "--weights", weights]
+    assert main(command) == 0
     assert "saved pair: validation accuracy" in capsys.readouterr().out
     card = model_store.card("pair")
-    assert card["arch"] == "ensemble" and card["weights_dtype"] == "float16"
+    assert card["arch"] == "ensemble" and card["weights_dtype"] == weights
     assert [member["name"] for member in card["training"]["members"]] == ["default", "tiny"]
     # each member's whole training, a fine-tuned one's start included
     assert [member["minutes"] for member in card["training"]["members"]] == [12.0, 45.0]
     assert card["training"]["minutes"] == 57.0
     assert card["metrics"]["n"] == 21 and card["metrics"]["usage"] == ["PublicTest"]
-    assert card["reproduce"].endswith("python -m fer_core ensemble default tiny --name pair --data " + str(fer_csv))
+    assert card["reproduce"].endswith("python -m fer_core " + " ".join(command))
     members = [model_store.load(name).model for name in ("default", "tiny")]
     assert card["parameters"] == sum(member.count_params() for member in members)
 
     stored = model_store.load("pair")
     assert stored.lite is not None
-    with zipfile.ZipFile(stored.path) as archive:  # float16 weights, deflated
+    with zipfile.ZipFile(stored.path) as archive:  # compact weights, deflated
         assert archive.getinfo("model.weights.h5").compress_type == zipfile.ZIP_DEFLATED
-        with h5py.File(io.BytesIO(archive.read("model.weights.h5"))) as weights:
+        with h5py.File(io.BytesIO(archive.read("model.weights.h5"))) as stored_weights:
             dtypes = set()
-            weights.visititems(lambda _, item: dtypes.add(str(item.dtype)) if isinstance(item, h5py.Dataset) else None)
-    assert dtypes == {"float16"}
+            stored_weights.visititems(
+                lambda _, item: dtypes.add(str(item.dtype)) if isinstance(item, h5py.Dataset) else None)
+    assert dtypes == stored_dtypes
     expected = np.mean([member.predict(faces, verbose=0) for member in members], axis=0)
     for backend in ("litert", "tensorflow"):
         classifier = EmotionClassifier.from_stored(stored, flip_tta=False, backend=backend)
-        np.testing.assert_allclose(classifier(faces), expected, atol=5e-3)
+        np.testing.assert_allclose(classifier(faces), expected, atol=tolerance)
     heat, explained = grad_cam(stored.model, faces[0])
     assert heat.shape == (48, 48) and heat.min() >= 0.0 and heat.max() <= 1.0
     assert explained == int(np.argmax(stored.model.predict(faces[:1], verbose=0)))
+
+
+def test_an_ensemble_is_stored_only_in_float16_or_int8(model_store, fer_csv):
+    from fer_core.data import load_dataset
+    from fer_core.ensemble import ensemble_members, save_ensemble
+    from fer_core.errors import DataError
+
+    members = ensemble_members(model_store, ["default", "tiny"], "pair")
+    with pytest.raises(DataError, match="stored as float16 or int8, not 'int4'"):
+        save_ensemble(model_store, members, "pair", load_dataset(fer_csv), data_description="x", command="x",
+                      weights_dtype="int4")
+    assert not model_store.root.joinpath("pair.keras").exists()
 
 
 @pytest.mark.parametrize(("arguments", "message"), [
