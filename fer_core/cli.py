@@ -314,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     ensemble.add_argument("--cache", action="store_true", help="cache the parsed dataset")
     ensemble.add_argument("--weights", choices=("float16", "int8"), default="float16",
                           help="store the weights in float16 (half of float32, no measurable loss) or the "
-                               "convolution kernels in int8 (a quarter; answers change on about 1%% of faces)")
+                               "convolution kernels in int8 (a quarter; see the README for its accuracy)")
     ensemble.set_defaults(run=cmd_ensemble)
 
     evaluate = commands.add_parser("evaluate", help="score a model on labelled faces")
