@@ -53,26 +53,31 @@ class FaceDetector(ABC):
     """Finds faces in a gray, BGR or BGRA image.
 
     ``max_side`` bounds the size detection runs at: a larger image is searched on a downscaled
-    copy and the boxes are scaled back, which keeps very large photos fast.
+    copy and the boxes are scaled back, which keeps very large photos fast. Faces smaller than
+    ``min_face_size`` pixels are ignored, and with ``min_face_fraction`` also faces smaller than
+    that share of the image's shorter side: a live stream that WebRTC scales down to 320x240 on a
+    slow link or CPU then still finds the faces it found at 640x480.
     """
 
     name = "base"
 
-    def __init__(self, min_face_size: int = 40, max_side: int = 1280):
+    def __init__(self, min_face_size: int = 40, max_side: int = 1280, min_face_fraction: float = 0.0):
         self.min_face_size = int(min_face_size)
         self.max_side = int(max_side)
+        self.min_face_fraction = float(min_face_fraction)
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Faces in ``image``, largest first."""
         height, width = image.shape[:2]
-        if min(height, width) < self.min_face_size:
+        min_face_size = max(self.min_face_size, self.min_face_fraction * min(height, width))
+        if min(height, width) < min_face_size:
             return []
         factor = 1.0
         if max(height, width) > self.max_side:
             factor = max(height, width) / self.max_side
             size = (max(1, int(round(width / factor))), max(1, int(round(height / factor))))
             image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        found = self._detect(image, self.min_face_size / factor)
+        found = self._detect(image, min_face_size / factor)
         if factor != 1.0:
             found = [d.scaled(factor) for d in found]
         return sorted(found, key=lambda d: d.box[2] * d.box[3], reverse=True)
@@ -114,8 +119,9 @@ class HaarDetector(FaceDetector):
     """
 
     def __init__(self, min_face_size: int = 40, max_side: int = 1280, scale_factor: float = 1.1,
-                 min_neighbors: int = 5, min_score: float = 4.0, equalize: bool = False):
-        super().__init__(min_face_size, max_side)
+                 min_neighbors: int = 5, min_score: float = 4.0, equalize: bool = False,
+                 min_face_fraction: float = 0.0):
+        super().__init__(min_face_size, max_side, min_face_fraction)
         self._cascades = ObjectPool(_load_cascade)
         with self._cascades.borrow():  # fail early when the cascade file is missing
             pass
@@ -142,8 +148,9 @@ class HaarDetector(FaceDetector):
 class MtcnnDetector(FaceDetector):
     """MTCNN (Zhang et al., IEEE Signal Processing Letters 2016) from the ``mtcnn`` package."""
 
-    def __init__(self, min_face_size: int = 40, max_side: int = 1280, min_confidence: float = 0.9):
-        super().__init__(min_face_size, max_side)
+    def __init__(self, min_face_size: int = 40, max_side: int = 1280, min_confidence: float = 0.9,
+                 min_face_fraction: float = 0.0):
+        super().__init__(min_face_size, max_side, min_face_fraction)
         try:
             from mtcnn import MTCNN
         except ImportError as error:
@@ -190,13 +197,14 @@ def _point(value) -> Point | None:
     return None if value is None else (float(value[0]), float(value[1]))
 
 
-#: Options that make a detector fast enough for live video. A webcam face is 100 pixels or more,
-#: so detection runs on the frame scaled down to at most 320 pixels, for faces of 60 pixels or
-#: more, with a coarser scale pyramid (`python -m fer_core bench --no-flip-tta` here: 8.9 ms per 640x480
-#: frame instead of 39.6 with `--full-detector`, classification included).
+#: Options that make a detector fast enough for live video. A webcam face fills an eighth of the
+#: frame's height or more (60 pixels at 640x480, 30 when WebRTC sends 320x240), so detection runs
+#: on the frame scaled down to at most 320 pixels, for faces of that size, with a coarser scale
+#: pyramid (`python -m fer_core bench --no-flip-tta` here: 8.9 ms per 640x480 frame instead of 39.6
+#: with `--full-detector`, classification included).
 LIVE_OPTIONS: dict[str, dict] = {
-    "haar": {"max_side": 320, "scale_factor": 1.2, "min_face_size": 60},
-    "mtcnn": {"max_side": 480},
+    "haar": {"max_side": 320, "scale_factor": 1.2, "min_face_size": 24, "min_face_fraction": 1 / 8},
+    "mtcnn": {"max_side": 480, "min_face_size": 24, "min_face_fraction": 1 / 12},
 }
 
 

@@ -356,7 +356,9 @@ def test_user_errors_shows_missing_packages_and_unreadable_files_as_messages():
 def test_live_snapshot_uses_the_full_detector_settings_to_find_a_small_face(store, monkeypatch):
     monkeypatch.setattr(streamlit_webrtc, "webrtc_streamer",
                         lambda **options: SimpleNamespace(state=SimpleNamespace(playing=False)))
-    photo = jpeg(cv2.resize(astronaut(), (256, 256), interpolation=cv2.INTER_AREA))  # a face of about 50 px
+    frame = np.full((480, 640, 3), 128, np.uint8)  # a face of about 50 px in a webcam-sized snapshot
+    frame[112:368, 192:448] = cv2.resize(astronaut(), (256, 256), interpolation=cv2.INTER_AREA)
+    photo = jpeg(frame)
     image = cv2.imdecode(np.frombuffer(photo, np.uint8), cv2.IMREAD_COLOR)
     assert not get_detector("haar", live=True).detect(image) and get_detector("haar").detect(image)
     at = open_app(LIVE)

@@ -72,6 +72,29 @@ def test_live_settings_find_the_same_faces(astronaut_bgr):
             assert all(overlap(a, b) > 0.6 for a, b in zip(full_boxes, live_boxes))
 
 
+def test_live_settings_still_find_the_face_when_webrtc_scales_the_stream_down():
+    """WebRTC sends 320x240 on a slow link or CPU: the smallest face scales with the frame."""
+    import cv2
+
+    from fer_core.detect import LIVE_OPTIONS
+    from fer_core.samples import sample_frame
+
+    for name in LIVE_OPTIONS:
+        live = get_detector(name, live=True)
+        for width, height in ((640, 480), (480, 360), (320, 240)):
+            frame = cv2.resize(sample_frame(), (width, height), interpolation=cv2.INTER_AREA)
+            found = live.detect(frame)
+            assert len(found) == 1, (name, width, found)
+            assert found[0].box[2] > height / 8  # the astronaut's face, not a small phantom
+
+
+def test_min_face_fraction_ignores_faces_small_for_the_image(astronaut_bgr):
+    detector = get_detector("haar")
+    face = detector.detect(astronaut_bgr)[0].box  # about 100 px in a 512 px photo
+    assert not get_detector("haar", min_face_fraction=(face[2] + 20) / 512).detect(astronaut_bgr)
+    assert get_detector("haar", min_face_fraction=(face[2] - 20) / 512).detect(astronaut_bgr)
+
+
 def test_haar_finds_most_faces_of_scikit_image_lfw_sample():
     """The figure in HaarDetector's docstring: 91 of 100 LFW faces (upscaled to 150 px) found."""
     import cv2

@@ -35,6 +35,7 @@ pytest.importorskip("playwright", reason="playwright is missing (pip install pla
 
 from conftest import ASTRONAUT_FACE  # noqa: E402
 from playwright.sync_api import Page, sync_playwright  # noqa: E402
+from playwright.sync_api import TimeoutError as PlaywrightTimeout  # noqa: E402
 
 from fer_core.samples import astronaut, sample_frame  # noqa: E402
 
@@ -178,6 +179,13 @@ def faces_analysed(page: Page) -> int:
     return int(metric.get_by_test_id("stMetricValue").inner_text().replace(",", ""))
 
 
+def readout(page: Page) -> str:
+    """The live readout's metrics and captions, for failure messages."""
+    parts = [*page.get_by_test_id("stMetric").all_inner_texts(),
+             *page.get_by_test_id("stCaptionContainer").all_inner_texts()]
+    return " | ".join(" ".join(part.split()) for part in parts)
+
+
 def stream_and_count_faces(page: Page, process: subprocess.Popen, seconds: float = 45) -> int:
     """Press START on the Live webcam page and wait until analysed faces are counted; their number."""
     start = page.frame_locator('iframe[title*="webrtc"]').get_by_role("button", name=START)
@@ -217,19 +225,28 @@ def test_live_webcam_page_detects_and_labels_the_camera_face(app, page, workdir)
     check_no_exception(page)
     assert count > 0, "no face analysed in the camera stream"
     # The main face carries one of the seven emotions, and the annotated stream plays in the page.
-    page.get_by_text(re.compile(rf"^Main face: {LABEL}$")).first.wait_for(timeout=20_000)
+    main_face = page.get_by_text(re.compile(rf"^Main face: {LABEL}$")).first
+    with contextlib.suppress(PlaywrightTimeout):
+        main_face.wait_for(timeout=45_000)
+    assert main_face.is_visible(), f"no main face in the live readout, which shows: {readout(page)}"
     video = page.frame_locator('iframe[title*="webrtc"]').locator("video")
-    assert video.evaluate("v => [v.videoWidth, v.videoHeight]") == [640, 480]
-    # It shows the camera's picture with a box and a label drawn around the face, and nothing else changed.
-    x, y, w, h = FACE_IN_CAMERA
+    # It shows the camera's picture with a box and a label drawn around the face, and nothing else
+    # changed: at 640x480, or less while WebRTC spares a busy CPU (compared at the stream's size).
     deadline = time.monotonic() + 10
     while True:
-        changed = np.abs(video_frame(video).astype(int) - CAMERA_FRAME.astype(int)).max(axis=2) > 80
-        near_face = changed[max(0, y - 40):y + h + 40, max(0, x - 40):x + w + 40].sum()
-        if changed.sum() > 300 and near_face >= 0.95 * changed.sum() or time.monotonic() > deadline:
+        shown = video_frame(video)
+        height, width = shown.shape[:2]
+        scale = width / CAMERA_FRAME.shape[1]
+        camera = cv2.resize(CAMERA_FRAME, (width, height), interpolation=cv2.INTER_AREA)
+        x, y, w, h = (round(v * scale) for v in FACE_IN_CAMERA)
+        changed = np.abs(shown.astype(int) - camera.astype(int)).max(axis=2) > 80
+        near_face = changed[max(0, y - 60):y + h + 60, max(0, x - 60):x + w + 60].sum()
+        drawn = changed.sum() > 300 * scale ** 2
+        if drawn and near_face >= 0.95 * changed.sum() or time.monotonic() > deadline:
             break
         page.wait_for_timeout(200)
-    assert changed.sum() > 300, f"no box drawn on the stream ({changed.sum()} pixels changed)"
+    assert width * 3 == height * 4 and width >= 320, f"the stream plays at {width}x{height}"
+    assert drawn, f"no box drawn on the stream ({changed.sum()} pixels changed)"
     assert near_face >= 0.95 * changed.sum(), f"the stream changed away from the face ({near_face} of {changed.sum()})"
     page.frame_locator('iframe[title*="webrtc"]').get_by_role("button", name=STOP).click()
 
