@@ -292,6 +292,37 @@ def fer_vgg(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES) -> keras.Model:
     return keras.Model(inputs, _softmax_head(x, num_classes), name="fer_vgg")
 
 
+@register("fer_resnet")
+def fer_resnet(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES) -> keras.Model:
+    """FER Lab ResNet: 4 residual stages (32-256), strided, with BN, GAP and a small head (~1.3M).
+
+    He et al., "Deep Residual Learning for Image Recognition", CVPR 2016, sized like ``fer_vgg``
+    but built another way (shortcuts, strided convolutions instead of pooling), so that the two
+    make different mistakes and an ensemble of both gains more than one of two alike networks.
+    """
+    inputs = keras.Input(input_shape)
+    x = _conv_bn_relu(inputs, 32)
+    for filters, stride in ((32, 1), (64, 2), (128, 2), (256, 2)):
+        x = _residual_block(x, filters, stride)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(0.4)(x)
+    x = layers.Dense(128, activation="relu")(x)
+    x = layers.Dropout(0.3)(x)
+    return keras.Model(inputs, _softmax_head(x, num_classes), name="fer_resnet")
+
+
+def _residual_block(x: keras.KerasTensor, filters: int, stride: int) -> keras.KerasTensor:
+    """Two 3x3 convolutions added to their input (projected by a 1x1 convolution where the shape changes)."""
+    shortcut = x
+    if stride != 1 or x.shape[-1] != filters:
+        shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False)(x)
+        shortcut = _batch_norm()(shortcut)
+    x = _conv_bn_relu(x, filters, strides=stride)
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+    x = _batch_norm()(x)
+    return layers.ReLU()(layers.Add()([x, shortcut]))
+
+
 def build_augmentation(rotation_degrees: float = 10.0, shift: float = 0.1, zoom: float = 0.1,
                        erasing: bool = True, seed: int | None = None) -> keras.Sequential:
     """Training-time augmentation as Keras layers: flip, rotation, shift, zoom and erasing.

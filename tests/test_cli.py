@@ -137,7 +137,8 @@ def test_unknown_architecture_lists_the_known_ones(capsys):
     with pytest.raises(SystemExit) as stop:
         main(["train", "--arch", "resnet9000", "--data", "x.csv"])
     assert stop.value.code == 2
-    assert "unknown architecture 'resnet9000' (choose from alexnet_small, ds_cnn, fer_vgg" in capsys.readouterr().err
+    known = "alexnet_small, ds_cnn, fer_resnet, fer_vgg"
+    assert f"unknown architecture 'resnet9000' (choose from {known}" in capsys.readouterr().err
 
 
 def test_evaluate_finds_the_faces_of_labelled_photos(model_store, astronaut_png, tmp_path, capsys):

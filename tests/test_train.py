@@ -7,7 +7,7 @@ from conftest import synthetic_dataset
 
 from fer_core.data import FaceDataset
 from fer_core.errors import DataError
-from fer_core.models import build_model
+from fer_core.models import ARCHITECTURES, build_model
 from fer_core.store import ModelStore
 from fer_core.train import TrainConfig, class_weights, resolve_precision, store_result, train
 
@@ -121,7 +121,7 @@ def test_store_result_writes_model_and_card(tiny_dataset, tmp_path):
     assert store.card("mine")["reproduce"] == "cmd"
 
 
-@pytest.mark.parametrize("arch", ["mini_xception", "ds_cnn", "simple_cnn", "alexnet_small", "modified_cnn", "fer_vgg"])
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 def test_every_architecture_trains_with_a_last_batch_of_one_face(arch):
     images, labels = synthetic_dataset(24)
     dataset = FaceDataset(images, labels, np.array(["Training"] * 17 + ["PublicTest"] * 7))
