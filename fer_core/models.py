@@ -133,6 +133,15 @@ def _softmax_head(x: keras.KerasTensor, num_classes: int) -> keras.KerasTensor:
     return layers.Activation("softmax", dtype="float32", name="probabilities")(x)
 
 
+def _pooled_head(x: keras.KerasTensor, num_classes: int) -> keras.KerasTensor:
+    """Global average pooling, then a small dropout-regularised dense layer and the softmax."""
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(0.4)(x)
+    x = layers.Dense(128, activation="relu")(x)
+    x = layers.Dropout(0.3)(x)
+    return _softmax_head(x, num_classes)
+
+
 def _batch_norm() -> layers.BatchNormalization:
     """Batch normalisation whose running statistics settle within a few hundred steps.
 
@@ -285,11 +294,7 @@ def fer_vgg(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES) -> keras.Model:
         for _ in range(convs):
             x = _conv_bn_relu(x, filters)
         x = layers.MaxPooling2D()(x)
-    x = layers.GlobalAveragePooling2D()(x)
-    x = layers.Dropout(0.4)(x)
-    x = layers.Dense(128, activation="relu")(x)
-    x = layers.Dropout(0.3)(x)
-    return keras.Model(inputs, _softmax_head(x, num_classes), name="fer_vgg")
+    return keras.Model(inputs, _pooled_head(x, num_classes), name="fer_vgg")
 
 
 @register("fer_resnet")
@@ -304,11 +309,7 @@ def fer_resnet(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES) -> keras.Model:
     x = _conv_bn_relu(inputs, 32)
     for filters, stride in ((32, 1), (64, 2), (128, 2), (256, 2)):
         x = _residual_block(x, filters, stride)
-    x = layers.GlobalAveragePooling2D()(x)
-    x = layers.Dropout(0.4)(x)
-    x = layers.Dense(128, activation="relu")(x)
-    x = layers.Dropout(0.3)(x)
-    return keras.Model(inputs, _softmax_head(x, num_classes), name="fer_resnet")
+    return keras.Model(inputs, _pooled_head(x, num_classes), name="fer_resnet")
 
 
 def _residual_block(x: keras.KerasTensor, filters: int, stride: int) -> keras.KerasTensor:
