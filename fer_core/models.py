@@ -281,7 +281,7 @@ def modified_cnn(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES) -> keras.Mode
 
 @register("fer_vgg")
 def fer_vgg(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES) -> keras.Model:
-    """FER Lab VGG: 4 VGG blocks (32-256) with BN, GAP and a small head (~1.2M); two make the default.
+    """FER Lab VGG: 4 VGG blocks (32-256) with BN, GAP and a small head (~1.2M); three make the default.
 
     In the line of Simonyan and Zisserman, "Very Deep Convolutional Networks for Large-Scale
     Image Recognition", ICLR 2015, and Khaireddin and Chen, "Facial Emotion Recognition:
