@@ -9,6 +9,7 @@ command line prints the same reports.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -130,6 +131,55 @@ def distillation_trainer(student: keras.Model, teacher: keras.Model,
     return keras.Model(inputs, both, name=f"{student.name}_distillation")
 
 
+#: A distillation checkpoint keeps the student network and its optimizer's state, not the whole
+#: training model: its teachers are stored models that the resuming run loads again (checked to
+#: be unchanged by ``teacher_weights`` in the state), so it takes the student's size, not theirs.
+STUDENT_FILE, OPTIMIZER_FILE = "student.keras", "optimizer.npz"
+
+
+def weights_fingerprint(model: keras.Model) -> str:
+    """A digest of a model's weights, to tell whether a teacher changed between two runs."""
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _save_distillation_checkpoint(trainer: keras.Model, student: keras.Model, directory: Path) -> None:
+    student.save(directory / STUDENT_FILE)
+    optimizer_state: dict[str, np.ndarray] = {}
+    trainer.optimizer.save_own_variables(optimizer_state)
+    partial = directory / "optimizer.partial"
+    with partial.open("wb") as file:
+        np.savez(file, **optimizer_state)
+    os.replace(partial, directory / OPTIMIZER_FILE)
+    (directory / "last.keras").unlink(missing_ok=True)  # a whole training model of an older version
+
+
+def _resume_distillation(directory: Path, state: dict, config: TrainConfig, teacher: keras.Model,
+                         augmentation: keras.Sequential | None) -> keras.Model:
+    """The training model of a distillation checkpoint: its student and optimizer state beside
+    ``teacher``, which must be the teacher the checkpoint was trained with."""
+    if state.get("teacher_weights") != weights_fingerprint(teacher):
+        raise DataError(f"{directory}: the teacher models ({', '.join(config.teacher)}) changed since this "
+                        "checkpoint was trained; restore them, or delete the folder to start over")
+    try:
+        student = keras.saving.load_model(directory / STUDENT_FILE)
+        with np.load(directory / OPTIMIZER_FILE) as arrays:
+            optimizer_state = {key: arrays[key] for key in arrays.files}
+    except Exception as error:  # Keras and NumPy raise many types for a damaged file
+        raise DataError(f"{directory}: cannot resume from this checkpoint ({error}); "
+                        "delete the folder to start over") from error
+    trainer = distillation_trainer(student, teacher, augmentation)
+    _compile(trainer, config)
+    trainer.optimizer.build(trainer.trainable_variables)
+    if len(optimizer_state) != len(trainer.optimizer.variables):
+        raise DataError(f"{directory / OPTIMIZER_FILE}: the optimizer state does not fit the student; "
+                        "delete the folder to start over")
+    trainer.optimizer.load_own_variables(optimizer_state)
+    return trainer
+
+
 @dataclass
 class TrainProgress:
     """One report from a running training: after a batch, or with validation after an epoch."""
@@ -205,9 +255,11 @@ class _RunMonitor(keras.callbacks.Callback):
     def __init__(self, config: TrainConfig, batches: int, listener: ProgressListener | None,
                  cancel: threading.Event | None, checkpoint_dir: Path | None, base_name: str,
                  history: dict[str, list[float]], start_epoch: int, best: float | None,
-                 earlier_minutes: float = 0.0, commands: list[str] | None = None):
+                 earlier_minutes: float = 0.0, commands: list[str] | None = None,
+                 teacher_weights: str | None = None):
         super().__init__()
         self.earlier_minutes, self.commands = earlier_minutes, commands or []
+        self.teacher_weights = teacher_weights  # fingerprint of a distillation run's teacher
         self.config, self.batches, self.listener, self.cancel = config, batches, listener, cancel
         self.checkpoint_dir, self.base_name = checkpoint_dir, base_name
         self.history, self.start_epoch, self.best = history, start_epoch, best
@@ -278,11 +330,17 @@ class _RunMonitor(keras.callbacks.Callback):
 
     def _checkpoint(self, epochs_done: int, improved: bool) -> None:
         directory = self.checkpoint_dir
-        self.model.save(directory / "last.keras")
+        network = _base_model(self.model, self.base_name)
+        if self.teacher_weights is None:
+            self.model.save(directory / "last.keras")
+        else:
+            _save_distillation_checkpoint(self.model, network, directory)
         if improved:
-            _base_model(self.model, self.base_name).save(directory / "best.keras")
+            network.save(directory / "best.keras")
         state = {"epochs_done": epochs_done, "best_val_accuracy": self.best, "minutes": round(self.minutes(), 2),
                  "history": self.history, "config": self.config.to_dict(), "commands": self.commands}
+        if self.teacher_weights is not None:
+            state["teacher_weights"] = self.teacher_weights
         (directory / "state.json").write_text(json.dumps(state, indent=1))
 
 
@@ -477,9 +535,10 @@ def train(
     same directory resumes where the last one stopped. ``command`` (how this run was started) is
     kept in the checkpoint, so a model trained over several runs lists every one of them. A
     ``teacher`` (the float32 model of the stored models ``config.teacher`` names, e.g. from
-    ``ensemble.teacher_model``) is distilled into the network as it trains; a resumed run goes on
-    with the copy of the teacher its checkpoint holds. ``start_from`` (the stored model
-    ``config.init_from`` names) gives a new run its first weights; a resumed run needs none. With
+    ``ensemble.teacher_model``) is distilled into the network as it trains; its checkpoints keep
+    the student and its optimizer's state, and a resumed run takes the same teacher again.
+    ``start_from`` (the stored model ``config.init_from`` names) gives a new run its first
+    weights; a resumed run needs none. With
     ``config.swa_epochs`` there is no early stopping: the last epochs are averaged, not selected.
     """
     if bool(config.teacher) != (teacher is not None):
@@ -514,11 +573,15 @@ def train(
         base = build_model(config.arch, input_shape)
         if directory is not None and (directory / "state.json").exists():
             state = _read_checkpoint_state(directory, config)
-            try:
-                trainer = keras.saving.load_model(directory / "last.keras")
-            except Exception as error:  # Keras raises many types for a damaged file
-                raise DataError(f"{directory / 'last.keras'}: cannot resume from this checkpoint ({error}); "
-                                "delete the folder to start over") from error
+            if teacher is not None and not (directory / "last.keras").exists():
+                augmentation = build_augmentation(seed=config.seed + state["epochs_done"]) if config.augment else None
+                trainer = _resume_distillation(directory, state, config, teacher, augmentation)
+            else:
+                try:
+                    trainer = keras.saving.load_model(directory / "last.keras")
+                except Exception as error:  # Keras raises many types for a damaged file
+                    raise DataError(f"{directory / 'last.keras'}: cannot resume from this checkpoint ({error}); "
+                                    "delete the folder to start over") from error
             base = _base_model(trainer, base.name)
             start_epoch, best, history = state["epochs_done"], state["best_val_accuracy"], state["history"]
             earlier_minutes = float(state.get("minutes", 0.0))
@@ -537,8 +600,10 @@ def train(
 
         if command is not None and command not in commands:  # a crashed run started again is one run
             commands.append(command)
+        teacher_weights = (weights_fingerprint(trainer.get_layer("frozen_teacher").teacher)
+                           if teacher is not None else None)
         monitor = _RunMonitor(config, steps_per_epoch, listener, cancel, directory, base.name,
-                              history, start_epoch, best, earlier_minutes, commands)
+                              history, start_epoch, best, earlier_minutes, commands, teacher_weights)
         schedule = _WarmupSchedule(config, steps_per_epoch, monitor)
         early = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=config.patience,
                                               restore_best_weights=True, verbose=0)

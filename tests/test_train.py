@@ -1,4 +1,5 @@
 import json
+import math
 import threading
 
 import numpy as np
@@ -216,9 +217,18 @@ def test_distillation_checkpoints_resume_and_recipes_are_checked(tiny_dataset, t
     with pytest.raises(ValueError, match="temperature"):
         train(tiny_dataset, TrainConfig(arch="ds_cnn", teacher=["t"], temperature=0), teacher=_constant_teacher())
     assert train(tiny_dataset, config, checkpoint_dir=tmp_path, teacher=_constant_teacher()).epochs_run == 1
+    # the checkpoint keeps the student and its optimizer, not the teacher (a stored model, given again)
+    assert {path.name for path in tmp_path.iterdir()} == {"student.keras", "optimizer.npz", "best.keras", "state.json"}
+    steps = math.ceil(len(tiny_dataset.with_usage("Training")) / 32)
+    with np.load(tmp_path / "optimizer.npz") as optimizer:
+        assert int(optimizer["0"]) == steps  # the optimizer's step count, then its moments
     config.epochs = 2
+    with pytest.raises(DataError, match="changed since this checkpoint"):
+        train(tiny_dataset, config, checkpoint_dir=tmp_path, teacher=_constant_teacher(answer=4))
     resumed = train(tiny_dataset, config, checkpoint_dir=tmp_path, teacher=_constant_teacher())
     assert resumed.epochs_run == 2 and resumed.model.output_shape == (None, 7)
+    with np.load(tmp_path / "optimizer.npz") as optimizer:
+        assert int(optimizer["0"]) == 2 * steps  # the resumed run went on with the saved optimizer state
     with pytest.raises(DataError, match="teacher differ"):
         train(tiny_dataset, TrainConfig(arch="ds_cnn", epochs=3, batch_size=32, teacher=["u"]),
               checkpoint_dir=tmp_path, teacher=_constant_teacher())
