@@ -16,6 +16,7 @@ import os
 import threading
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -145,22 +146,27 @@ def weights_fingerprint(model: keras.Model) -> str:
     return digest.hexdigest()[:16]
 
 
+def _write_whole(target: Path, write: Callable[[Path], object]) -> None:
+    """Write ``target`` through a file beside it that then replaces it, so that a run killed
+    meanwhile leaves the last whole file, not a broken one."""
+    partial = target.with_name(f"{target.stem}.partial{target.suffix}")
+    write(partial)
+    os.replace(partial, target)
+
+
 def _save_distillation_checkpoint(trainer: keras.Model, student: keras.Model, directory: Path) -> None:
-    student.save(directory / STUDENT_FILE)
+    _write_whole(directory / STUDENT_FILE, student.save)
     optimizer_state: dict[str, np.ndarray] = {}
     trainer.optimizer.save_own_variables(optimizer_state)
-    partial = directory / "optimizer.partial"
-    with partial.open("wb") as file:
-        np.savez(file, **optimizer_state)
-    os.replace(partial, directory / OPTIMIZER_FILE)
-    (directory / "last.keras").unlink(missing_ok=True)  # a whole training model of an older version
+    _write_whole(directory / OPTIMIZER_FILE, lambda path: np.savez(path, **optimizer_state))
 
 
 def _resume_distillation(directory: Path, state: dict, config: TrainConfig, teacher: keras.Model,
                          augmentation: keras.Sequential | None) -> keras.Model:
     """The training model of a distillation checkpoint: its student and optimizer state beside
     ``teacher``, which must be the teacher the checkpoint was trained with."""
-    if state.get("teacher_weights") != weights_fingerprint(teacher):
+    saved_teacher = state.get("teacher_weights")  # None right after a whole training model's checkpoint
+    if saved_teacher is not None and saved_teacher != weights_fingerprint(teacher):
         raise DataError(f"{directory}: the teacher models ({', '.join(config.teacher)}) changed since this "
                         "checkpoint was trained; restore them, or delete the folder to start over")
     try:
@@ -173,7 +179,8 @@ def _resume_distillation(directory: Path, state: dict, config: TrainConfig, teac
     trainer = distillation_trainer(student, teacher, augmentation)
     _compile(trainer, config)
     trainer.optimizer.build(trainer.trainable_variables)
-    if len(optimizer_state) != len(trainer.optimizer.variables):
+    expected = {str(i): tuple(variable.shape) for i, variable in enumerate(trainer.optimizer.variables)}
+    if {key: array.shape for key, array in optimizer_state.items()} != expected:
         raise DataError(f"{directory / OPTIMIZER_FILE}: the optimizer state does not fit the student; "
                         "delete the folder to start over")
     trainer.optimizer.load_own_variables(optimizer_state)
@@ -332,16 +339,18 @@ class _RunMonitor(keras.callbacks.Callback):
         directory = self.checkpoint_dir
         network = _base_model(self.model, self.base_name)
         if self.teacher_weights is None:
-            self.model.save(directory / "last.keras")
+            _write_whole(directory / "last.keras", self.model.save)
         else:
             _save_distillation_checkpoint(self.model, network, directory)
         if improved:
-            network.save(directory / "best.keras")
+            _write_whole(directory / "best.keras", network.save)
         state = {"epochs_done": epochs_done, "best_val_accuracy": self.best, "minutes": round(self.minutes(), 2),
                  "history": self.history, "config": self.config.to_dict(), "commands": self.commands}
         if self.teacher_weights is not None:
             state["teacher_weights"] = self.teacher_weights
-        (directory / "state.json").write_text(json.dumps(state, indent=1))
+        _write_whole(directory / "state.json", lambda path: path.write_text(json.dumps(state, indent=1)))
+        if self.teacher_weights is not None:  # the whole training model an older version saved
+            (directory / "last.keras").unlink(missing_ok=True)
 
 
 #: Training faces (at most) on which batch-normalisation statistics are measured again for averaged weights.
@@ -481,11 +490,9 @@ class _WeightAverage(keras.callbacks.Callback):
             self.average = [mean + (w - mean) / self.count for mean, w in zip(self.average, weights)]
         self.last_epoch = epoch
         if self.directory is not None:
-            partial = self.directory / "average.partial"
-            with partial.open("wb") as file:
-                np.savez(file, count=self.count, first_epoch=self.first_epoch, last_epoch=epoch,
-                         **{f"w{i}": mean for i, mean in enumerate(self.average)})
-            os.replace(partial, self.directory / self.FILE)
+            _write_whole(self.directory / self.FILE, lambda path: np.savez(
+                path, count=self.count, first_epoch=self.first_epoch, last_epoch=epoch,
+                **{f"w{i}": mean for i, mean in enumerate(self.average)}))
 
 
 def _batch_norms(model: keras.Model) -> list[keras.layers.BatchNormalization]:
@@ -573,7 +580,7 @@ def train(
         base = build_model(config.arch, input_shape)
         if directory is not None and (directory / "state.json").exists():
             state = _read_checkpoint_state(directory, config)
-            if teacher is not None and not (directory / "last.keras").exists():
+            if teacher is not None and (directory / STUDENT_FILE).exists():
                 augmentation = build_augmentation(seed=config.seed + state["epochs_done"]) if config.augment else None
                 trainer = _resume_distillation(directory, state, config, teacher, augmentation)
             else:

@@ -234,6 +234,33 @@ def test_distillation_checkpoints_resume_and_recipes_are_checked(tiny_dataset, t
               checkpoint_dir=tmp_path, teacher=_constant_teacher())
 
 
+def test_distillation_checkpoints_of_the_whole_training_model_resume_and_are_slimmed(tiny_dataset, tmp_path):
+    from fer_core.train import _compile, distillation_trainer
+
+    config = TrainConfig(arch="ds_cnn", epochs=1, batch_size=32, teacher=["t"])
+    train(tiny_dataset, config, checkpoint_dir=tmp_path, teacher=_constant_teacher())
+    state = json.loads((tmp_path / "state.json").read_text())
+    del state["teacher_weights"]  # as an older version saved it: the whole training model, teacher included
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    trainer = distillation_trainer(build_model("ds_cnn"), _constant_teacher())
+    _compile(trainer, config)
+    trainer.optimizer.build(trainer.trainable_variables)
+    trainer.save(tmp_path / "last.keras")
+    (tmp_path / "student.keras").unlink()
+    (tmp_path / "optimizer.npz").unlink()
+    config.epochs = 2
+    assert train(tiny_dataset, config, checkpoint_dir=tmp_path, teacher=_constant_teacher()).epochs_run == 2
+    assert {path.name for path in tmp_path.iterdir()} == {"student.keras", "optimizer.npz", "best.keras", "state.json"}
+
+    np.savez(tmp_path / "optimizer.npz", **{"0": np.zeros(3)})  # a damaged optimizer state
+    config.epochs = 3
+    with pytest.raises(DataError, match="optimizer state does not fit"):
+        train(tiny_dataset, config, checkpoint_dir=tmp_path, teacher=_constant_teacher())
+    (tmp_path / "student.keras").write_bytes(b"not a model")
+    with pytest.raises(DataError, match="cannot resume from this checkpoint"):
+        train(tiny_dataset, config, checkpoint_dir=tmp_path, teacher=_constant_teacher())
+
+
 def test_checkpoints_of_older_recipes_without_distillation_still_resume(tiny_dataset, tmp_path):
     config = TrainConfig(arch="ds_cnn", epochs=1, batch_size=32, augment=False)
     train(tiny_dataset, config, checkpoint_dir=tmp_path)
