@@ -162,11 +162,12 @@ def _save_distillation_checkpoint(trainer: keras.Model, student: keras.Model, di
 
 
 def _resume_distillation(directory: Path, state: dict, config: TrainConfig, teacher: keras.Model,
-                         augmentation: keras.Sequential | None) -> keras.Model:
+                         teacher_weights: str, augmentation: keras.Sequential | None) -> keras.Model:
     """The training model of a distillation checkpoint: its student and optimizer state beside
-    ``teacher``, which must be the teacher the checkpoint was trained with."""
+    ``teacher`` (whose :func:`weights_fingerprint` is ``teacher_weights``), which must be the
+    teacher the checkpoint was trained with."""
     saved_teacher = state.get("teacher_weights")  # None right after a whole training model's checkpoint
-    if saved_teacher is not None and saved_teacher != weights_fingerprint(teacher):
+    if saved_teacher is not None and saved_teacher != teacher_weights:
         raise DataError(f"{directory}: the teacher models ({', '.join(config.teacher)}) changed since this "
                         "checkpoint was trained; restore them, or delete the folder to start over")
     try:
@@ -338,16 +339,15 @@ class _RunMonitor(keras.callbacks.Callback):
     def _checkpoint(self, epochs_done: int, improved: bool) -> None:
         directory = self.checkpoint_dir
         network = _base_model(self.model, self.base_name)
+        state = {"epochs_done": epochs_done, "best_val_accuracy": self.best, "minutes": round(self.minutes(), 2),
+                 "history": self.history, "config": self.config.to_dict(), "commands": self.commands}
         if self.teacher_weights is None:
             _write_whole(directory / "last.keras", self.model.save)
         else:
             _save_distillation_checkpoint(self.model, network, directory)
+            state["teacher_weights"] = self.teacher_weights
         if improved:
             _write_whole(directory / "best.keras", network.save)
-        state = {"epochs_done": epochs_done, "best_val_accuracy": self.best, "minutes": round(self.minutes(), 2),
-                 "history": self.history, "config": self.config.to_dict(), "commands": self.commands}
-        if self.teacher_weights is not None:
-            state["teacher_weights"] = self.teacher_weights
         _write_whole(directory / "state.json", lambda path: path.write_text(json.dumps(state, indent=1)))
         if self.teacher_weights is not None:  # the whole training model an older version saved
             (directory / "last.keras").unlink(missing_ok=True)
@@ -545,8 +545,8 @@ def train(
     ``ensemble.teacher_model``) is distilled into the network as it trains; its checkpoints keep
     the student and its optimizer's state, and a resumed run takes the same teacher again.
     ``start_from`` (the stored model ``config.init_from`` names) gives a new run its first
-    weights; a resumed run needs none. With
-    ``config.swa_epochs`` there is no early stopping: the last epochs are averaged, not selected.
+    weights; a resumed run needs none. With ``config.swa_epochs`` there is no early stopping:
+    the last epochs are averaged, not selected.
     """
     if bool(config.teacher) != (teacher is not None):
         raise ValueError("pass the teacher model exactly when the recipe names teacher models")
@@ -578,11 +578,12 @@ def train(
         start_epoch, best, earlier_minutes, commands = 0, None, 0.0, []
         input_shape = (preprocessing.size, preprocessing.size, 1)
         base = build_model(config.arch, input_shape)
+        teacher_weights = weights_fingerprint(teacher) if teacher is not None else None
         if directory is not None and (directory / "state.json").exists():
             state = _read_checkpoint_state(directory, config)
             if teacher is not None and (directory / STUDENT_FILE).exists():
                 augmentation = build_augmentation(seed=config.seed + state["epochs_done"]) if config.augment else None
-                trainer = _resume_distillation(directory, state, config, teacher, augmentation)
+                trainer = _resume_distillation(directory, state, config, teacher, teacher_weights, augmentation)
             else:
                 try:
                     trainer = keras.saving.load_model(directory / "last.keras")
@@ -607,8 +608,6 @@ def train(
 
         if command is not None and command not in commands:  # a crashed run started again is one run
             commands.append(command)
-        teacher_weights = (weights_fingerprint(trainer.get_layer("frozen_teacher").teacher)
-                           if teacher is not None else None)
         monitor = _RunMonitor(config, steps_per_epoch, listener, cancel, directory, base.name,
                               history, start_epoch, best, earlier_minutes, commands, teacher_weights)
         schedule = _WarmupSchedule(config, steps_per_epoch, monitor)
