@@ -10,6 +10,7 @@ EXPECTED_PARAMETERS = {
     "alexnet_small": (4_000_000, 6_000_000),
     "modified_cnn": (1_000_000, 3_000_000),
     "fer_vgg": (1_000_000, 1_250_000),
+    "fer_vgg_wide": (2_500_000, 2_900_000),
     "fer_resnet": (1_000_000, 1_400_000),
 }
 
