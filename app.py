@@ -10,7 +10,7 @@ import streamlit_webrtc  # noqa: F401, I001
 
 from fer_core.labels import DISPLAY_NAMES, EMOTIONS
 from fer_core.store import ModelStore
-from ui_common import PRIVACY_NOTE, key_figures, sidebar
+from ui_common import PRIVACY_NOTE, key_figures, sidebar, user_errors
 
 # The pages live in app_pages/, not pages/: Streamlit runs any script in a pages/ folder on its own
 # (without this file's navigation, page settings and import order) when it is the first one opened.
@@ -34,14 +34,15 @@ def home() -> None:
     if chosen.model is None:
         st.info("No model is stored yet: train one on the Train page, or with `python -m fer_core train`.")
     else:
-        card = ModelStore().card(chosen.model)
         st.subheader(f"Active model: {chosen.model}")
-        st.caption(f"{card.get('arch', 'unknown architecture')}: {card.get('description', '')}")
-        key_figures(card)
-        training = card.get("training") or {}
-        if training.get("data"):
-            st.caption(f"Trained on {training['data']}; figures measured on "
-                       f"{(card.get('metrics') or {}).get('n', 'its')} validation faces.")
+        with user_errors():
+            card = ModelStore().card(chosen.model)
+            st.caption(f"{card.get('arch', 'unknown architecture')}: {card.get('description', '')}")
+            key_figures(card)
+            training = card.get("training") or {}
+            if training.get("data"):
+                st.caption(f"Trained on {training['data']}; figures measured on "
+                           f"{(card.get('metrics') or {}).get('n', 'its')} validation faces.")
     st.info(PRIVACY_NOTE, icon=":material/lock:")
     st.subheader("Pages")
     for page, text in zip(PAGES.values(), (

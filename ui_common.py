@@ -104,7 +104,7 @@ def load_classifier(model: str, thorough: bool = False) -> tuple[EmotionClassifi
     ``thorough`` gives it shifted views too (a copy sharing the loaded model)."""
     path = ModelStore().resolve(model)
     classifier, preprocessing, name = _classifier(str(path), path.stat().st_mtime)
-    return (classifier.with_shift_tta() if thorough else classifier), preprocessing, name
+    return (classifier.with_views(shift_tta=True) if thorough else classifier), preprocessing, name
 
 
 def model_version(model: str) -> float:

@@ -10,7 +10,7 @@ from fer_core.charts import confusion_matrix_figure, training_curves
 from fer_core.data import resolve_server_path, server_data_roots, spool_upload
 from fer_core.ensemble import starting_networks
 from fer_core.errors import DataError
-from fer_core.jobs import TrainingJob, training_jobs
+from fer_core.jobs import ACTIVE_STATES, TrainingJob, training_jobs
 from fer_core.models import ARCHITECTURES, describe
 from fer_core.preprocess import Preprocessing
 from fer_core.store import DEFAULT_NAME, ModelStore, check_name
@@ -20,7 +20,8 @@ from ui_common import key_figures, sidebar, user_errors
 STATUS_TEXT = {"loading": "Loading and checking the data", "training": "Training", "saving": "Evaluating and saving"}
 RANDOM_START = "random weights"
 STOP_REASONS = {"completed": "all epochs ran", "early_stopping": "validation accuracy stopped improving",
-                "time_budget": "the time budget was used up", "cancelled": "cancelled"}
+                "time_budget": "the time budget was used up", "finished": "stopped by you, best epoch so far kept",
+                "cancelled": "cancelled"}
 
 sidebar()
 st.title("Train a network")
@@ -31,14 +32,15 @@ my_job_id = st.session_state.get("train_job_id")
 @st.fragment(run_every=1.0)
 def follow(job: TrainingJob, mine: bool) -> None:
     """Progress, ETA and live curves of the running job, refreshed every second."""
-    if not job.active:
+    status = job.status  # read once: the job's thread may end it meanwhile
+    if status not in ACTIVE_STATES:
         st.rerun()
     progress = job.progress
-    if job.status == "training" and progress is not None:
+    if status == "training" and progress is not None:
         eta = "" if progress.eta_seconds is None else f", about {progress.eta_seconds / 60:.1f} min left"
         text = f"Epoch {progress.epoch}/{progress.epochs}, batch {progress.batch}/{progress.batches}{eta}"
     else:
-        text = f"{STATUS_TEXT[job.status]}..."
+        text = f"{STATUS_TEXT.get(status, status)}..."
     st.progress(job.fraction, text=text)
     if progress is not None:
         loss, accuracy = st.columns(2)
@@ -47,9 +49,15 @@ def follow(job: TrainingJob, mine: bool) -> None:
     history = job.epochs()
     if history:
         st.plotly_chart(training_curves(history), key="live-curves")
-    if mine and st.button("Cancel training", key="train_cancel"):
-        jobs.cancel(job.job_id)
-        st.toast("Cancelling after the current batch...")
+    if mine:
+        finish, cancel = st.columns(2)
+        if finish.button("Stop and save", key="train_finish", disabled=job.finish_event.is_set(),
+                         help="End the run now and save the best weights so far, as when its time is up."):
+            jobs.finish(job.job_id)
+            st.toast("Stopping after the current batch; the model is then evaluated and saved...")
+        if cancel.button("Cancel training", key="train_cancel", help="End the run now and save nothing."):
+            jobs.cancel(job.job_id)
+            st.toast("Cancelling after the current batch...")
 
 
 def show_outcome(job: TrainingJob) -> None:

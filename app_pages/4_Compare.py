@@ -11,7 +11,7 @@ import streamlit as st
 from fer_core.charts import confusion_matrix_figure, per_class_scores
 from fer_core.data import FaceDataset, load_dataset, resolve_server_path, server_data_roots, spool_upload
 from fer_core.errors import DataError
-from fer_core.evaluate import evaluate_classifier, evaluation_rows
+from fer_core.evaluate import card_metrics, evaluation_rows
 from fer_core.store import ModelStore
 from ui_common import load_classifier, sidebar, user_errors
 
@@ -29,15 +29,18 @@ chosen = st.multiselect("Models", names, default=names[:2], key="compare_models"
 if len(chosen) < 2:
     st.info("Choose two or more models.")
     st.stop()
-cards = {name: store.card(name) for name in chosen}
+cards = {name: store.card_or_error(name) for name in chosen}
+for card in cards.values():
+    if "error" in card:
+        st.warning(card["error"])
 
 
 def evaluate_models(models: list[str], dataset: FaceDataset) -> dict[str, dict]:
-    """Each model's evaluation on the same labelled faces, shaped like a card's metrics."""
+    """Each model's evaluation on the same labelled faces, measured as for its card."""
     results = {}
     for model in models:
         classifier, preprocessing, _ = load_classifier(model)
-        results[model] = evaluate_classifier(classifier, preprocessing, dataset).to_dict()
+        results[model] = card_metrics(classifier, preprocessing, dataset)
     return results
 
 
@@ -93,6 +96,7 @@ table = pd.DataFrame([{
     "model": name,
     "architecture": card.get("arch"),
     "accuracy": (metrics.get(name) or {}).get("accuracy"),
+    "with flip TTA": ((metrics.get(name) or {}).get("flip_tta") or {}).get("accuracy"),
     "macro-F1": (metrics.get(name) or {}).get("macro_f1"),
     "parameters": card.get("parameters"),
     "ms per face": card.get("ms_per_face"),
@@ -101,6 +105,9 @@ table = pd.DataFrame([{
 } for name, card in cards.items()])
 st.dataframe(table, hide_index=True, column_config={
     "accuracy": st.column_config.NumberColumn(format="percent"),
+    "with flip TTA": st.column_config.NumberColumn(
+        format="percent", help="Each face also read mirrored and the two answers averaged, as the app does "
+                               "for models whose card shows that it helps."),
     "macro-F1": st.column_config.NumberColumn(format="%.3f"),
     "parameters": st.column_config.NumberColumn(format="localized"),
     "ms per face": st.column_config.NumberColumn(format="%.2f"),

@@ -3,7 +3,6 @@ on one stream and on several concurrent streams, and the process's resident memo
 
 from __future__ import annotations
 
-import resource
 import sys
 import threading
 import time
@@ -94,7 +93,12 @@ def streams_fps(analyser: EmotionAnalyser, frame: np.ndarray, streams: int, seco
 
 
 def resident_mb() -> float:
-    """This process's resident memory now, in MB (Linux); the peak elsewhere."""
+    """This process's resident memory now, in MB (Linux); the peak on macOS; NaN on Windows, which
+    has no ``resource`` module (imported here, so that timing a model works everywhere)."""
+    try:
+        import resource
+    except ImportError:
+        return float("nan")
     try:
         with open("/proc/self/statm") as handle:
             pages = int(handle.read().split()[1])

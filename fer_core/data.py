@@ -308,7 +308,7 @@ def load_zip(path: str | os.PathLike, *, max_uncompressed: int = MAX_ZIP_UNCOMPR
                     continue
                 try:
                     data: bytes | Exception = archive.read(info)
-                except (zipfile.BadZipFile, OSError, RuntimeError) as error:
+                except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError) as error:
                     data = error
                 yield member.parts[:-1], f"{path}:{info.filename}", data
 
@@ -428,5 +428,10 @@ def resolve_server_path(text: str) -> Path:
 def spool_upload(upload: BinaryIO, suffix: str) -> Path:
     """Copy an uploaded file to a private temporary file (loaders need a path); the caller deletes it."""
     with tempfile.NamedTemporaryFile(prefix="fer_lab_upload_", suffix=suffix, delete=False) as handle:
-        shutil.copyfileobj(upload, handle, length=1 << 20)
+        try:
+            shutil.copyfileobj(upload, handle, length=1 << 20)
+        except BaseException:
+            handle.close()
+            Path(handle.name).unlink(missing_ok=True)  # a partial upload is not left behind
+            raise
     return Path(handle.name)

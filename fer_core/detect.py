@@ -2,7 +2,7 @@
 
 ``haar``: OpenCV's Haar cascade, fast enough for live video. ``mtcnn``: the MTCNN network of the
 ``mtcnn`` package (weights ship inside it), slower but more accurate and with eye landmarks; the
-default for still images.
+default of ``python -m fer_core predict`` (the app starts with ``haar`` and offers both).
 """
 
 from __future__ import annotations
@@ -90,10 +90,10 @@ class FaceDetector(ABC):
 DETECTORS: dict[str, Callable[..., FaceDetector]] = {}
 
 
-def register(name: str):
+def register(name: str) -> Callable[[type[FaceDetector]], type[FaceDetector]]:
     """Add a detector class to :data:`DETECTORS` under ``name``."""
 
-    def decorate(cls):
+    def decorate(cls: type[FaceDetector]) -> type[FaceDetector]:
         cls.name = name
         DETECTORS[name] = cls
         return cls
@@ -176,7 +176,8 @@ class MtcnnDetector(FaceDetector):
             if face["confidence"] < self.min_confidence or min(w, h) < min_face_size:
                 continue
             points = face.get("keypoints", {})
-            found.append(Detection((max(0, x), max(0, y), w, h), float(face["confidence"]),
+            left, top = max(0, x), max(0, y)  # a face cut by the image's edge: keep its visible part
+            found.append(Detection((left, top, w - (left - x), h - (top - y)), float(face["confidence"]),
                                    _point(points.get("left_eye")), _point(points.get("right_eye"))))
         return found
 

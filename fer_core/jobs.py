@@ -1,4 +1,4 @@
-"""Background training for the web app: one job per server process, followed and cancelled from any page.
+"""Background training for the web app: one job per server process, followed, stopped or cancelled from any page.
 
 Training a network takes the CPU for minutes to hours, so a server runs at most one training at a
 time; a second request is refused with who started the running one, when, and when it should end.
@@ -51,6 +51,7 @@ class TrainingJob:
     card: dict | None = None
     error: str | None = None
     cancel_event: threading.Event = field(default_factory=threading.Event)
+    finish_event: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
 
@@ -183,7 +184,7 @@ class TrainingJobs:
                 return
             job.status = "training"
             result = train(train_part, job.config, validation=validation, listener=job.listen,
-                           cancel=job.cancel_event, start_from=start_from)
+                           cancel=job.cancel_event, finish=job.finish_event, start_from=start_from)
             job.stopped = result.stopped
             if result.stopped == "cancelled":
                 job.status = "cancelled"
@@ -205,11 +206,20 @@ class TrainingJobs:
                 data_path.unlink(missing_ok=True)
 
     def cancel(self, job_id: str) -> bool:
-        """Ask the job ``job_id`` to stop after its current batch; False if it is not running."""
+        """Ask the job ``job_id`` to stop after its current batch and save nothing; False if it is
+        not running."""
+        return self._signal(job_id, "cancel_event")
+
+    def finish(self, job_id: str) -> bool:
+        """Ask the job ``job_id`` to stop after its current batch and save its best weights so far
+        (as when its time budget runs out); False if it is not running."""
+        return self._signal(job_id, "finish_event")
+
+    def _signal(self, job_id: str, event: str) -> bool:
         job = self.get(job_id)
         if job is None or not job.active:
             return False
-        job.cancel_event.set()
+        getattr(job, event).set()
         return True
 
 

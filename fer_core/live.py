@@ -61,8 +61,9 @@ class FaceTracker:
     """Joins the faces of successive frames into tracks by box overlap.
 
     ``smoothing`` is the weight of a track's past in its exponential moving average (0 means the
-    newest probabilities are reported as they are). A track not matched for more than
-    ``max_missed`` updates is dropped.
+    newest probabilities are reported as they are). A track that more than ``max_missed``
+    detections in a row do not find again is dropped; frames in between, which only classify the
+    faces again where they were last detected, cannot tell that a face has gone, so they age no track.
     """
 
     def __init__(self, iou_threshold: float = 0.3, max_missed: int = 2, smoothing: float = 0.0):
@@ -74,11 +75,16 @@ class FaceTracker:
 
     @property
     def detections(self) -> list[Detection]:
-        """The last detection of every live track, to classify again on the next frame."""
-        return [track.detection for track in self._tracks]
+        """Where the last detection found each tracked face, to classify again until the next one."""
+        return [track.detection for track in self._tracks if track.missed == 0]
 
-    def update(self, detections: list[Detection], results: list[FaceResult]) -> list[TrackedFace]:
-        """Match this frame's faces to tracks, start tracks for new faces, return the frame's faces."""
+    def update(self, detections: list[Detection], results: list[FaceResult], *,
+               detected: bool = True) -> list[TrackedFace]:
+        """Match this frame's faces to tracks, start tracks for new faces, return the frame's faces.
+
+        ``detected=False``: the faces are this tracker's own ``detections``, classified again on a
+        frame without detection; tracks then neither age nor get dropped.
+        """
         pairs = sorted(
             ((iou(track.detection.box, detection.box), t, d)
              for t, track in enumerate(self._tracks) for d, detection in enumerate(detections)),
@@ -92,9 +98,10 @@ class FaceTracker:
                 continue
             matched_tracks.add(t)
             track_of[d] = self._tracks[t]
-        for t, track in enumerate(self._tracks):
-            track.missed = 0 if t in matched_tracks else track.missed + 1
-        self._tracks = [track for track in self._tracks if track.missed <= self.max_missed]
+        if detected:
+            for t, track in enumerate(self._tracks):
+                track.missed = 0 if t in matched_tracks else track.missed + 1
+            self._tracks = [track for track in self._tracks if track.missed <= self.max_missed]
 
         faces = []
         for d, (detection, result) in enumerate(zip(detections, results)):
@@ -197,11 +204,9 @@ class LiveAnalyser:
 
     def _analyse(self, image: np.ndarray, started: float) -> list[TrackedFace]:
         """Detect or track, classify, smooth, schedule the next analysis and publish the result."""
-        if self._stats.analysed % self.detect_every == 0:
-            detections = self.analyser.detector.detect(image)
-        else:
-            detections = self._tracker.detections
-        faces = self._tracker.update(detections, self.analyser.classify(image, detections))
+        detected = self._stats.analysed % self.detect_every == 0
+        detections = self.analyser.detector.detect(image) if detected else self._tracker.detections
+        faces = self._tracker.update(detections, self.analyser.classify(image, detections), detected=detected)
         cost = self._clock() - started
         # Rest long enough that analysis takes at most max_load of the wall time.
         self._due = started + cost / self.max_load

@@ -171,11 +171,12 @@ class EmotionClassifier:
             raise FerError(f"model {stored.name} has no LiteRT file (or LiteRT is not installed)")
         return classifier
 
-    def with_shift_tta(self, shift_tta: bool = True) -> EmotionClassifier:
-        """This classifier with shifted views on or off: a copy sharing the loaded model, its
-        LiteRT interpreters and compiled graph, so it costs no second load."""
+    def with_views(self, *, flip_tta: bool | None = None, shift_tta: bool | None = None) -> EmotionClassifier:
+        """This classifier with mirrored or shifted views switched (None keeps a setting): a copy
+        sharing the loaded model and its LiteRT interpreters, so it costs no second load."""
         variant = copy.copy(self)
-        variant.shift_tta = shift_tta
+        variant.flip_tta = self.flip_tta if flip_tta is None else flip_tta
+        variant.shift_tta = self.shift_tta if shift_tta is None else shift_tta
         return variant
 
     def _tensorflow_graph(self):

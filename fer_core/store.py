@@ -9,6 +9,7 @@ classifies faces without it.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import re
@@ -116,15 +117,17 @@ class ModelStore:
             return card
         return {"name": path.stem, "arch": "unknown", "labels": list(EMOTIONS)}
 
+    def card_or_error(self, name: str) -> dict:
+        """The card of a model, or for an unreadable one its name and the error: listings show it
+        and go on."""
+        try:
+            return self.card(name)
+        except ModelNotFoundError as error:
+            return {"name": name, "arch": "unknown", "error": str(error)}
+
     def cards(self) -> list[dict]:
-        """The cards of every stored model; an unreadable card shows as its name and the error."""
-        cards = []
-        for name in self.names():
-            try:
-                cards.append(self.card(name))
-            except ModelNotFoundError as error:
-                cards.append({"name": name, "arch": "unknown", "error": str(error)})
-        return cards
+        """The cards of every stored model (see :meth:`card_or_error`)."""
+        return [self.card_or_error(name) for name in self.names()]
 
     def load(self, name_or_path: str | os.PathLike = DEFAULT_NAME) -> StoredModel:
         """A model and its card by name or path.
@@ -133,13 +136,14 @@ class ModelStore:
         archive and is read when first needed; without one, it is loaded now.
         """
         path = self.resolve(name_or_path)
+        card = self.card(path)
         lite_path = path.with_suffix(".tflite")
-        fresh = lite_path.exists() and lite_path.stat().st_mtime >= path.stat().st_mtime
-        if not fresh:
-            return StoredModel(path.stem, path, self.card(path), model=_load_keras(path))
+        lite = lite_path.read_bytes() if lite_path.exists() else None
+        if lite is None or not _lite_is_current(path, lite_path, lite, card):
+            return StoredModel(path.stem, path, card, model=_load_keras(path))
         if not zipfile.is_zipfile(path):
             raise ModelNotFoundError(f"{path}: not a loadable Keras model (not a .keras archive)")
-        return StoredModel(path.stem, path, self.card(path), lite_path.read_bytes())
+        return StoredModel(path.stem, path, card, lite)
 
     def save(self, name: str, model: keras.Model, card: dict, lite: bytes | None = None) -> Path:
         """Write ``name.keras`` and ``name.json`` (replacing a model of that name).
@@ -155,9 +159,11 @@ class ModelStore:
             staged = staging / f"{name}.keras"
             model.save(staged)
             _deflate(staged)
+            card = {**card, "name": name, "file_bytes": staged.stat().st_size}
+            card.pop("sha256", None)
             if lite is not None:
                 (staging / f"{name}.tflite").write_bytes(lite)
-            card = {**card, "name": name, "file_bytes": staged.stat().st_size}
+                card["sha256"] = {"keras": _sha256(staged.read_bytes()), "tflite": _sha256(lite)}
             (staging / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
             path = self.root / f"{name}.keras"
             os.replace(staged, path)
@@ -173,6 +179,19 @@ class ModelStore:
     def _ensure_root(self) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
         return self.root
+
+
+def _sha256(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def _lite_is_current(keras_path: Path, lite_path: Path, lite: bytes, card: dict) -> bool:
+    """Whether a ``.tflite`` file is the one saved with this ``.keras`` file: the card's hashes of
+    both match (whatever the files' dates after a copy); for a card without them, it is not older."""
+    hashes = card.get("sha256")
+    if isinstance(hashes, dict):
+        return hashes.get("tflite") == _sha256(lite) and hashes.get("keras") == _sha256(keras_path.read_bytes())
+    return lite_path.stat().st_mtime >= keras_path.stat().st_mtime
 
 
 def _deflate(path: Path) -> None:

@@ -3,8 +3,9 @@ schedule, label smoothing, knowledge distillation from a teacher, fine-tuning a 
 stochastic weight averaging, early stopping, checkpoints that resume, a time budget and progress
 reports.
 
-A UI follows a run through a :class:`ProgressListener` and stops it with a cancel event; the
-command line prints the same reports.
+A UI follows a run through a :class:`ProgressListener` and stops it with an event: ``cancel``
+(nothing is kept) or ``finish`` (the run ends as if its time were up and keeps its best weights);
+the command line prints the same reports.
 """
 
 from __future__ import annotations
@@ -219,7 +220,7 @@ class TrainResult:
     config: TrainConfig
     history: dict[str, list[float]]
     epochs_run: int
-    stopped: str  # completed | early_stopping | time_budget | cancelled
+    stopped: str  # completed | early_stopping | time_budget | finished (asked to) | cancelled
     minutes: float
     val_accuracy: float | None  # of the returned weights
     train_rows: int
@@ -258,17 +259,17 @@ def class_weights(labels: np.ndarray, mode: str) -> dict[int, float] | None:
 
 
 class _RunMonitor(keras.callbacks.Callback):
-    """Reports progress, honours the cancel event and the time budget, and checkpoints."""
+    """Reports progress, honours the stop events (by reason) and the time budget, and checkpoints."""
 
     def __init__(self, config: TrainConfig, batches: int, listener: ProgressListener | None,
-                 cancel: threading.Event | None, checkpoint_dir: Path | None, base_name: str,
+                 stop_events: dict[str, threading.Event], checkpoint_dir: Path | None, base_name: str,
                  history: dict[str, list[float]], start_epoch: int, best: float | None,
                  earlier_minutes: float = 0.0, commands: list[str] | None = None,
                  teacher_weights: str | None = None):
         super().__init__()
         self.earlier_minutes, self.commands = earlier_minutes, commands or []
         self.teacher_weights = teacher_weights  # fingerprint of a distillation run's teacher
-        self.config, self.batches, self.listener, self.cancel = config, batches, listener, cancel
+        self.config, self.batches, self.listener, self.stop_events = config, batches, listener, stop_events
         self.checkpoint_dir, self.base_name = checkpoint_dir, base_name
         self.history, self.start_epoch, self.best = history, start_epoch, best
         self.stopped = "completed"
@@ -307,8 +308,9 @@ class _RunMonitor(keras.callbacks.Callback):
                 self.epoch + 1, self.config.epochs, batch + 1, self.batches,
                 float(logs.get("loss", math.nan)), float(logs.get("accuracy", math.nan)),
                 time.monotonic() - self.started, self._eta(batch)))
-        if self.cancel is not None and self.cancel.is_set():
-            self._stop("cancelled")
+        requested = next((reason for reason, event in self.stop_events.items() if event.is_set()), None)
+        if requested is not None:
+            self._stop(requested)
         budget = self.budget_seconds()
         if budget is not None and time.monotonic() - self.started > budget:
             self._stop("time_budget")
@@ -530,6 +532,7 @@ def train(
     checkpoint_dir: str | Path | None = None,
     listener: ProgressListener | None = None,
     cancel: threading.Event | None = None,
+    finish: threading.Event | None = None,
     command: str | None = None,
     teacher: keras.Model | None = None,
     start_from: keras.Model | None = None,
@@ -608,7 +611,8 @@ def train(
 
         if command is not None and command not in commands:  # a crashed run started again is one run
             commands.append(command)
-        monitor = _RunMonitor(config, steps_per_epoch, listener, cancel, directory, base.name,
+        stop_events = {reason: event for reason, event in (("cancelled", cancel), ("finished", finish)) if event}
+        monitor = _RunMonitor(config, steps_per_epoch, listener, stop_events, directory, base.name,
                               history, start_epoch, best, earlier_minutes, commands, teacher_weights)
         schedule = _WarmupSchedule(config, steps_per_epoch, monitor)
         early = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=config.patience,

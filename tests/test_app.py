@@ -17,16 +17,19 @@ import pandas as pd
 import pytest
 import streamlit_webrtc
 from conftest import mp4_bytes
+from sklearn.metrics import confusion_matrix
 from streamlit.delta_generator import DeltaGenerator
 from streamlit.testing.v1 import AppTest
 
 from fer_core.charts import confusion_matrix_figure
+from fer_core.data import load_dataset
 from fer_core.detect import get_detector
-from fer_core.evaluate import report_from_predictions
+from fer_core.evaluate import evaluation_rows, report_from_predictions
 from fer_core.images import encode_png
 from fer_core.jobs import TrainingBusyError, training_jobs
 from fer_core.models import build_ensemble, build_model, copy_in_precision
 from fer_core.predict import FaceResult
+from fer_core.preprocess import Preprocessing, images_to_input
 from fer_core.samples import astronaut
 from fer_core.store import ModelStore, make_card
 from fer_core.train import TrainConfig  # noqa: E402
@@ -270,6 +273,27 @@ def test_a_job_refused_or_cancelled_deletes_its_data_and_saves_nothing(store, tm
     assert "cancelled_model" not in store.names()
 
 
+def test_stop_and_save_ends_a_run_early_and_saves_its_best_weights(store):
+    at = open_app(TRAIN)
+    at.file_uploader(key="train_upload").set_value(("faces.csv", fer_csv(), "text/csv"))
+    at.selectbox(key="train_arch").set_value("ds_cnn")
+    at.number_input(key="train_epochs").set_value(50)
+    at.selectbox(key="train_batch").set_value(32)
+    at.text_input(key="train_name").set_value("stopped_model")
+    at.button(key="train_start").click().run()
+    job = training_jobs().current()
+    assert job.model_name == "stopped_model" and job.active
+    at.button(key="train_finish").click().run()
+    assert not at.exception
+    assert job.wait(timeout=120)
+    at.run()
+    assert job.status == "done" and job.stopped == "finished"
+    card = store.card("stopped_model")
+    assert card["training"]["stopped"] == "finished" and card["training"]["epochs_run"] < 50
+    assert "stopped by you, best epoch so far kept" in at.success[0].value
+    assert not training_jobs().finish(job.job_id)  # no longer running
+
+
 def test_compare_page_draws_matrices_for_two_models_from_their_cards(store):
     at = open_app(COMPARE)
     table = at.dataframe[0].value
@@ -284,7 +308,23 @@ def test_compare_page_draws_matrices_for_two_models_from_their_cards(store):
     assert shares.sum(axis=1) == pytest.approx(np.ones(7))
 
 
-def test_compare_page_re_evaluates_models_on_an_uploaded_set(store):
+def test_an_unreadable_card_is_a_message_on_home_and_compare(store):
+    (store.root / "small.json").write_text("{not json")
+    at = open_app()
+    at.selectbox(key="_model").set_value("small").run()
+    assert not at.exception
+    assert any("small.json: the model card is not readable JSON" in error.value for error in at.error)
+    at.switch_page(COMPARE).run()
+    assert not at.exception
+    assert any("small.json: the model card is not readable JSON" in warning.value for warning in at.warning)
+    assert list(at.dataframe[0].value["model"]) == ["default", "small"]
+
+
+def test_compare_page_re_evaluates_models_on_an_uploaded_set(store, tmp_path):
+    card_file = store.root / "default.json"  # a card that has the app read faces mirrored too
+    card = json.loads(card_file.read_text())
+    card["metrics"]["flip_tta"] = {"accuracy": 0.99, "macro_f1": 0.99}
+    card_file.write_text(json.dumps(card))
     at = open_app(COMPARE)
     at.file_uploader(key="compare_upload").set_value(("labelled.csv", fer_csv(private=21), "text/csv"))
     at.button(key="compare_evaluate").click().run()
@@ -295,6 +335,19 @@ def test_compare_page_re_evaluates_models_on_an_uploaded_set(store):
     assert evaluation["n"] == 21
     assert all(sum(map(sum, metrics["confusion_matrix"])) == 21 for metrics in evaluation["metrics"].values())
     assert len(plotly_figures(at)) == 3
+    # measured as the cards are: plain inference, and the flip TTA figure beside it
+    csv = tmp_path / "labelled.csv"
+    csv.write_bytes(fer_csv(private=21))
+    faces = evaluation_rows(load_dataset(csv))
+    inputs = images_to_input(faces.images, Preprocessing())
+    for name, accuracy, flipped in zip(table["model"], table["accuracy"], table["with flip TTA"]):
+        network = store.load(name).model
+        plain = network.predict(inputs, verbose=0)
+        mirrored = plain + network.predict(inputs[:, :, ::-1], verbose=0)
+        assert evaluation["metrics"][name]["confusion_matrix"] == confusion_matrix(
+            faces.labels, plain.argmax(1), labels=range(7)).tolist()
+        assert accuracy == pytest.approx(np.mean(plain.argmax(1) == faces.labels), abs=5e-5)  # cards round to 4 places
+        assert flipped == pytest.approx(np.mean(mirrored.argmax(1) == faces.labels), abs=5e-5)
 
 
 def test_a_bad_labelled_set_on_compare_shows_the_data_error(store):

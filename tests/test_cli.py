@@ -102,6 +102,18 @@ def test_train_saves_to_the_store(model_store, fer_csv, tmp_path, capsys, monkey
     assert (tmp_path / "checkpoints" / "mine" / "state.json").exists()
 
 
+def test_timing_works_without_the_resource_module(monkeypatch):
+    import importlib
+
+    from fer_core import bench
+
+    monkeypatch.setitem(sys.modules, "resource", None)  # as on Windows: importing it fails
+    importlib.reload(bench)
+    assert np.isnan(bench.resident_mb())
+    monkeypatch.undo()
+    assert bench.resident_mb() > 0
+
+
 def test_bench_prints_fps_last(model_store, capsys):
     assert main(["bench", "--seconds", "0.5"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]

@@ -13,6 +13,7 @@ from fer_core.data import (
     load_fer2013_csv,
     load_image_folder,
     load_zip,
+    spool_upload,
     stratified_folds,
     stratified_split,
     train_validation,
@@ -156,6 +157,22 @@ def test_zip_with_path_traversal_is_refused(tmp_path):
     assert not (tmp_path.parent / "escaped.png").exists()
 
 
+def test_zip_with_a_damaged_entry_names_it(tmp_path):
+    face = np.random.default_rng(0).integers(0, 4, (48, 48)).astype(np.uint8) * 60
+    image = io.BytesIO()
+    Image.fromarray(face).save(image, format="BMP")
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as writer:
+        writer.writestr("happy/1.bmp", image.getvalue())
+    damaged = bytearray(archive.getvalue())
+    start = 30 + len("happy/1.bmp")  # the entry's compressed bytes follow its local header
+    damaged[start + 5:start + 40] = bytes(byte ^ 0xFF for byte in damaged[start + 5:start + 40])
+    path = tmp_path / "damaged.zip"
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(DataError, match=r"happy/1\.bmp: cannot read"):
+        load_zip(path)
+
+
 def test_not_a_zip_nor_csv(tmp_path):
     path = tmp_path / "random.bin"
     path.write_bytes(bytes(range(256)) * 4)
@@ -284,3 +301,17 @@ def test_photos_are_cropped_to_their_largest_face_when_asked(tmp_path, astronaut
 
     with pytest.raises(DataError, match="already cropped"):
         load_dataset(fer_csv, crop=cropper)
+
+
+def test_failed_upload_copy_leaves_no_file(tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+
+    class BrokenUpload(io.BytesIO):
+        def read(self, size=-1):
+            raise OSError("connection reset")
+
+    with pytest.raises(OSError, match="connection reset"):
+        spool_upload(BrokenUpload(b"x"), ".zip")
+    assert list(tmp_path.iterdir()) == []
+    copied = spool_upload(io.BytesIO(b"faces"), ".zip")
+    assert copied.parent == tmp_path and copied.read_bytes() == b"faces"

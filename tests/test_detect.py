@@ -106,3 +106,15 @@ def test_haar_finds_most_faces_of_scikit_image_lfw_sample():
         image = cv2.resize((face * 255).astype(np.uint8), (150, 150), interpolation=cv2.INTER_CUBIC)
         found += len(detector.detect(cv2.copyMakeBorder(image, 60, 60, 60, 60, cv2.BORDER_CONSTANT, value=128))) > 0
     assert found >= 88
+
+
+def test_mtcnn_box_cut_by_the_image_edge_keeps_its_visible_part(monkeypatch):
+    class EdgeFace:
+        """What MTCNN reports for a face partly outside the image: a box starting before its corner."""
+
+        def detect_faces(self, rgb, threshold_onet):
+            return [{"box": [-10, -5, 100, 80], "confidence": 0.99, "keypoints": {}}]
+
+    detector = get_detector("mtcnn")
+    monkeypatch.setattr(detector, "_mtcnn", EdgeFace())
+    assert detector.detect(np.zeros((200, 200, 3), np.uint8))[0].box == (0, 0, 90, 75)

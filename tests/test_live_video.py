@@ -110,6 +110,34 @@ def test_live_analyser_detects_every_kth_frame_and_tracks_in_between():
     assert update.faces[0].face.box == (40, 40, 60, 60)
 
 
+def test_live_analyser_drops_a_face_that_left_even_between_detections():
+    live, detector, _ = stub_live([one_hot("happy")], detect_every=3, max_load=1.0, max_missed=1)
+    for _ in range(3):
+        live.process(FRAME)
+    assert [t.track_id for t in live.latest().faces] == [1]
+    detector.boxes = []  # the face leaves: frames 4 and 7 detect nothing, the ones between track nothing
+    shown = []
+    for _ in range(6):
+        live.process(FRAME)
+        shown.append(len(live.latest().faces))
+    assert shown == [0] * 6
+    detector.boxes = [(40, 40, 60, 60)]  # a face there after two empty detections is a new track
+    for _ in range(3):
+        live.process(FRAME)
+    assert [t.track_id for t in live.latest().faces] == [2]
+
+
+def test_tracker_keeps_a_track_through_frames_without_detection():
+    tracker = FaceTracker(max_missed=0)
+    box = [Detection((10, 10, 40, 40), 1.0)]
+    tracker.update(box, [FaceResult(box[0].box, one_hot("happy"))])
+    for _ in range(5):
+        again = tracker.detections
+        faces = tracker.update(again, [FaceResult(d.box, one_hot("happy")) for d in again], detected=False)
+        assert [t.track_id for t in faces] == [1]
+    assert tracker.update([], []) == [] and tracker.detections == []
+
+
 def test_live_analyser_smoothing_is_settable_while_running():
     live, _, _ = stub_live([one_hot("happy"), one_hot("sad"), one_hot("sad")], detect_every=1, max_load=1.0,
                            smoothing=0.0)

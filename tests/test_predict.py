@@ -107,10 +107,11 @@ def test_shift_tta_averages_ten_views():
     assert not np.allclose(both, shifted, atol=1e-3)
     np.testing.assert_allclose(both.sum(axis=1), 1.0, atol=1e-5)
     flipping = EmotionClassifier(model, flip_tta=True)
-    thorough = flipping.with_shift_tta()
+    thorough = flipping.with_views(shift_tta=True)
     assert thorough.flip_tta and thorough.shift_tta and not flipping.shift_tta
     np.testing.assert_allclose(thorough(faces), both, atol=1e-5)
-    np.testing.assert_allclose(thorough.with_shift_tta(False)(faces), flipping(faces), atol=1e-6)
+    np.testing.assert_allclose(thorough.with_views(shift_tta=False)(faces), flipping(faces), atol=1e-6)
+    np.testing.assert_allclose(thorough.with_views(flip_tta=False)(faces), shifted, atol=1e-5)
 
 
 def test_annotate_draws_on_a_copy(astronaut_bgr):
@@ -147,20 +148,34 @@ def test_litert_path_matches_tensorflow_and_is_used_from_the_store(model_store):
     np.testing.assert_allclose(flipped, EmotionClassifier(stored.model, flip_tta=True)(faces), atol=1e-5)
 
 
-def test_stale_lite_file_is_ignored(model_store):
+def test_lite_file_is_used_only_with_the_keras_file_it_was_saved_with(model_store):
+    import json
     import os
+    import shutil
 
     from fer_core.predict import to_tflite
 
     stored = model_store.load("tiny")
     model_store.save("tiny", stored.model, stored.card, to_tflite(stored.model))
-    assert model_store.load("tiny").lite is not None
     keras_file = model_store.resolve("tiny")
-    lite_file = keras_file.with_suffix(".tflite")
+    lite_file, card_file = keras_file.with_suffix(".tflite"), keras_file.with_suffix(".json")
+    os.utime(lite_file, (keras_file.stat().st_mtime - 60,) * 2)  # a copy may date the files in any order
+    assert model_store.load("tiny").lite is not None
+    original = keras_file.read_bytes()
+    shutil.copyfile(model_store.resolve("default"), keras_file)  # another network put in by hand
+    assert model_store.load("tiny").lite is None
+    keras_file.write_bytes(original)
+    lite_file.write_bytes(to_tflite(model_store.load("default").model))  # or another LiteRT file
+    assert model_store.load("tiny").lite is None
+    card = json.loads(card_file.read_text())
+    del card["sha256"]  # a card from before the hashes: the older file is the stale one
+    card_file.write_text(json.dumps(card))
+    assert model_store.load("tiny").lite is not None
     os.utime(lite_file, (keras_file.stat().st_mtime - 60,) * 2)
     assert model_store.load("tiny").lite is None
-    model_store.save("tiny", stored.model, stored.card)
+    model_store.save("tiny", stored.model, {**stored.card, "sha256": {"keras": "of an earlier save"}})
     assert not lite_file.exists()
+    assert "sha256" not in model_store.card("tiny")
 
 
 def test_litert_inference_imports_neither_keras_nor_tensorflow(model_store):

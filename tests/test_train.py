@@ -87,6 +87,15 @@ def test_cancel_stops_within_the_epoch(tiny_dataset):
     assert len([p for p in seen if not p.epoch_end]) == 1
 
 
+def test_finish_stops_within_the_epoch_and_keeps_the_weights(tiny_dataset):
+    finish = threading.Event()
+    finish.set()  # asked before the first batch: the run ends after it, validated like any epoch
+    result = train(tiny_dataset, TrainConfig(arch="ds_cnn", epochs=5, batch_size=16), finish=finish)
+    assert result.stopped == "finished"
+    assert result.epochs_run == 1
+    assert result.val_accuracy is not None and "val_accuracy" in result.history
+
+
 def test_time_budget_stops_the_run(tiny_dataset):
     result = train(tiny_dataset, TrainConfig(arch="ds_cnn", epochs=50, batch_size=16, minutes=0.0001))
     assert result.stopped == "time_budget"

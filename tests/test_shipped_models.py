@@ -1,0 +1,33 @@
+"""The models that ship in ``models/``: each has its full card, the LiteRT file saved with it, and
+fits the size limits (the default at most 5 MB, any at most 20 MB). Reads files only: no network runs."""
+
+import pytest
+
+from fer_core.labels import EMOTIONS
+from fer_core.models import ARCHITECTURES
+from fer_core.store import DEFAULT_NAME, PROJECT_MODELS, ModelStore
+
+SHIPPED = ModelStore(PROJECT_MODELS)
+RESEARCH_ARCHITECTURES = ("mini_xception", "ds_cnn", "simple_cnn", "alexnet_small", "modified_cnn")
+
+
+def test_the_default_and_every_research_architecture_ship():
+    assert {DEFAULT_NAME, *RESEARCH_ARCHITECTURES} <= set(SHIPPED.names())
+
+
+@pytest.mark.parametrize("name", SHIPPED.names())
+def test_shipped_model_has_its_card_and_lite_file_within_the_size_limit(name):
+    card = SHIPPED.card(name)
+    assert card["labels"] == list(EMOTIONS)
+    assert card["arch"] in (*ARCHITECTURES, "ensemble")
+    metrics = card["metrics"]
+    assert metrics["usage"] == ["PublicTest"] and metrics["n"] == 3589
+    assert 0.0 < metrics["accuracy"] < 1.0 and set(metrics["per_class"]) == set(EMOTIONS)
+    assert sum(map(sum, metrics["confusion_matrix"])) == metrics["n"]
+    assert card["parameters"] > 0 and card["ms_per_face"] > 0 and card["training"]["minutes"] > 0
+    assert card["reproduce"].startswith("python -m fer_core ")
+    stored = SHIPPED.load(name)
+    assert stored.lite is not None, "the .tflite file is not the one saved with the .keras file"
+    limit = 5_000_000 if name == DEFAULT_NAME else 20_000_000
+    keras_file = SHIPPED.resolve(name)
+    assert keras_file.stat().st_size <= limit and len(stored.lite) <= limit
