@@ -20,7 +20,8 @@ from ui_common import key_figures, sidebar, user_errors
 STATUS_TEXT = {"loading": "Loading and checking the data", "training": "Training", "saving": "Evaluating and saving"}
 RANDOM_START = "random weights"
 STOP_REASONS = {"completed": "all epochs ran", "early_stopping": "validation accuracy stopped improving",
-                "time_budget": "the time budget was used up", "finished": "stopped by you, best epoch so far kept",
+                "time_budget": "the time budget was used up",
+                "finished": "stopped by you; the best epoch, or the weight average, so far kept",
                 "cancelled": "cancelled"}
 
 sidebar()
@@ -52,7 +53,8 @@ def follow(job: TrainingJob, mine: bool) -> None:
     if mine:
         finish, cancel = st.columns(2)
         if finish.button("Stop and save", key="train_finish", disabled=job.finish_event.is_set(),
-                         help="End the run now and save the best weights so far, as when its time is up."):
+                         help="End the run now and save its best weights so far (or their mean so far, "
+                              "with weight averaging)."):
             jobs.finish(job.job_id)
             st.toast("Stopping after the current batch; the model is then evaluated and saved...")
         if cancel.button("Cancel training", key="train_cancel", help="End the run now and save nothing."):

@@ -10,6 +10,7 @@ import csv
 import gzip
 import hashlib
 import io
+import lzma
 import os
 import shutil
 import tempfile
@@ -308,7 +309,8 @@ def load_zip(path: str | os.PathLike, *, max_uncompressed: int = MAX_ZIP_UNCOMPR
                     continue
                 try:
                     data: bytes | Exception = archive.read(info)
-                except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError) as error:
+                except (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError, RuntimeError,
+                        NotImplementedError) as error:  # damaged, or compressed in a way Python cannot read
                     data = error
                 yield member.parts[:-1], f"{path}:{info.filename}", data
 

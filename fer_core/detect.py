@@ -173,11 +173,12 @@ class MtcnnDetector(FaceDetector):
         found = []
         for face in faces:
             x, y, w, h = (int(v) for v in face["box"])
+            left, top = max(0, x), max(0, y)  # a face cut by the image's edge: keep its visible part
+            w, h = w - (left - x), h - (top - y)
             if face["confidence"] < self.min_confidence or min(w, h) < min_face_size:
                 continue
             points = face.get("keypoints", {})
-            left, top = max(0, x), max(0, y)  # a face cut by the image's edge: keep its visible part
-            found.append(Detection((left, top, w - (left - x), h - (top - y)), float(face["confidence"]),
+            found.append(Detection((left, top, w, h), float(face["confidence"]),
                                    _point(points.get("left_eye")), _point(points.get("right_eye"))))
         return found
 

@@ -56,14 +56,20 @@ class _Track:
     probabilities: np.ndarray
     missed: int = 0
 
+    def face(self, box: Box, detection_score: float) -> TrackedFace:
+        """This track's face at ``box``, with its smoothed probabilities."""
+        smoothed = dict(zip(EMOTIONS, map(float, self.probabilities)))
+        return TrackedFace(self.track_id, FaceResult(box, smoothed, detection_score))
+
 
 class FaceTracker:
     """Joins the faces of successive frames into tracks by box overlap.
 
     ``smoothing`` is the weight of a track's past in its exponential moving average (0 means the
     newest probabilities are reported as they are). A track that more than ``max_missed``
-    detections in a row do not find again is dropped; frames in between, which only classify the
-    faces again where they were last detected, cannot tell that a face has gone, so they age no track.
+    detections in a row do not find again is dropped; until then it is :meth:`held` where it was
+    last seen (a detector misses a face now and then). Frames in between detections classify again
+    only the faces the last detection found, and cannot tell that a face has gone, so they age no track.
     """
 
     def __init__(self, iou_threshold: float = 0.3, max_missed: int = 2, smoothing: float = 0.0):
@@ -77,6 +83,11 @@ class FaceTracker:
     def detections(self) -> list[Detection]:
         """Where the last detection found each tracked face, to classify again until the next one."""
         return [track.detection for track in self._tracks if track.missed == 0]
+
+    def held(self) -> list[TrackedFace]:
+        """The faces the last detection missed but that are still tracked: their last box and
+        probabilities, to show until they are found again or dropped."""
+        return [track.face(track.detection.box, track.detection.score) for track in self._tracks if track.missed > 0]
 
     def update(self, detections: list[Detection], results: list[FaceResult], *,
                detected: bool = True) -> list[TrackedFace]:
@@ -114,8 +125,7 @@ class FaceTracker:
             else:
                 track.detection = detection
                 track.probabilities = self.smoothing * track.probabilities + (1.0 - self.smoothing) * new
-            smoothed = dict(zip(EMOTIONS, map(float, track.probabilities)))
-            faces.append(TrackedFace(track.track_id, FaceResult(result.box, smoothed, result.detection_score)))
+            faces.append(track.face(result.box, result.detection_score))
         return faces
 
 
@@ -207,6 +217,7 @@ class LiveAnalyser:
         detected = self._stats.analysed % self.detect_every == 0
         detections = self.analyser.detector.detect(image) if detected else self._tracker.detections
         faces = self._tracker.update(detections, self.analyser.classify(image, detections), detected=detected)
+        faces += self._tracker.held()
         cost = self._clock() - started
         # Rest long enough that analysis takes at most max_load of the wall time.
         self._due = started + cost / self.max_load

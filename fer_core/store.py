@@ -159,11 +159,11 @@ class ModelStore:
             staged = staging / f"{name}.keras"
             model.save(staged)
             _deflate(staged)
-            card = {**card, "name": name, "file_bytes": staged.stat().st_size}
-            card.pop("sha256", None)
+            hashes = {"keras": _sha256(staged.read_bytes())}
             if lite is not None:
                 (staging / f"{name}.tflite").write_bytes(lite)
-                card["sha256"] = {"keras": _sha256(staged.read_bytes()), "tflite": _sha256(lite)}
+                hashes["tflite"] = _sha256(lite)
+            card = {**card, "name": name, "file_bytes": staged.stat().st_size, "sha256": hashes}
             (staging / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
             path = self.root / f"{name}.keras"
             os.replace(staged, path)
@@ -187,7 +187,8 @@ def _sha256(content: bytes) -> str:
 
 def _lite_is_current(keras_path: Path, lite_path: Path, lite: bytes, card: dict) -> bool:
     """Whether a ``.tflite`` file is the one saved with this ``.keras`` file: the card's hashes of
-    both match (whatever the files' dates after a copy); for a card without them, it is not older."""
+    both match (whatever the files' dates after a copy; a card without a ``.tflite`` hash was saved
+    without one); for a card from before the hashes, it is not older."""
     hashes = card.get("sha256")
     if isinstance(hashes, dict):
         return hashes.get("tflite") == _sha256(lite) and hashes.get("keras") == _sha256(keras_path.read_bytes())

@@ -615,12 +615,14 @@ def train(
         monitor = _RunMonitor(config, steps_per_epoch, listener, stop_events, directory, base.name,
                               history, start_epoch, best, earlier_minutes, commands, teacher_weights)
         schedule = _WarmupSchedule(config, steps_per_epoch, monitor)
-        early = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=config.patience,
+        # Weight averaging runs every planned epoch (no early stopping); its best weights are kept
+        # all the same, for a run asked to finish before its averaging began.
+        patience = config.epochs if config.swa_epochs else config.patience
+        early = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience,
                                               restore_best_weights=True, verbose=0)
         averager = None
         if config.swa_epochs:
             averager = _WeightAverage(base, config.swa_epochs, schedule, monitor, directory, resume=start_epoch > 0)
-            early = None
         if start_epoch < config.epochs:
             trainer.fit(
                 x_train, y_train,
@@ -633,11 +635,12 @@ def train(
                 verbose=0,
             )
         stopped = monitor.stopped
-        if stopped == "completed" and early is not None and early.stopped_epoch > 0:
+        if stopped == "completed" and early.stopped_epoch > 0:
             stopped = "early_stopping"
         val_accuracy, averaged = monitor.best, 0
         if averager is not None and averager.count and stopped != "cancelled":
-            if averager.first_epoch < schedule.planned_epochs - config.swa_epochs:  # a finished run, window shortened
+            shortened = averager.first_epoch < schedule.planned_epochs - config.swa_epochs
+            if shortened and stopped != "finished":  # a finished run, window shortened (asked to finish: as it is)
                 raise DataError(f"{directory}: its weight average began at epoch {averager.first_epoch + 1}, before "
                                 f"the last {config.swa_epochs} epochs; average as many epochs as before, or train more")
             base.set_weights(averager.average)
@@ -648,7 +651,7 @@ def train(
         elif directory is not None and (directory / "best.keras").exists():
             best_model = keras.saving.load_model(directory / "best.keras")
             base.set_weights(best_model.get_weights())
-        elif early is not None and early.best_weights is not None:
+        elif early.best_weights is not None:
             trainer.set_weights(early.best_weights)
         minutes = monitor.minutes()
     finally:

@@ -113,8 +113,9 @@ def test_mtcnn_box_cut_by_the_image_edge_keeps_its_visible_part(monkeypatch):
         """What MTCNN reports for a face partly outside the image: a box starting before its corner."""
 
         def detect_faces(self, rgb, threshold_onet):
-            return [{"box": [-10, -5, 100, 80], "confidence": 0.99, "keypoints": {}}]
+            return [{"box": [-10, -5, 100, 80], "confidence": 0.99, "keypoints": {}},
+                    {"box": [-95, 100, 100, 90], "confidence": 0.99, "keypoints": {}}]  # a 5-pixel strip
 
     detector = get_detector("mtcnn")
     monkeypatch.setattr(detector, "_mtcnn", EdgeFace())
-    assert detector.detect(np.zeros((200, 200, 3), np.uint8))[0].box == (0, 0, 90, 75)
+    assert [face.box for face in detector.detect(np.zeros((200, 200, 3), np.uint8))] == [(0, 0, 90, 75)]

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 from conftest import synthetic_dataset
 
-from fer_core.data import FaceDataset
+from fer_core.data import FaceDataset, train_validation
 from fer_core.errors import DataError
 from fer_core.models import ARCHITECTURES, build_model
+from fer_core.preprocess import Preprocessing
 from fer_core.store import ModelStore
-from fer_core.train import TrainConfig, class_weights, resolve_precision, store_result, train
+from fer_core.train import TrainConfig, class_weights, dataset_inputs, resolve_precision, store_result, train
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +95,27 @@ def test_finish_stops_within_the_epoch_and_keeps_the_weights(tiny_dataset):
     assert result.stopped == "finished"
     assert result.epochs_run == 1
     assert result.val_accuracy is not None and "val_accuracy" in result.history
+
+
+@pytest.mark.parametrize(("finish_in_epoch", "averaged"), [(1, 0), (4, 1)])
+def test_finish_in_a_weight_averaged_run_keeps_the_best_or_the_mean_so_far(tiny_dataset, finish_in_epoch, averaged):
+    finish = threading.Event()
+    accuracies = []
+
+    def listener(progress):
+        if progress.epoch_end:
+            accuracies.append(progress.val_accuracy)
+        elif progress.epoch == finish_in_epoch:
+            finish.set()
+
+    config = TrainConfig(arch="ds_cnn", epochs=4, batch_size=16, augment=False, schedule="constant", swa_epochs=2)
+    result = train(tiny_dataset, config, listener=listener, finish=finish)
+    assert (result.stopped, result.epochs_run, result.averaged_epochs) == ("finished", finish_in_epoch, averaged)
+    x_val, y_val = dataset_inputs(train_validation(tiny_dataset)[1], Preprocessing())
+    accuracy = np.mean(result.model.predict(x_val, verbose=0).argmax(axis=1) == y_val.argmax(axis=1))
+    assert result.val_accuracy == pytest.approx(accuracy)  # the weights returned are the ones scored
+    if not averaged:
+        assert accuracy == pytest.approx(max(accuracies))
 
 
 def test_time_budget_stops_the_run(tiny_dataset):
