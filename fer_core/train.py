@@ -640,7 +640,7 @@ def train(
         val_accuracy, averaged = monitor.best, 0
         if averager is not None and averager.count and stopped != "cancelled":
             shortened = averager.first_epoch < schedule.planned_epochs - config.swa_epochs
-            if shortened and stopped != "finished":  # a finished run, window shortened (asked to finish: as it is)
+            if shortened and stopped != "finished":  # a run over, window shortened (one asked to finish: as it is)
                 raise DataError(f"{directory}: its weight average began at epoch {averager.first_epoch + 1}, before "
                                 f"the last {config.swa_epochs} epochs; average as many epochs as before, or train more")
             base.set_weights(averager.average)
