@@ -41,7 +41,7 @@ def follow(job: TrainingJob, mine: bool) -> None:
         eta = "" if progress.eta_seconds is None else f", about {progress.eta_seconds / 60:.1f} min left"
         text = f"Epoch {progress.epoch}/{progress.epochs}, batch {progress.batch}/{progress.batches}{eta}"
     else:
-        text = f"{STATUS_TEXT.get(status, status)}..."
+        text = f"{STATUS_TEXT[status]}..."  # one of ACTIVE_STATES, checked above
     st.progress(job.fraction, text=text)
     if progress is not None:
         loss, accuracy = st.columns(2)

@@ -208,19 +208,22 @@ class TrainingJobs:
     def cancel(self, job_id: str) -> bool:
         """Ask the job ``job_id`` to stop after its current batch and save nothing; False if it is
         not running."""
-        return self._signal(job_id, "cancel_event")
+        job = self._running(job_id)
+        if job is not None:
+            job.cancel_event.set()
+        return job is not None
 
     def finish(self, job_id: str) -> bool:
         """Ask the job ``job_id`` to stop after its current batch and save its best weights so far
         (as when its time budget runs out); False if it is not running."""
-        return self._signal(job_id, "finish_event")
+        job = self._running(job_id)
+        if job is not None:
+            job.finish_event.set()
+        return job is not None
 
-    def _signal(self, job_id: str, event: str) -> bool:
+    def _running(self, job_id: str) -> TrainingJob | None:
         job = self.get(job_id)
-        if job is None or not job.active:
-            return False
-        getattr(job, event).set()
-        return True
+        return job if job is not None and job.active else None
 
 
 _JOBS = TrainingJobs()

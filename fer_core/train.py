@@ -611,7 +611,8 @@ def train(
 
         if command is not None and command not in commands:  # a crashed run started again is one run
             commands.append(command)
-        stop_events = {reason: event for reason, event in (("cancelled", cancel), ("finished", finish)) if event}
+        stop_events = {reason: event for reason, event in (("cancelled", cancel), ("finished", finish))
+                       if event is not None}
         monitor = _RunMonitor(config, steps_per_epoch, listener, stop_events, directory, base.name,
                               history, start_epoch, best, earlier_minutes, commands, teacher_weights)
         schedule = _WarmupSchedule(config, steps_per_epoch, monitor)
