@@ -223,14 +223,19 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     if not cards:
         print("no stored models")
-    print(f"{'name':<16}{'arch':<15}{'accuracy':>9}{'macro-F1':>9}{'params':>11}{'ms/face':>9}{'train min':>10}  data")
+    name_width = max([len("name"), *(len(card["name"]) for card in cards)]) + 2
+    arch_width = max([len("arch"), *(len(str(card.get("arch", "?"))) for card in cards)]) + 2
+    print(f"{'name':<{name_width}}{'arch':<{arch_width}}{'accuracy':>9}{'flip TTA':>9}{'macro-F1':>9}"
+          f"{'params':>11}{'ms/face':>9}{'train min':>10}  data")
     for card in cards:
         metrics, training = card.get("metrics") or {}, card.get("training") or {}
 
         def figure(value, fmt):
             return format(value, fmt) if isinstance(value, (int, float)) else "-"
 
-        print(f"{card['name']:<16}{card.get('arch', '?'):<15}{figure(metrics.get('accuracy'), '.4f'):>9}"
+        flip_accuracy = (metrics.get("flip_tta") or {}).get("accuracy")
+        print(f"{card['name']:<{name_width}}{str(card.get('arch', '?')):<{arch_width}}"
+              f"{figure(metrics.get('accuracy'), '.4f'):>9}{figure(flip_accuracy, '.4f'):>9}"
               f"{figure(metrics.get('macro_f1'), '.4f'):>9}{figure(card.get('parameters'), ','):>11}"
               f"{figure(card.get('ms_per_face'), '.2f'):>9}{figure(training_minutes(card), '.1f'):>10}"
               f"  {training.get('data', '-')}")

@@ -27,6 +27,22 @@ def test_models_lists_the_store(model_store, capsys):
     assert [card["name"] for card in cards] == ["default", "tiny"]
 
 
+def test_models_keeps_long_names_apart_from_their_architecture(model_store, capsys):
+    from fer_core.store import make_card
+
+    model = model_store.load("tiny").model
+    metrics = {"accuracy": 0.5, "macro_f1": 0.4, "flip_tta": {"accuracy": 0.55, "macro_f1": 0.45}}
+    card = make_card(arch="mini_xception", model=model, preprocessing={"size": 48}, training={"data": "none"},
+                     metrics=metrics, ms_per_face=None, reproduce="(test)")
+    model_store.save("a_weight_averaged_long_name", model, card)
+    assert main(["models"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert rows[0][:5] == ["name", "arch", "accuracy", "flip", "TTA"]
+    assert [row[:2] for row in rows[1:]] == [["default", "ds_cnn"], ["a_weight_averaged_long_name", "mini_xception"],
+                                             ["tiny", "mini_xception"]]
+    assert rows[2][2:5] == ["0.5000", "0.5500", "0.4000"]
+
+
 def test_predict_json_and_annotate(model_store, astronaut_png, tmp_path, capsys):
     out = tmp_path / "annotated.png"
     assert main(["predict", str(astronaut_png), "--json", "--detector", "haar", "--annotate", str(out)]) == 0
