@@ -30,6 +30,12 @@ DETECTOR_LABELS = {
     "none": "None (images are face crops)",
 }
 DEFAULT_DETECTOR = "haar"
+#: fer_core.explain.EXPLANATIONS by name, said here so a page need not load TensorFlow to offer them.
+EXPLANATION_LABELS = {
+    "grad_cam": "Grad-CAM (regions)",
+    "guided_backprop": "Guided backprop (edges)",
+    "guided_grad_cam": "Guided Grad-CAM (edges in the regions)",
+}
 
 
 def _keep_keras_state_of_other_threads() -> None:
@@ -182,8 +188,9 @@ def _percent(value: float | None) -> str:
 
 
 def show_faces(image: np.ndarray, results: list[FaceResult], analyser: EmotionAnalyser | None = None,
-               explain: bool = False, key: str = "faces") -> np.ndarray:
-    """The annotated image beside one probability chart per face (with Grad-CAM when ``explain``).
+               explain: str | None = None, key: str = "faces") -> np.ndarray:
+    """The annotated image beside one probability chart per face, with the map of the explanation
+    method ``explain`` (a key of :data:`EXPLANATION_LABELS`) when given.
 
     Returns the annotated image (BGR) for a download.
     """
@@ -199,7 +206,9 @@ def show_faces(image: np.ndarray, results: list[FaceResult], analyser: EmotionAn
             if explain and analyser is not None:
                 from fer_core.explain import explain_face  # loads Keras and TensorFlow on first use
 
-                heat = explain_face(analyser.classifier.model, image, face.box, analyser.preprocessing, face.label)
+                heat = explain_face(analyser.classifier.model, image, face.box, analyser.preprocessing, face.label,
+                                    method=explain)
+                method = EXPLANATION_LABELS[explain].split(" (")[0]
                 st.image(heat, channels="BGR", width=192,
-                         caption=f"Grad-CAM: where the network looked to say {DISPLAY_NAMES[face.label]}")
+                         caption=f"{method}: where the network looked to say {DISPLAY_NAMES[face.label]}")
     return annotated

@@ -1,4 +1,4 @@
-"""Photos and videos: upload, see every face's emotion, explain it with Grad-CAM, download the results."""
+"""Photos and videos: upload, see every face's emotion, explain it with a saliency map, download the results."""
 
 from __future__ import annotations
 
@@ -14,7 +14,16 @@ from fer_core.images import encode_png, load_image
 from fer_core.labels import DISPLAY_NAMES, EMOTIONS
 from fer_core.predict import EmotionAnalyser, FaceResult
 from fer_core.video import VideoAnalysis, analyse_video
-from ui_common import PRIVACY_NOTE, analyser_or_stop, model_version, require_model, show_faces, sidebar, user_errors
+from ui_common import (
+    EXPLANATION_LABELS,
+    PRIVACY_NOTE,
+    analyser_or_stop,
+    model_version,
+    require_model,
+    show_faces,
+    sidebar,
+    user_errors,
+)
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp"]
 VIDEO_TYPES = ["mp4", "webm", "mov"]
@@ -34,7 +43,7 @@ settings = (model, model_version(model), chosen.detector, thorough)
 
 
 def analysed(file_id: str, image: np.ndarray, analyser: EmotionAnalyser, settings: tuple) -> list[FaceResult]:
-    """The faces of an uploaded image, kept for this session so reruns (e.g. Grad-CAM on) are instant.
+    """The faces of an uploaded image, kept for this session so reruns (e.g. an explanation turned on) are instant.
 
     Keyed by the upload's id and ``settings`` (model name and file time, detector, thorough), never by
     object ids, which Python reuses once the cache drops a model.
@@ -81,7 +90,13 @@ photos_tab, video_tab = st.tabs(["Photos", "Video"])
 with photos_tab:
     files = st.file_uploader("Photos", type=IMAGE_TYPES, accept_multiple_files=True,
                              help="Several at once; JPEG, PNG, WebP or BMP.")
-    explain = st.toggle("Grad-CAM: show where the network looked", key="gradcam")
+    explain = None
+    if st.toggle("Explain: show where the network looked", key="gradcam"):
+        explain = st.radio("Explanation", list(EXPLANATION_LABELS), format_func=EXPLANATION_LABELS.get,
+                           horizontal=True, key="explanation",
+                           help="Grad-CAM: the regions that raised the class's score. Guided backprop: the "
+                                "pixels whose change would raise it most. Guided Grad-CAM: those pixels "
+                                "inside Grad-CAM's regions.")
     rows: list[dict] = []
     reports: list[dict] = []
     for file in files or []:

@@ -1,10 +1,20 @@
-"""Grad-CAM: which parts of a face drove the network's decision for a class.
+"""Explanation maps: which parts of a face drove the network's decision for a class.
 
-Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based
-Localization", ICCV 2017.
+- ``grad_cam``: the last convolution's activations weighted by their mean gradients (Selvaraju
+  et al., "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization",
+  ICCV 2017): coarse regions.
+- ``guided_backprop``: the gradient of the class score down to the pixels, where each ReLU passes
+  back only positive gradients (Springenberg et al., "Striving for Simplicity: The All
+  Convolutional Net", ICLR 2015): fine edges, not tied to one class.
+- ``guided_grad_cam``: the two multiplied (Selvaraju et al.): fine edges inside the regions of
+  the class.
 """
 
 from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable
 
 import cv2
 import keras
@@ -42,6 +52,13 @@ def _scaled_to_one(cam: np.ndarray) -> np.ndarray:
     return cam / cam.max() if cam.max() > 0 else cam
 
 
+def _clipped_to_one(saliency: np.ndarray, percentile: float = 99.0) -> np.ndarray:
+    """A sparse pixel map scaled so its ``percentile`` is 1 and clipped there: a few extreme
+    pixels would otherwise leave the rest of the map invisible."""
+    top = np.percentile(saliency, percentile)
+    return np.clip(saliency / top, 0.0, 1.0) if top > 0 else _scaled_to_one(saliency)
+
+
 def _class_activation(network: keras.Model, batch: tf.Tensor, class_index: int | None) -> tuple[np.ndarray, int]:
     """Grad-CAM of one network at the input's size, in [0, 1], and the class it explains (its
     prediction when ``class_index`` is None): the last convolution's activations weighted by
@@ -61,6 +78,58 @@ def _class_activation(network: keras.Model, batch: tf.Tensor, class_index: int |
     return _scaled_to_one(cam), class_index
 
 
+@tf.custom_gradient
+def _positive_gradient_gate(values: tf.Tensor):
+    """Identity forward; backward only the positive part of the gradient passes."""
+
+    def gradient(upstream: tf.Tensor) -> tf.Tensor:
+        return tf.nn.relu(upstream)
+
+    return tf.identity(values), gradient
+
+
+class _GuidedReLU(keras.layers.Layer):
+    """A ReLU-activated layer whose output passes back only positive gradients. The ReLU itself
+    masks where its input was negative, so the two together are guided backpropagation's rule."""
+
+    def __init__(self, wrapped: keras.layers.Layer, **kwargs):
+        super().__init__(name=f"{wrapped.name}_guided", **kwargs)
+        self.wrapped = wrapped
+
+    def call(self, inputs):
+        return _positive_gradient_gate(self.wrapped(inputs))
+
+
+def _is_relu(layer: keras.layers.Layer) -> bool:
+    return isinstance(layer, keras.layers.ReLU) or getattr(layer, "activation", None) is keras.activations.relu
+
+
+_guided_copies: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_guided_lock = threading.Lock()
+
+
+def _guided(network: keras.Model) -> keras.Model:
+    """The network with guided ReLUs, sharing its layers and weights (made once per network)."""
+    with _guided_lock:
+        if network not in _guided_copies:
+            _guided_copies[network] = keras.models.clone_model(
+                network, clone_function=lambda layer: _GuidedReLU(layer) if _is_relu(layer) else layer)
+        return _guided_copies[network]
+
+
+def _guided_gradients(network: keras.Model, batch: tf.Tensor, class_index: int) -> np.ndarray:
+    """Guided backpropagation of one network: d score / d pixels (size, size), signed."""
+    guided = _guided(network)
+    with tf.GradientTape() as tape:
+        tape.watch(batch)
+        score = guided(batch, training=False)[:, class_index]
+    return tape.gradient(score, batch)[0, :, :, 0].numpy()
+
+
+def _explained_class(model: keras.Model, batch: tf.Tensor, class_index: int | None) -> int:
+    return int(np.argmax(model(batch, training=False)[0])) if class_index is None else class_index
+
+
 def grad_cam(model: keras.Model, face: np.ndarray, class_index: int | None = None) -> tuple[np.ndarray, int]:
     """Heat map in [0, 1] at the face's size for ``class_index`` (default: the predicted class).
 
@@ -69,13 +138,37 @@ def grad_cam(model: keras.Model, face: np.ndarray, class_index: int | None = Non
     """
     batch = tf.convert_to_tensor(face[np.newaxis], tf.float32)
     networks = _networks(model)
-    if class_index is None and networks != [model]:
-        class_index = int(np.argmax(model(batch, training=False)[0]))
+    if networks != [model]:
+        class_index = _explained_class(model, batch, class_index)
     maps = []
     for network in networks:
         cam, class_index = _class_activation(network, batch, class_index)
         maps.append(cam)
     return _scaled_to_one(np.mean(maps, axis=0)), class_index
+
+
+def guided_backprop(model: keras.Model, face: np.ndarray, class_index: int | None = None) -> tuple[np.ndarray, int]:
+    """Guided backpropagation's map in [0, 1] (the gradients' magnitude) for ``class_index``
+    (default: the predicted class); an ensemble's is the mean of its members' gradients."""
+    batch = tf.convert_to_tensor(face[np.newaxis], tf.float32)
+    class_index = _explained_class(model, batch, class_index)
+    gradients = np.mean([_guided_gradients(network, batch, class_index) for network in _networks(model)], axis=0)
+    return _clipped_to_one(np.abs(gradients)), class_index
+
+
+def guided_grad_cam(model: keras.Model, face: np.ndarray, class_index: int | None = None) -> tuple[np.ndarray, int]:
+    """Guided backpropagation's map weighted by Grad-CAM's, in [0, 1]."""
+    cam, class_index = grad_cam(model, face, class_index)
+    guided, _ = guided_backprop(model, face, class_index)
+    return _clipped_to_one(cam * guided), class_index
+
+
+#: Explanation methods by name: each maps (model, prepared face, class or None) to (map, class).
+EXPLANATIONS: dict[str, Callable[[keras.Model, np.ndarray, int | None], tuple[np.ndarray, int]]] = {
+    "grad_cam": grad_cam,
+    "guided_backprop": guided_backprop,
+    "guided_grad_cam": guided_grad_cam,
+}
 
 
 def overlay(face: np.ndarray, heat: np.ndarray, size: int = 192, alpha: float = 0.45) -> np.ndarray:
@@ -89,8 +182,11 @@ def overlay(face: np.ndarray, heat: np.ndarray, size: int = 192, alpha: float = 
 
 
 def explain_face(model: keras.Model, image: np.ndarray, box: tuple[int, int, int, int],
-                 preprocessing: Preprocessing, label: str | None = None) -> np.ndarray:
-    """Grad-CAM overlay (BGR) for the face in ``box`` of ``image`` and the class ``label``."""
+                 preprocessing: Preprocessing, label: str | None = None, method: str = "grad_cam") -> np.ndarray:
+    """Overlay (BGR) of the ``method`` map (see :data:`EXPLANATIONS`) for the face in ``box`` of
+    ``image`` and the class ``label`` (default: the predicted class)."""
+    if method not in EXPLANATIONS:
+        raise ValueError(f"unknown explanation method {method!r} (known: {', '.join(EXPLANATIONS)})")
     face = prepare_faces(image, [box], preprocessing)[0]
-    heat, _ = grad_cam(model, face, None if label is None else EMOTIONS.index(label))
+    heat, _ = EXPLANATIONS[method](model, face, None if label is None else EMOTIONS.index(label))
     return overlay(face, heat)

@@ -34,6 +34,7 @@ from fer_core.preprocess import Preprocessing, images_to_input
 from fer_core.samples import astronaut
 from fer_core.store import ModelStore, make_card
 from fer_core.train import TrainConfig  # noqa: E402
+from ui_common import EXPLANATION_LABELS
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "app.py"
@@ -181,6 +182,21 @@ def test_upload_page_analyses_photos_explains_them_and_reports_bad_files(store):
     at.toggle(key="gradcam").set_value(True).run()
     assert not at.exception
     assert len(at.get("image")) == images + 1  # one Grad-CAM overlay for the one face
+    maps = set()
+    for method, label in EXPLANATION_LABELS.items():
+        at.radio(key="explanation").set_value(method).run()
+        assert not at.exception
+        explained = [picture for image in at.get("image") for picture in image.proto.imgs if picture.caption]
+        assert len(explained) == 1
+        assert explained[0].caption.startswith(f"{label.split(' (')[0]}: where the network looked to say ")
+        maps.add(explained[0].url)
+    assert len(maps) == len(EXPLANATION_LABELS)  # three different pictures
+
+
+def test_the_pages_offer_every_explanation_method_of_the_engine():
+    from fer_core.explain import EXPLANATIONS
+
+    assert list(EXPLANATION_LABELS) == list(EXPLANATIONS)
 
 
 def test_an_ensemble_as_the_default_model_analyses_and_explains_faces(store):

@@ -270,7 +270,7 @@ def test_direct_links_to_pages_work_on_a_fresh_server(models, page, workdir):
     """Bookmarked pages opened first on a new server: the Upload page, then the live stream."""
     with serve_app(models, workdir / "streamlit-direct.log") as (url, process):
         page.goto(f"{url}/Upload")
-        page.get_by_text("Grad-CAM: show where the network looked").wait_for()
+        page.get_by_text("Explain: show where the network looked").wait_for()
         page.goto(f"{url}/Live_webcam")
         # WebRTC's connection on a fresh server took from seconds to over 30 s here: wait as long as needed.
         assert stream_and_count_faces(page, process, seconds=90) > 0, readout(page)

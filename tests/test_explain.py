@@ -1,6 +1,15 @@
 import numpy as np
+import pytest
 
-from fer_core.explain import explain_face, grad_cam, last_conv_layer, overlay
+from fer_core.explain import (
+    EXPLANATIONS,
+    _guided_gradients,
+    explain_face,
+    grad_cam,
+    guided_backprop,
+    last_conv_layer,
+    overlay,
+)
 from fer_core.preprocess import Preprocessing
 
 
@@ -22,3 +31,61 @@ def test_overlay_and_explain_face(model_store, astronaut_bgr):
     picture = explain_face(model, astronaut_bgr, (180, 60, 90, 110), Preprocessing(), "happy")
     assert picture.shape == (192, 192, 3) and picture.dtype == np.uint8
     assert overlay(np.zeros((48, 48, 1), np.float32), np.ones((48, 48), np.float32), size=96).shape == (96, 96, 3)
+
+
+@pytest.mark.parametrize("method", ["guided_backprop", "guided_grad_cam"])
+def test_guided_maps_for_single_networks_and_ensembles(model_store, method):
+    from fer_core.models import build_ensemble
+
+    face = np.random.default_rng(1).random((48, 48, 1)).astype(np.float32)
+    single = model_store.load("tiny").model
+    pair = build_ensemble([model_store.load(name).model for name in ("default", "tiny")], "pair")
+    before = single.predict(face[None], verbose=0)
+    for model in (single, pair):
+        heat, explained = EXPLANATIONS[method](model, face, None)
+        assert heat.shape == (48, 48) and heat.min() >= 0.0 and heat.max() == pytest.approx(1.0)
+        assert explained == int(np.argmax(model.predict(face[None], verbose=0)))
+        assert EXPLANATIONS[method](model, face, 5)[1] == 5
+    assert np.array_equal(single.predict(face[None], verbose=0), before)  # the guided copy left the network as it was
+
+
+def test_guided_backprop_passes_back_only_positive_gradients_through_each_relu():
+    """A 4-pixel network, Dense(3, relu) then softmax over 7 classes, checked against the rule by hand."""
+    import keras
+    import tensorflow as tf
+
+    inputs = keras.Input((2, 2, 1))
+    hidden = keras.layers.Dense(3, activation="relu")(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(hidden))
+    c = 2
+    w1 = np.random.default_rng(3).normal(size=(4, 3)).astype(np.float32)
+    b1 = np.array([5.0, 5.0, -5.0], np.float32)  # units 0 and 1 active, unit 2 off
+    w2 = np.zeros((3, 7), np.float32)
+    w2[:, c] = [2.0, -2.0, 3.0]  # class c's score rises with unit 0, falls with unit 1
+    b2 = np.zeros(7, np.float32)
+    model.layers[2].set_weights([w1, b1])
+    model.layers[3].set_weights([w2, b2])
+    x = np.array([0.9, 0.1, 0.4, 0.7], np.float32)
+    z = x @ w1 + b1
+    logits = np.maximum(z, 0) @ w2 + b2
+    p = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    d_hidden = p[c] * (w2[:, c] - w2 @ p)
+    assert d_hidden[0] > 0 > d_hidden[1] and z[2] < 0 < d_hidden[2]
+    guided_by_hand = w1 @ (np.maximum(d_hidden, 0) * (z > 0))  # unit 0 only
+    plain_by_hand = w1 @ (d_hidden * (z > 0))
+    assert not np.allclose(guided_by_hand, plain_by_hand)
+
+    batch = tf.constant(x.reshape(1, 2, 2, 1))
+    assert np.allclose(_guided_gradients(model, batch, c).ravel(), guided_by_hand, atol=1e-6)
+    heat, _ = guided_backprop(model, x.reshape(2, 2, 1), c)
+    magnitude = np.abs(guided_by_hand)
+    assert np.allclose(heat.ravel(), np.clip(magnitude / np.percentile(magnitude, 99), 0, 1), atol=1e-5)
+
+
+def test_explain_face_with_each_method_and_an_unknown_one(model_store, astronaut_bgr):
+    model = model_store.load("tiny").model
+    for method in EXPLANATIONS:
+        picture = explain_face(model, astronaut_bgr, (180, 60, 90, 110), Preprocessing(), "sad", method=method)
+        assert picture.shape == (192, 192, 3)
+    with pytest.raises(ValueError, match="unknown explanation method 'lime'"):
+        explain_face(model, astronaut_bgr, (180, 60, 90, 110), Preprocessing(), method="lime")
