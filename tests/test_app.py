@@ -179,18 +179,22 @@ def test_upload_page_analyses_photos_explains_them_and_reports_bad_files(store):
     downloads = [button.proto.label for button in at.get("download_button")]
     assert downloads == ["Annotated image (PNG)", "Annotated image (PNG)", "All results (CSV)", "All results (JSON)"]
     images = len(at.get("image"))
-    at.toggle(key="gradcam").set_value(True).run()
+    at.toggle(key="explain").set_value(True).run()
     assert not at.exception
     assert len(at.get("image")) == images + 1  # one Grad-CAM overlay for the one face
     maps = set()
-    for method, label in EXPLANATION_LABELS.items():
-        at.radio(key="explanation").set_value(method).run()
+    for method, (short, _) in EXPLANATION_LABELS.items():
+        at.radio(key="_explanation").set_value(method).run()
         assert not at.exception
         explained = [picture for image in at.get("image") for picture in image.proto.imgs if picture.caption]
         assert len(explained) == 1
-        assert explained[0].caption.startswith(f"{label.split(' (')[0]}: where the network looked to say ")
+        assert explained[0].caption.startswith(f"{short} for ")
         maps.add(explained[0].url)
     assert len(maps) == len(EXPLANATION_LABELS)  # three different pictures
+    at.toggle(key="explain").set_value(False).run()
+    assert len(at.get("image")) == images and not at.get("radio")
+    at.toggle(key="explain").set_value(True).run()
+    assert at.radio(key="_explanation").value == "guided_grad_cam"  # the method chosen before
 
 
 def test_the_pages_offer_every_explanation_method_of_the_engine():
@@ -211,7 +215,7 @@ def test_an_ensemble_as_the_default_model_analyses_and_explains_faces(store):
     assert not at.exception
     assert len(plotly_figures(at)) == 1
     images = len(at.get("image"))
-    at.toggle(key="gradcam").set_value(True).run()
+    at.toggle(key="explain").set_value(True).run()
     assert not at.exception
     assert len(at.get("image")) == images + 1
 

@@ -37,7 +37,7 @@ def test_models_keeps_long_names_apart_from_their_architecture(model_store, caps
     model_store.save("a_weight_averaged_long_name", model, card)
     assert main(["models"]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()]
-    assert rows[0][:5] == ["name", "arch", "accuracy", "flip", "TTA"]
+    assert rows[0][:4] == ["name", "arch", "accuracy", "flip-TTA"]
     assert [row[:2] for row in rows[1:]] == [["default", "ds_cnn"], ["a_weight_averaged_long_name", "mini_xception"],
                                              ["tiny", "mini_xception"]]
     assert rows[2][2:5] == ["0.5000", "0.5500", "0.4000"]

@@ -3,6 +3,7 @@ import pytest
 
 from fer_core.explain import (
     EXPLANATIONS,
+    _guided,
     _guided_gradients,
     explain_face,
     grad_cam,
@@ -40,34 +41,46 @@ def test_guided_maps_for_single_networks_and_ensembles(model_store, method):
     face = np.random.default_rng(1).random((48, 48, 1)).astype(np.float32)
     single = model_store.load("tiny").model
     pair = build_ensemble([model_store.load(name).model for name in ("default", "tiny")], "pair")
-    before = single.predict(face[None], verbose=0)
     for model in (single, pair):
         heat, explained = EXPLANATIONS[method](model, face, None)
         assert heat.shape == (48, 48) and heat.min() >= 0.0 and heat.max() == pytest.approx(1.0)
         assert explained == int(np.argmax(model.predict(face[None], verbose=0)))
         assert EXPLANATIONS[method](model, face, 5)[1] == 5
-    assert np.array_equal(single.predict(face[None], verbose=0), before)  # the guided copy left the network as it was
+    assert _guided(single) is _guided(single)  # one guided copy per network
 
 
-def test_guided_backprop_passes_back_only_positive_gradients_through_each_relu():
-    """A 4-pixel network, Dense(3, relu) then softmax over 7 classes, checked against the rule by hand."""
+def _four_pixel_network(relu: str):
+    """Dense(3) and a ReLU (fused, a layer of its own, or inside a nested model), then softmax."""
     import keras
-    import tensorflow as tf
 
     inputs = keras.Input((2, 2, 1))
-    hidden = keras.layers.Dense(3, activation="relu")(keras.layers.Flatten()(inputs))
-    model = keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(hidden))
+    flat = keras.layers.Flatten()(inputs)
+    if relu == "fused":
+        hidden = keras.layers.Dense(3, activation="relu")(flat)
+    elif relu == "layer":
+        hidden = keras.layers.ReLU()(keras.layers.Dense(3)(flat))
+    else:
+        block_input = keras.Input((4,))
+        block = keras.Model(block_input, keras.layers.ReLU()(keras.layers.Dense(3)(block_input)), name="block")
+        hidden = block(flat)
+    return keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(hidden))
+
+
+@pytest.mark.parametrize("relu", ["fused", "layer", "nested"])
+def test_guided_backprop_passes_back_only_positive_gradients_through_each_relu(relu):
+    """A 4-pixel network, Dense(3) with a ReLU then softmax over 7 classes, checked against the rule by hand."""
+    import tensorflow as tf
+
+    model = _four_pixel_network(relu)
     c = 2
     w1 = np.random.default_rng(3).normal(size=(4, 3)).astype(np.float32)
     b1 = np.array([5.0, 5.0, -5.0], np.float32)  # units 0 and 1 active, unit 2 off
     w2 = np.zeros((3, 7), np.float32)
     w2[:, c] = [2.0, -2.0, 3.0]  # class c's score rises with unit 0, falls with unit 1
-    b2 = np.zeros(7, np.float32)
-    model.layers[2].set_weights([w1, b1])
-    model.layers[3].set_weights([w2, b2])
+    model.set_weights([w1, b1, w2, np.zeros(7, np.float32)])
     x = np.array([0.9, 0.1, 0.4, 0.7], np.float32)
     z = x @ w1 + b1
-    logits = np.maximum(z, 0) @ w2 + b2
+    logits = np.maximum(z, 0) @ w2
     p = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
     d_hidden = p[c] * (w2[:, c] - w2 @ p)
     assert d_hidden[0] > 0 > d_hidden[1] and z[2] < 0 < d_hidden[2]
@@ -80,6 +93,15 @@ def test_guided_backprop_passes_back_only_positive_gradients_through_each_relu()
     heat, _ = guided_backprop(model, x.reshape(2, 2, 1), c)
     magnitude = np.abs(guided_by_hand)
     assert np.allclose(heat.ravel(), np.clip(magnitude / np.percentile(magnitude, 99), 0, 1), atol=1e-5)
+
+
+def test_guided_backprop_needs_a_relu():
+    import keras
+
+    inputs = keras.Input((2, 2, 1))
+    model = keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(keras.layers.Flatten()(inputs)))
+    with pytest.raises(ValueError, match="has no ReLU for guided backpropagation"):
+        guided_backprop(model, np.ones((2, 2, 1), np.float32))
 
 
 def test_explain_face_with_each_method_and_an_unknown_one(model_store, astronaut_bgr):

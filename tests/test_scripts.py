@@ -36,7 +36,7 @@ def test_scores_a_keras_h5_model_with_and_without_flip(score_fer_package, fer_cs
     model.save(path.with_suffix(".h5"))
     path.with_suffix(".h5").rename(path)
 
-    score_fer_package.main([str(path), str(fer_csv), "--usage", "PublicTest"])
+    assert score_fer_package.main([str(path), str(fer_csv), "--usage", "PublicTest"]) == 0
 
     output = capsys.readouterr().out
     from fer_core.data import load_dataset
