@@ -37,12 +37,11 @@ def home() -> None:
         st.subheader(f"Active model: {chosen.model}")
         with user_errors():
             card = ModelStore().card(chosen.model)
-            st.caption(f"{card.get('arch', 'unknown architecture')}: {card.get('description', '')}")
+            st.caption(f"{card.arch}: {card.description}")
             key_figures(card)
-            training = card.get("training") or {}
-            if training.get("data"):
-                st.caption(f"Trained on {training['data']}; figures measured on "
-                           f"{(card.get('metrics') or {}).get('n', 'its')} validation faces.")
+            if card.training.data:
+                st.caption(f"Trained on {card.training.data}; figures measured on "
+                           f"{card.faces_scored or 'its'} validation faces.")
     st.info(PRIVACY_NOTE, icon=":material/lock:")
     st.subheader("Pages")
     for page, text in zip(PAGES.values(), (

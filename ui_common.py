@@ -13,6 +13,7 @@ import streamlit as st
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from fer_core.cards import ModelCard  # noqa: E402
 from fer_core.charts import probability_bars  # noqa: E402
 from fer_core.detect import DETECTORS, FaceDetector, get_detector  # noqa: E402
 from fer_core.errors import FerError  # noqa: E402
@@ -110,7 +111,7 @@ def sidebar() -> Selection:
 def _classifier(path: str, modified: float) -> tuple[EmotionClassifier, Preprocessing, str]:
     """A stored model loaded once per file version (``modified`` changes when it is retrained)."""
     stored = ModelStore().load(path)
-    return EmotionClassifier.from_stored(stored), Preprocessing.from_dict(stored.card.get("preprocessing")), stored.name
+    return EmotionClassifier.from_stored(stored), stored.card.preprocessing, stored.name
 
 
 @st.cache_resource(show_spinner="Loading the face detector...")
@@ -182,18 +183,16 @@ def user_errors() -> Iterator[None]:
         st.error(error_message(error))
 
 
-def key_figures(card: dict) -> None:
+def key_figures(card: ModelCard) -> None:
     """Accuracy (plain and with flip TTA), macro-F1, parameters and milliseconds per face of a
     model card, as metrics."""
-    metrics = card.get("metrics") or {}
     columns = st.columns(5)
-    columns[0].metric("Accuracy", _percent(metrics.get("accuracy")), help=metrics.get("dataset"))
-    columns[1].metric("With flip TTA", _percent((metrics.get("flip_tta") or {}).get("accuracy")),
+    columns[0].metric("Accuracy", _percent(card.accuracy), help=card.scored_on)
+    columns[1].metric("With flip TTA", _percent(card.flip_accuracy),
                       help="Each face also read mirrored and the answers averaged, as the app does when it helps.")
-    columns[2].metric("Macro-F1", _percent(metrics.get("macro_f1")))
-    columns[3].metric("Parameters", f"{card['parameters']:,}" if card.get("parameters") else "n/a")
-    ms = card.get("ms_per_face")
-    columns[4].metric("ms per face", "n/a" if ms is None else f"{ms:.2f}")
+    columns[2].metric("Macro-F1", _percent(card.macro_f1))
+    columns[3].metric("Parameters", "n/a" if card.parameters is None else f"{card.parameters:,}")
+    columns[4].metric("ms per face", "n/a" if card.ms_per_face is None else f"{card.ms_per_face:.2f}")
 
 
 def _percent(value: float | None) -> str:

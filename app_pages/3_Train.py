@@ -13,8 +13,8 @@ from fer_core.errors import DataError
 from fer_core.jobs import ACTIVE_STATES, TrainingJob, training_jobs
 from fer_core.models import ARCHITECTURES, describe
 from fer_core.preprocess import Preprocessing
+from fer_core.recipe import CLASS_WEIGHTS, TrainConfig
 from fer_core.store import DEFAULT_NAME, ModelStore, check_name
-from fer_core.train import TrainConfig
 from ui_common import key_figures, sidebar, user_errors
 
 STATUS_TEXT = {"loading": "Loading and checking the data", "training": "Training", "saving": "Evaluating and saving"}
@@ -70,18 +70,16 @@ def show_outcome(job: TrainingJob) -> None:
         st.warning(f"Training of '{job.model_name}' was cancelled; nothing was saved.")
     elif job.card is not None:
         card = job.card
-        training = card["training"]
-        st.success(f"Saved as '{job.model_name}' after {training['epochs_run']} epoch(s) in "
-                   f"{training['minutes']} min ({STOP_REASONS.get(job.stopped, job.stopped)}). "
+        st.success(f"Saved as '{job.model_name}' after {card.training.epochs_run} epoch(s) in "
+                   f"{card.training.minutes} min ({STOP_REASONS.get(job.stopped, job.stopped)}). "
                    "Choose it in the sidebar, or compare it on the Compare page.")
         key_figures(card)
-        st.caption(f"Measured on {card['metrics']['n']} validation faces; to repeat the run: "
-                   f"`{card['reproduce']}`")
+        st.caption(f"Measured on {card.faces_scored} validation faces; to repeat the run: `{card.reproduce}`")
         history = job.epochs()
         if history:
             st.plotly_chart(training_curves(history), key="final-curves")
         normalised = st.toggle("Normalised confusion matrix", key="train_normalised")
-        st.plotly_chart(confusion_matrix_figure(card["metrics"], normalised, "Confusion matrix (validation)"),
+        st.plotly_chart(confusion_matrix_figure(card.metrics, normalised, "Confusion matrix (validation)"),
                         key="final-matrix")
 
 
@@ -136,7 +134,7 @@ def training_form() -> None:
                                              format="%.4f", key="train_lr")
     augment_column, weight_column, average_column = st.columns(3)
     augment = augment_column.toggle("Augmentation (flip, rotate, shift, zoom, erase)", True, key="train_augment")
-    class_weight = weight_column.radio("Class balancing", ["none", "balanced", "sqrt"], horizontal=True,
+    class_weight = weight_column.radio("Class balancing", CLASS_WEIGHTS, horizontal=True,
                                        key="train_class_weight",
                                        help="Weigh rare classes (disgust) up: fully (balanced) or halfway (sqrt).")
     swa_epochs = average_column.number_input(
@@ -153,8 +151,6 @@ def training_form() -> None:
     if not st.button("Start training", type="primary", key="train_start"):
         return
     problem = name_problem(name, existing, replace)
-    if swa_epochs > epochs:
-        problem = f"averaging the last {swa_epochs} epochs needs at least as many epochs (not {epochs})"
     if problem is not None:
         st.error(problem)
         return
@@ -163,6 +159,7 @@ def training_form() -> None:
                          init_from=None if start == RANDOM_START else start, swa_epochs=int(swa_epochs),
                          schedule="constant" if swa_epochs else TrainConfig.schedule)
     with user_errors():
+        config.validate(name)  # before an upload is written to disk
         if upload is not None:
             data_path, description, delete = spool_upload(upload, Path(upload.name).suffix), upload.name, True
         elif path_text.strip():

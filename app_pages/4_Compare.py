@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import streamlit as st
 
+from fer_core.cards import Metrics
 from fer_core.charts import confusion_matrix_figure, per_class_scores
 from fer_core.data import FaceDataset, load_dataset, resolve_server_path, server_data_roots, spool_upload
 from fer_core.errors import DataError
@@ -31,11 +32,11 @@ if len(chosen) < 2:
     st.stop()
 cards = {name: store.card_or_error(name) for name in chosen}
 for card in cards.values():
-    if "error" in card:
-        st.warning(card["error"])
+    if card.error:
+        st.warning(card.error)
 
 
-def evaluate_models(models: list[str], dataset: FaceDataset) -> dict[str, dict]:
+def evaluate_models(models: list[str], dataset: FaceDataset) -> dict[str, Metrics]:
     """Each model's evaluation on the same labelled faces, measured as for its card."""
     results = {}
     for model in models:
@@ -90,19 +91,26 @@ use_evaluation = (evaluation is not None and set(chosen) <= set(evaluation["metr
 if use_evaluation:
     metrics = {name: evaluation["metrics"][name] for name in chosen}
 else:
-    metrics = {name: card["metrics"] for name, card in cards.items() if card.get("metrics")}
+    metrics = {name: card.metrics for name, card in cards.items() if card.metrics is not None}
 
-table = pd.DataFrame([{
-    "model": name,
-    "architecture": card.get("arch"),
-    "accuracy": (metrics.get(name) or {}).get("accuracy"),
-    "with flip TTA": ((metrics.get(name) or {}).get("flip_tta") or {}).get("accuracy"),
-    "macro-F1": (metrics.get(name) or {}).get("macro_f1"),
-    "parameters": card.get("parameters"),
-    "ms per face": card.get("ms_per_face"),
-    "training data": (card.get("training") or {}).get("data"),
-    "measured on": (evaluation["data"] if use_evaluation else (card.get("metrics") or {}).get("dataset")),
-} for name, card in cards.items()])
+
+def figures(name: str) -> dict:
+    """A model's row of the table: its scores shown (the card's or the evaluation's) and its card's facts."""
+    card, scores = cards[name], metrics.get(name)
+    return {
+        "model": name,
+        "architecture": card.arch,
+        "accuracy": None if scores is None else scores.accuracy,
+        "with flip TTA": None if scores is None else scores.flip_accuracy,
+        "macro-F1": None if scores is None else scores.macro_f1,
+        "parameters": card.parameters,
+        "ms per face": card.ms_per_face,
+        "training data": card.training.data,
+        "measured on": evaluation["data"] if use_evaluation else card.scored_on,
+    }
+
+
+table = pd.DataFrame([figures(name) for name in cards])
 st.dataframe(table, hide_index=True, column_config={
     "accuracy": st.column_config.NumberColumn(format="percent"),
     "with flip TTA": st.column_config.NumberColumn(

@@ -9,6 +9,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from fer_core.cards import Metrics
 from fer_core.labels import COLORS_RGB, DISPLAY_NAMES, EMOTIONS
 
 #: Class colours as CSS strings, keyed by display name (the names the charts show).
@@ -51,18 +52,11 @@ def training_curves(history: list[dict]) -> go.Figure:
     return figure
 
 
-def confusion_matrix_figure(metrics: dict, normalised: bool = False, title: str | None = None) -> go.Figure:
-    """Heat map of a confusion matrix (rows true, columns predicted) from an evaluation dict.
-
-    ``metrics`` is shaped like ``EvaluationReport.to_dict()``: its ``confusion_matrix_normalized`` gives
-    the shares (computed here only for older dicts without it). The hover shows both the count and
-    the share of the true class.
-    """
-    counts = pd.DataFrame(metrics["confusion_matrix"], index=NAMES, columns=NAMES)
-    if metrics.get("confusion_matrix_normalized") is not None:
-        shares = pd.DataFrame(metrics["confusion_matrix_normalized"], index=NAMES, columns=NAMES, dtype=float)
-    else:
-        shares = counts.div(counts.sum(axis=1).replace(0, 1), axis=0)
+def confusion_matrix_figure(metrics: Metrics, normalised: bool = False, title: str | None = None) -> go.Figure:
+    """Heat map of a model's confusion matrix (rows true, columns predicted): counts, or shares of
+    the true class. The hover shows both."""
+    counts = pd.DataFrame(metrics.confusion_matrix, index=NAMES, columns=NAMES)
+    shares = pd.DataFrame(metrics.confusion_normalized, index=NAMES, columns=NAMES, dtype=float)
     shown = shares if normalised else counts
     figure = px.imshow(shown, text_auto=".0%" if normalised else "d", color_continuous_scale="Blues",
                        labels=dict(x="predicted", y="true", color="share" if normalised else "faces"),
@@ -74,11 +68,11 @@ def confusion_matrix_figure(metrics: dict, normalised: bool = False, title: str 
     return figure
 
 
-def per_class_scores(metrics_by_model: dict[str, dict]) -> go.Figure:
+def per_class_scores(metrics_by_model: dict[str, Metrics]) -> go.Figure:
     """Grouped bars of precision, recall and F1 per class, one colour per model."""
-    rows = [{"model": model, "emotion": DISPLAY_NAMES[name], "metric": metric, "value": scores[metric]}
+    rows = [{"model": model, "emotion": DISPLAY_NAMES[name], "metric": metric, "value": getattr(scores, metric)}
             for model, metrics in metrics_by_model.items()
-            for name, scores in metrics["per_class"].items()
+            for name, scores in metrics.per_class.items()
             for metric in ("precision", "recall", "f1")]
     figure = px.bar(pd.DataFrame(rows), x="emotion", y="value", color="model", barmode="group",
                     facet_row="metric", category_orders={"emotion": NAMES, "metric": ["precision", "recall", "f1"]},

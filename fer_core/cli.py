@@ -1,7 +1,8 @@
-"""The command line: train, ensemble, evaluate, predict, bench and list models.
+"""The command line: train, cross-validate, ensemble, evaluate, predict, bench and list models.
 
-Bad input ends a command with a one-line message naming the file and a non-zero exit status,
-never a traceback.
+Bad input (a :class:`~fer_core.errors.FerError`) ends a command with ``error: ...`` naming the file,
+model or setting, and exit status 2, never a traceback; any other exception is a bug and keeps
+its traceback.
 """
 
 from __future__ import annotations
@@ -12,10 +13,19 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from fer_core.errors import FerError  # noqa: E402
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from fer_core.callbacks import TrainProgress
+    from fer_core.cards import ModelCard
+    from fer_core.data import FaceDataset
+    from fer_core.recipe import TrainConfig
 
 
 def _print_json(value) -> None:
@@ -28,74 +38,109 @@ def _runtime(classifier) -> str:
     return classifier.backend + (f", with {' and '.join(views)} TTA" if views else "")
 
 
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The recipe the ``train`` command's options describe (checked by the training service)."""
+    from fer_core.recipe import TrainConfig
+
+    return TrainConfig(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                       weight_decay=args.weight_decay, augment=not args.no_augment, class_weight=args.class_weight,
+                       patience=args.patience, minutes=args.minutes, precision=args.precision, seed=args.seed,
+                       teacher=args.teacher or [], distill_weight=args.distill_weight, temperature=args.temperature,
+                       init_from=args.init_from, schedule=args.schedule, swa_epochs=args.swa_epochs)
+
+
+def _print_epoch(progress: TrainProgress) -> None:
+    """A training listener printing one line at the end of each epoch."""
+    if progress.epoch_end:
+        eta = "" if progress.eta_seconds is None else f" eta {progress.eta_seconds / 60:.1f} min"
+        print(f"epoch {progress.epoch}/{progress.epochs} loss {progress.loss:.4f} "
+              f"acc {progress.accuracy:.4f} val_loss {progress.val_loss:.4f} "
+              f"val_acc {progress.val_accuracy:.4f} elapsed {progress.elapsed_seconds / 60:.1f} min{eta}",
+              flush=True)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from fer_core.data import load_dataset, train_validation
-    from fer_core.ensemble import lineage, starting_network, teacher_model
-    from fer_core.preprocess import Preprocessing
-    from fer_core.store import ModelStore, check_name
-    from fer_core.train import TrainConfig, TrainProgress, check_target_name, store_result, train
+    from fer_core.store import ModelStore
+    from fer_core.train import TrainingData, run_training
 
-    name = check_name(args.name or args.arch)
-    if args.swa_epochs > args.epochs:
-        raise FerError(f"--swa-epochs ({args.swa_epochs}) cannot exceed --epochs ({args.epochs})")
-    config = TrainConfig(arch=args.arch, epochs=args.epochs, minutes=args.minutes,
-                         batch_size=args.batch_size, learning_rate=args.lr, weight_decay=args.weight_decay,
-                         class_weight=args.class_weight, augment=not args.no_augment,
-                         patience=args.patience, precision=args.precision, seed=args.seed,
-                         teacher=args.teacher or [], init_from=args.init_from, schedule=args.schedule,
-                         swa_epochs=args.swa_epochs)
-    if not args.teacher and (args.distill_weight, args.temperature) != (None, None):
-        raise FerError("--distill-weight and --temperature go with --teacher")
-    if args.distill_weight is not None:
-        config.distill_weight = args.distill_weight
-    if args.temperature is not None:
-        config.temperature = args.temperature
-    check_target_name(name, config)
+    config, name = train_config(args), args.name or args.arch
     checkpoints = Path(args.checkpoint_dir or Path("checkpoints") / name)
-    resuming = (checkpoints / "state.json").exists()
-    store, preprocessing = ModelStore(args.store), Preprocessing.from_dict(config.preprocessing)
-    teacher = teacher_model(store, config.teacher, preprocessing) if config.teacher else None
-    start_from = None  # a resumed run goes on from its checkpoint
-    if args.init_from and not resuming:
-        start_from = starting_network(store, args.init_from, args.arch, preprocessing)
-    dataset = load_dataset(args.data, cache=args.cache)
-    train_part, validation = train_validation(dataset, args.seed)
 
-    def report(progress: TrainProgress) -> None:
-        if progress.epoch_end:
-            eta = "" if progress.eta_seconds is None else f" eta {progress.eta_seconds / 60:.1f} min"
-            print(f"epoch {progress.epoch}/{progress.epochs} loss {progress.loss:.4f} "
-                  f"acc {progress.accuracy:.4f} val_loss {progress.val_loss:.4f} "
-                  f"val_acc {progress.val_accuracy:.4f} elapsed {progress.elapsed_seconds / 60:.1f} min{eta}",
-                  flush=True)
+    def announce(stage: str, train_rows: int, validation_rows: int) -> None:
+        if stage == "training":
+            print(f"training {config.arch} on {train_rows} faces, validating on {validation_rows}; "
+                  f"checkpoints in {checkpoints}", flush=True)
 
-    print(f"training {args.arch} on {len(train_part)} faces, validating on {len(validation)}; "
-          f"checkpoints in {checkpoints}", flush=True)
-    command = _command(args)
-    result = train(train_part, config, validation=validation, checkpoint_dir=checkpoints, listener=report,
-                   command=command, teacher=teacher, start_from=start_from)
-    # A model trained over several runs of one checkpoint is reproduced by all of them, in order.
-    origin = lineage(store, config.init_from, result.commands)
-    card = store_result(result, name, validation, data_description=Path(args.data).name,
-                        reproduce=origin.reproduce, earlier_minutes=origin.earlier_minutes, store=store)
+    data = TrainingData(Path(args.data), Path(args.data).name, cache=args.cache)
+    outcome = run_training(config, data, name, store=ModelStore(args.store), checkpoint_dir=checkpoints,
+                           listener=_print_epoch, on_stage=announce)
+    result = outcome.result
     print(f"stopped: {result.stopped} after {result.epochs_run} epochs, {result.minutes:.1f} min")
     if config.swa_epochs:
         kept = f"the mean of {result.averaged_epochs}" if result.averaged_epochs else "none averaged: the best"
         print(f"weight averaging: {kept} of the last {config.swa_epochs} epochs")
-    _print_saved(card)
+    _print_saved(outcome.card)
     return 0
 
 
-def _print_saved(card: dict) -> None:
-    metrics = card["metrics"]
-    print(f"saved {card['name']}: validation accuracy {metrics['accuracy']:.4f} "
-          f"(flip TTA {metrics['flip_tta']['accuracy']:.4f}), macro-F1 {metrics['macro_f1']:.4f}, "
-          f"{card['parameters']:,} parameters, {card['ms_per_face']:.2f} ms per face, {card['file_bytes']:,} bytes")
+def cmd_crossval(args: argparse.Namespace) -> int:
+    """k-fold cross-validation of a recipe: per fold a fresh network trained on the other folds (its
+    validation faces taken from them too) and scored on the fold; the last line printed is
+    ``accuracy: MEAN +- STD``. With ``--name``, a final model trained on all the data is stored."""
+    from itertools import count
+
+    from fer_core.data import load_dataset, stratified_split
+    from fer_core.evaluate import cross_validate, evaluate_probabilities, format_cross_validation
+    from fer_core.preprocess import Preprocessing, images_to_input
+    from fer_core.store import ModelStore
+    from fer_core.train import TrainingData, run_training, train
+
+    config = train_config(args).validate(args.name)
+    preprocessing = Preprocessing.from_dict(config.preprocessing)
+    dataset = load_dataset(args.data, cache=args.cache, persons=args.groups)
+    folds = count(1)
+
+    def fit_and_predict(train_part: FaceDataset, test_part: FaceDataset) -> np.ndarray:
+        fold = f"fold {next(folds)}/{args.folds}"
+        learn, validation = stratified_split(train_part, 0.1, config.seed)
+        print(f"{fold}: training {config.arch} on {len(learn)} faces, validating on {len(validation)}, "
+              f"testing on {len(test_part)}", flush=True)
+        result = train(learn, config, validation=validation, listener=_print_epoch)
+        probabilities = result.model.predict(images_to_input(test_part.images, preprocessing), verbose=0)
+        scores = evaluate_probabilities(test_part, probabilities)
+        print(f"{fold}: accuracy {scores.accuracy:.4f}, macro-F1 {scores.macro_f1:.4f} "
+              f"({result.stopped} after {result.epochs_run} epochs, {result.minutes:.1f} min)", flush=True)
+        return probabilities
+
+    summary = cross_validate(dataset, fit_and_predict, args.folds, config.seed)
+    if args.json:
+        _write_output(Path(args.json), (json.dumps(summary, indent=2) + "\n").encode())
+    if args.name:
+        def announce(stage: str, train_rows: int, validation_rows: int) -> None:
+            if stage == "training":
+                print(f"final model {args.name}: training on {train_rows} faces, validating on {validation_rows}",
+                      flush=True)
+
+        data = TrainingData(Path(args.data), Path(args.data).name, cache=args.cache)
+        outcome = run_training(config, data, args.name, store=ModelStore(args.store), listener=_print_epoch,
+                               on_stage=announce)
+        _print_saved(outcome.card)
+    print(format_cross_validation(summary))
+    return 0
+
+
+def _print_saved(card: ModelCard) -> None:
+    print(f"saved {card.name}: validation accuracy {card.accuracy:.4f} (flip TTA {card.flip_accuracy:.4f}), "
+          f"macro-F1 {card.macro_f1:.4f}, {card.parameters:,} parameters, {card.ms_per_face:.2f} ms per face, "
+          f"{card.file_bytes:,} bytes")
 
 
 def _command(args: argparse.Namespace) -> str:
-    """The command line that ran, as it is recorded in model cards."""
-    return "python -m fer_core " + " ".join(shlex.quote(a) for a in args.argv)
+    """The command line that ran, as it is recorded in model cards: the data named by its file
+    name alone (where it lies on this machine means nothing to a reader)."""
+    data = getattr(args, "data", None)
+    words = [Path(word).name if word == data else word for word in args.argv]
+    return "python -m fer_core " + " ".join(shlex.quote(word) for word in words)
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
@@ -114,34 +159,67 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compact(args: argparse.Namespace) -> int:
+    from fer_core.data import load_dataset
+    from fer_core.ensemble import save_compact, single_networks, validation_faces
+    from fer_core.store import ModelStore, check_name
+
+    store = ModelStore(args.store)
+    [network] = single_networks(store, [args.model], "a compact copy")
+    name = check_name(args.name or network.name)
+    validation = validation_faces([network], load_dataset(args.data, cache=args.cache))
+    print(f"storing {network.name} with {args.weights} weights as {name}; validating on {len(validation)} faces",
+          flush=True)
+    _print_saved(save_compact(store, network, name, validation, command=_command(args), weights_dtype=args.weights))
+    return 0
+
+
+def _write_output(path: Path, content: bytes) -> None:
+    """Write a file the user asked for, making its folder; a path that cannot be written is bad
+    input (a :class:`FerError`), not a bug."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    except FileExistsError as error:  # a file stands where a folder of the path should be
+        raise FerError(f"{path}: cannot write the file ({error.filename} is not a folder)") from error
+    except OSError as error:
+        raise FerError(f"{path}: cannot write the file ({error.strerror or error})") from error
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score a stored model on labelled faces; the last line printed is ``accuracy: 0.xxxx``."""
     from fer_core.data import load_dataset
     from fer_core.detect import LargestFaceCropper, get_detector
-    from fer_core.evaluate import evaluate_classifier, evaluation_rows
+    from fer_core.evaluate import evaluate_faces, evaluation_rows
     from fer_core.predict import EmotionClassifier
-    from fer_core.preprocess import Preprocessing
     from fer_core.store import ModelStore
 
     stored = ModelStore(args.store).load(args.model)
-    preprocessing = Preprocessing.from_dict(stored.card.get("preprocessing"))
+    preprocessing = stored.card.preprocessing
     cropper = LargestFaceCropper(get_detector(args.detect), preprocessing) if args.detect else None
     dataset = evaluation_rows(load_dataset(args.data, cache=args.cache, crop=cropper), args.usage)
     classifier = EmotionClassifier.from_stored(stored, args.flip_tta, args.backend, args.shift_tta)
-    report = evaluate_classifier(classifier, preprocessing, dataset)
+    evaluation = evaluate_faces(classifier, preprocessing, dataset)
+    report = evaluation.report
     usage = ", ".join(dataset.usages())
-    print(f"model {stored.name} ({stored.card.get('arch', '?')}, {_runtime(classifier)}) on {args.data} [{usage}], "
+    print(f"model {stored.name} ({stored.card.arch}, {_runtime(classifier)}) on {args.data} [{usage}], "
           f"{report.n} faces")
     if cropper is not None:
         print(f"{args.detect} found a face in {cropper.found} of the {cropper.found + cropper.missed} photos loaded "
               "(the others were classified whole)")
     if args.json:
-        Path(args.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        _write_output(Path(args.json), (json.dumps(report.to_dict(), indent=2) + "\n").encode())
+    if args.report:
+        from fer_core.report import html_report
+
+        page = html_report(evaluation, stored.name, f"{Path(args.data).name} ({usage} rows)")
+        _write_output(Path(args.report), page.encode())
     print(report.format())
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    """Analyse each image; one that cannot be read is reported and skipped, and makes the exit status 2."""
     from fer_core.images import encode_png, load_image
     from fer_core.predict import EmotionAnalyser, annotate
     from fer_core.store import ModelStore
@@ -161,15 +239,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if args.annotate:
             target = Path(args.annotate)
             if len(args.images) > 1:
-                target.mkdir(parents=True, exist_ok=True)
                 target = target / f"{Path(path).stem}_annotated.png"
-            target.write_bytes(encode_png(annotate(image, results)))
+            _write_output(target, encode_png(annotate(image, results)))
         if not args.json:
             summary = ", ".join(f"{r.label} {r.score:.2f} at {list(r.box)}" for r in results) or "no face found"
             print(f"{path}: {summary}")
     if args.json:
         _print_json(outputs[0] if len(args.images) == 1 and outputs else outputs)
-    return 1 if failed else 0
+    return 2 if failed else 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -215,30 +292,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from fer_core.store import ModelStore, training_minutes
+    from fer_core.store import ModelStore
 
     cards = ModelStore(args.store).cards()
     if args.json:
-        _print_json(cards)
+        _print_json([card.to_dict() for card in cards])
         return 0
     if not cards:
         print("no stored models")
-    name_width = max([len("name"), *(len(card["name"]) for card in cards)]) + 2
-    arch_width = max([len("arch"), *(len(str(card.get("arch", "?"))) for card in cards)]) + 2
+    name_width = max([len("name"), *(len(card.name) for card in cards)]) + 2
+    arch_width = max([len("arch"), *(len(card.arch) for card in cards)]) + 2
     print(f"{'name':<{name_width}}{'arch':<{arch_width}}{'accuracy':>9}{'flip-TTA':>9}{'macro-F1':>9}"
           f"{'params':>11}{'ms/face':>9}{'train min':>10}  data")
+
+    def figure(value: float | None, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
     for card in cards:
-        metrics, training = card.get("metrics") or {}, card.get("training") or {}
-
-        def figure(value, fmt):
-            return format(value, fmt) if isinstance(value, (int, float)) else "-"
-
-        flip_accuracy = (metrics.get("flip_tta") or {}).get("accuracy")
-        print(f"{card['name']:<{name_width}}{str(card.get('arch', '?')):<{arch_width}}"
-              f"{figure(metrics.get('accuracy'), '.4f'):>9}{figure(flip_accuracy, '.4f'):>9}"
-              f"{figure(metrics.get('macro_f1'), '.4f'):>9}{figure(card.get('parameters'), ','):>11}"
-              f"{figure(card.get('ms_per_face'), '.2f'):>9}{figure(training_minutes(card), '.1f'):>10}"
-              f"  {training.get('data', '-')}")
+        print(f"{card.name:<{name_width}}{card.arch:<{arch_width}}"
+              f"{figure(card.accuracy, '.4f'):>9}{figure(card.flip_accuracy, '.4f'):>9}"
+              f"{figure(card.macro_f1, '.4f'):>9}{figure(card.parameters, ','):>11}"
+              f"{figure(card.ms_per_face, '.2f'):>9}{figure(card.training_minutes, '.1f'):>10}"
+              f"  {card.training.data or '-'}")
     return 0
 
 
@@ -272,45 +347,78 @@ SHIFT_HELP = ("also average each face moved one pixel up, down, left and right (
               "about 5x the classifier's time for up to about a point of accuracy)")
 
 
+def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a training recipe that ``train`` and ``crossval`` share, and the data (with
+    its cache) that it learns from."""
+    from fer_core.recipe import CLASS_WEIGHTS, PRECISIONS, SCHEDULES, TrainConfig
+
+    parser.add_argument("--arch", required=True, type=_architecture,
+                        help="network architecture, e.g. fer_vgg; a wrong name lists them all")
+    parser.add_argument("--data", required=True, help="FER2013 CSV(.gz), class-folder tree or zip of one")
+    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    parser.add_argument("--lr", type=float, default=TrainConfig.learning_rate,
+                        help="peak learning rate (AdamW, cosine)")
+    parser.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay,
+                        help="AdamW weight decay; Keras scales it by the learning rate, so 0.05 is a real decay")
+    parser.add_argument("--class-weight", choices=CLASS_WEIGHTS, default=TrainConfig.class_weight)
+    parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--patience", type=int, default=TrainConfig.patience,
+                        help="early-stopping patience in epochs")
+    parser.add_argument("--precision", choices=PRECISIONS, default=TrainConfig.precision)
+    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    parser.add_argument("--schedule", choices=SCHEDULES, default=TrainConfig.schedule,
+                        help="after the warm-up: cosine decay to 1%% of --lr, or --lr held (for weight averaging)")
+    parser.add_argument("--swa-epochs", type=int, default=TrainConfig.swa_epochs, metavar="N",
+                        help="stochastic weight averaging: the model is the mean of the last N epochs' weights")
+    parser.add_argument("--cache", action="store_true", help="keep a parsed copy of the dataset (~/.cache/fer_lab)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     from fer_core.detect import DETECTORS
+    from fer_core.recipe import TrainConfig
 
-    parser = argparse.ArgumentParser(prog="python -m fer_core",
+    # Usage lines name the command as it was run: the installed `fer-lab` or `python -m fer_core`.
+    program = "fer-lab" if Path(sys.argv[0]).stem == "fer-lab" else "python -m fer_core"
+    parser = argparse.ArgumentParser(prog=program,
                                      description="FER Lab: facial emotion recognition engine")
     parser.add_argument("--store", help="model folder (default: $FER_LAB_MODELS or the project's models/)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a model and save it in the store")
-    train.add_argument("--arch", required=True, type=_architecture,
-                       help="network architecture, e.g. fer_vgg; a wrong name lists them all")
-    train.add_argument("--data", required=True, help="FER2013 CSV(.gz), class-folder tree or zip of one")
-    train.add_argument("--epochs", type=_at_least(1), default=60)
-    train.add_argument("--minutes", type=_at_least(0, float), help="time budget; resume later from the checkpoint")
+    _add_recipe_options(train)
+    train.add_argument("--minutes", type=float, help="time budget; resume later from the checkpoint")
     train.add_argument("--name", help="name to save under (default: the architecture)")
-    train.add_argument("--batch-size", type=_at_least(1), default=64)
-    train.add_argument("--lr", type=_at_least(0, float), default=2e-3, help="peak learning rate (AdamW, cosine)")
-    train.add_argument("--weight-decay", type=_at_least(0, float), default=1e-4,
-                       help="AdamW weight decay; Keras scales it by the learning rate, so 0.05 is a real decay")
-    train.add_argument("--class-weight", choices=("none", "balanced", "sqrt"), default="none")
-    train.add_argument("--no-augment", action="store_true")
-    train.add_argument("--patience", type=_at_least(1), default=15, help="early-stopping patience in epochs")
-    train.add_argument("--precision", choices=("auto", "float32", "mixed_bfloat16"), default="auto")
-    train.add_argument("--seed", type=int, default=0)
     train.add_argument("--teacher", nargs="+", metavar="MODEL",
                        help="stored models to distil: the network also learns their mean answer")
-    train.add_argument("--distill-weight", type=float,
-                       help="with --teacher: share of the loss that follows the teacher (0-1, default 0.5)")
-    train.add_argument("--temperature", type=float, help="with --teacher: softening of both answers (default 2)")
+    train.add_argument("--distill-weight", type=float, default=TrainConfig.distill_weight,
+                       help="with --teacher: share of the loss that follows the teacher (0-1, default %(default)s)")
+    train.add_argument("--temperature", type=float, default=TrainConfig.temperature,
+                       help="with --teacher: softening of both answers (default %(default)s)")
     train.add_argument("--init-from", metavar="MODEL",
                        help="fine-tune: start from this stored network of the same architecture")
-    train.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
-                       help="after the warm-up: cosine decay to 1%% of --lr, or --lr held (for weight averaging)")
-    train.add_argument("--swa-epochs", type=_at_least(0), default=0, metavar="N",
-                       help="stochastic weight averaging: the model is the mean of the last N epochs' weights")
-    train.add_argument("--cache", action="store_true", help="keep a parsed copy of the dataset (~/.cache/fer_lab)")
     train.add_argument("--checkpoint-dir", help="default: checkpoints/NAME; an existing one is resumed")
     train.set_defaults(run=cmd_train)
+
+    crossval = commands.add_parser(
+        "crossval", help="k-fold cross-validation of a training recipe (nothing stored unless --name)",
+        description="Split the data into K folds with the class proportions of the whole (each person's faces in "
+                    "one fold where the data names persons) and train a fresh network per fold on the other "
+                    "folds, its validation faces taken from them too; report each fold's accuracy and macro-F1, "
+                    "and their mean and standard deviation. Every row counts, whatever its FER2013 Usage.")
+    _add_recipe_options(crossval)
+    crossval.add_argument("--folds", type=_at_least(2), default=5, help="number of folds K (default %(default)s)")
+    crossval.add_argument("--minutes", type=float,
+                          help="time budget of each training: every fold's, and the final model's with --name")
+    crossval.add_argument("--groups", metavar="REGEX",
+                          help="a regular expression finding the person in each file path of a folder or zip "
+                               "dataset (its first group, else the whole match); default: person folders below "
+                               "the class folders, if any")
+    crossval.add_argument("--json", help="also write the folds' scores and their mean and std to this file")
+    crossval.add_argument("--name", help="also train a final model on all the data and store it under this name")
+    crossval.set_defaults(run=cmd_crossval, teacher=None, distill_weight=TrainConfig.distill_weight,
+                          temperature=TrainConfig.temperature, init_from=None)
 
     ensemble = commands.add_parser("ensemble", help="average stored models into one model and save it")
     ensemble.add_argument("members", nargs="+", help="stored models to average (two or more)")
@@ -322,11 +430,23 @@ def build_parser() -> argparse.ArgumentParser:
                                "convolution kernels in int8 (a quarter; see the README for its accuracy)")
     ensemble.set_defaults(run=cmd_ensemble)
 
+    compact = commands.add_parser("compact", help="store a network again with float16 weights or int8 kernels")
+    compact.add_argument("model", help="stored single network")
+    compact.add_argument("--name", help="name to save under (default: in place of the model)")
+    compact.add_argument("--data", required=True, help="labelled faces to score it on (as for train)")
+    compact.add_argument("--cache", action="store_true", help="cache the parsed dataset")
+    compact.add_argument("--weights", choices=("float16", "int8"), default="float16",
+                         help="float16 halves the file; int8 convolution kernels quarter a VGG's")
+    compact.set_defaults(run=cmd_compact)
+
     evaluate = commands.add_parser("evaluate", help="score a model on labelled faces")
     evaluate.add_argument("--model", default="default", help="stored name or .keras path")
     evaluate.add_argument("--data", required=True)
     evaluate.add_argument("--usage", choices=("PrivateTest", "PublicTest", "Training"))
     evaluate.add_argument("--json", help="also write the report as JSON to this file")
+    evaluate.add_argument("--report", metavar="HTML",
+                          help="also write a self-contained HTML report (scores, confusion matrix, the most "
+                               "confident mistakes as thumbnails) to this file")
     evaluate.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, help=FLIP_HELP)
     evaluate.add_argument("--shift-tta", action="store_true", help=SHIFT_HELP)
     evaluate.add_argument("--cache", action="store_true", help="cache the parsed dataset")
@@ -368,14 +488,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Bad input (a :class:`FerError`) ends it with ``error: ...`` on stderr and
+    status 2; any other exception is a bug and propagates with its traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.run(args)
-    except (FerError, KeyError, ValueError, OSError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"error: {message}", file=sys.stderr)
+    except FerError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

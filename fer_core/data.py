@@ -12,6 +12,7 @@ import hashlib
 import io
 import lzma
 import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -23,7 +24,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from fer_core.errors import DataError, ImageError
+from fer_core.errors import DataError, FerError, ImageError, SettingError
 from fer_core.images import load_image
 from fer_core.labels import EMOTIONS, NUM_CLASSES, label_from_name
 from fer_core.preprocess import resize_face, to_gray
@@ -53,12 +54,18 @@ _LABEL_CODES = {str(code) for code in range(NUM_CLASSES)}
 
 @dataclass
 class FaceDataset:
-    """Gray faces (N, 48, 48) uint8 with labels (N,) in FER2013 codes, and each row's usage."""
+    """Gray faces (N, 48, 48) uint8 with labels (N,) in FER2013 codes, and each row's usage.
+
+    ``groups`` (N,) names the person each face shows where the data says so (folder datasets, see
+    :func:`face_person`), else is None (FER2013 CSVs name no persons); cross-validation keeps each
+    person's faces in one fold, so no fold is tested on a person it was trained on.
+    """
 
     images: np.ndarray
     labels: np.ndarray
     usage: np.ndarray
     source: str = ""
+    groups: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -70,6 +77,7 @@ class FaceDataset:
             self.labels[mask_or_index],
             self.usage[mask_or_index],
             self.source,
+            None if self.groups is None else self.groups[mask_or_index],
         )
 
     def with_usage(self, *usages: str) -> FaceDataset:
@@ -200,6 +208,35 @@ def _usage_and_label(parts: tuple[str, ...]) -> tuple[str, int | None]:
     return usage, label
 
 
+def _person_pattern(text: str | None) -> re.Pattern[str] | None:
+    """A regular expression that finds the person in a face's file path (see :func:`face_person`)."""
+    if text is None:
+        return None
+    try:
+        return re.compile(text)
+    except re.error as error:
+        raise SettingError(f"person pattern {text!r} is not a regular expression ({error})") from error
+
+
+def face_person(parts: tuple[str, ...], pattern: re.Pattern[str] | None = None) -> str | None:
+    """The person an image shows, from its path inside the dataset (``parts``, file name last).
+
+    With ``pattern``: its first group (or the whole match when it has none) searched in the path
+    joined by ``/``, e.g. ``^(S\\d+)_`` for CK+'s ``S005_001_00000011.png``. Without: the first folder
+    below the class folder that is not a split folder (``happy/alice/1.png`` and
+    ``happy/train/alice/1.png`` both show alice). None when nothing names a person.
+    """
+    if pattern is not None:
+        match = pattern.search("/".join(parts))
+        if match is None:
+            return None
+        return match.group(1 if pattern.groups else 0) or None  # an empty or unmatched group names no one
+    folders = parts[:-1]
+    classes = [index for index, part in enumerate(folders) if label_from_name(part) is not None]
+    below = folders[classes[-1] + 1:] if classes else ()
+    return next((part for part in below if part.strip().lower() not in USAGE_BY_FOLDER), None)
+
+
 #: Turns a decoded photo (gray or BGR) into the gray face to keep, e.g. ``detect.LargestFaceCropper``.
 FaceCrop = Callable[[np.ndarray], np.ndarray]
 
@@ -210,17 +247,25 @@ def _face_from_bytes(data: bytes, name: str, crop: FaceCrop | None) -> np.ndarra
 
 
 def _collect(entries: Iterator[tuple[tuple[str, ...], str, bytes | Exception]], source: str,
-             crop: FaceCrop | None = None) -> FaceDataset:
-    """Build a dataset from (folder parts, display name, bytes or read error) entries."""
-    images, labels, usage, problems = [], [], [], []
+             crop: FaceCrop | None = None, persons: re.Pattern[str] | None = None) -> FaceDataset:
+    """Build a dataset from (path parts inside the dataset, display name, bytes or read error) entries.
+
+    Faces get persons (``groups``) when every one has one, by :func:`face_person` with ``persons``;
+    with ``persons`` given, a path it does not match is a problem.
+    """
+    images, labels, usage, people, problems = [], [], [], [], []
     for parts, name, data in entries:
-        split, label = _usage_and_label(parts)
+        split, label = _usage_and_label(parts[:-1])
         if label is None:
-            folder = "/".join(parts) or "(top level)"
+            folder = "/".join(parts[:-1]) or "(top level)"
             problems.append(
                 f"{name}: folder {folder!r} is not an emotion class; use one of "
                 f"{', '.join(EMOTIONS)} (or a synonym such as happiness, sadness, surprised)"
             )
+            continue
+        person = face_person(parts, persons)
+        if persons is not None and person is None:
+            problems.append(f"{name}: the person pattern {persons.pattern!r} finds no person in {'/'.join(parts)!r}")
             continue
         if isinstance(data, Exception):
             problems.append(f"{name}: cannot read ({data})")
@@ -232,18 +277,24 @@ def _collect(entries: Iterator[tuple[tuple[str, ...], str, bytes | Exception]], 
             continue
         labels.append(label)
         usage.append(split)
+        people.append(person)
     _raise_problems(problems, source)
     if not images:
         raise DataError(f"{source}: no images found in class folders ({', '.join(EMOTIONS)})")
-    return FaceDataset(np.stack(images), np.array(labels, dtype=np.int64), np.array(usage), source)
+    groups = np.array(people) if all(people) else None
+    return FaceDataset(np.stack(images), np.array(labels, dtype=np.int64), np.array(usage), source, groups)
 
 
-def load_image_folder(root: str | os.PathLike, *, crop: FaceCrop | None = None) -> FaceDataset:
+def load_image_folder(root: str | os.PathLike, *, crop: FaceCrop | None = None,
+                      persons: str | None = None) -> FaceDataset:
     """Read a tree with one subfolder per class (optionally inside train/test folders).
 
     Images of any size or mode are made gray 48x48 (after ``crop``, for photos that are not face
-    crops); files that are not images (by extension) are skipped, hidden files too.
+    crops); files that are not images (by extension) are skipped, hidden files too. Persons come
+    from folders below the class folders, or from the regular expression ``persons`` (see
+    :func:`face_person`).
     """
+    pattern = _person_pattern(persons)
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: not a folder")
@@ -259,19 +310,20 @@ def load_image_folder(root: str | os.PathLike, *, crop: FaceCrop | None = None) 
                 data: bytes | Exception = path.read_bytes()
             except OSError as error:
                 data = error
-            yield relative.parts[:-1], str(path), data
+            yield relative.parts, str(path), data
 
-    return _collect(entries(), str(root), crop)
+    return _collect(entries(), str(root), crop, pattern)
 
 
 def load_zip(path: str | os.PathLike, *, max_uncompressed: int = MAX_ZIP_UNCOMPRESSED,
-             crop: FaceCrop | None = None) -> FaceDataset:
+             crop: FaceCrop | None = None, persons: str | None = None) -> FaceDataset:
     """Read a zip of a class-folder tree in memory (as :func:`load_image_folder`); nothing is
-    extracted to disk.
+    extracted to disk, and persons as there.
 
     Entries with absolute paths or ``..`` are refused, and so is a zip whose content exceeds
     ``max_uncompressed`` bytes or is compressed suspiciously well (a zip bomb).
     """
+    pattern = _person_pattern(persons)
     path = Path(path)
     try:
         archive = zipfile.ZipFile(path)
@@ -312,51 +364,66 @@ def load_zip(path: str | os.PathLike, *, max_uncompressed: int = MAX_ZIP_UNCOMPR
                 except (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError, RuntimeError,
                         NotImplementedError) as error:  # damaged, or compressed in a way Python cannot read
                     data = error
-                yield member.parts[:-1], f"{path}:{info.filename}", data
+                yield member.parts, f"{path}:{info.filename}", data
 
-        return _collect(entries(), str(path), crop)
+        return _collect(entries(), str(path), crop, pattern)
 
 
 # ---------------------------------------------------------------- any source, with a cache
 
 
-def _cache_file(path: Path) -> Path:
+def _cache_file(path: Path, persons: str | None) -> Path:
     stat = path.stat()
-    key = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    identity = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|persons:{persons}"
+    key = hashlib.sha1(identity.encode()).hexdigest()[:16]
     base = Path(os.environ.get("FER_LAB_CACHE", Path.home() / ".cache" / "fer_lab"))
     return base / f"dataset-{key}.npz"
 
 
-def load_dataset(path: str | os.PathLike, *, cache: bool = False, crop: FaceCrop | None = None) -> FaceDataset:
+def load_dataset(path: str | os.PathLike, *, cache: bool = False, crop: FaceCrop | None = None,
+                 persons: str | None = None) -> FaceDataset:
     """Load a FER2013 CSV(.gz), a class-folder tree or a zip of one, by what ``path`` is.
 
     With ``cache``, a parsed copy is kept under ``$FER_LAB_CACHE`` (default ~/.cache/fer_lab)
     so the next load of the same unchanged file takes a second instead of tens. ``crop`` (for
     folders and zips of photos) picks the face out of each photo; such loads are not cached.
+    ``persons``, a regular expression, finds each face's person in its file path (folders and
+    zips; see :func:`face_person`).
     """
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     if path.is_dir():
-        return load_image_folder(path, crop=crop)
+        return load_image_folder(path, crop=crop, persons=persons)
+    if persons is not None and not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: a FER2013 CSV names no files, so no persons; a person pattern is for a "
+                        "folder or zip of images")
     if crop is not None:
         if not zipfile.is_zipfile(path):
             raise DataError(f"{path}: a FER2013 CSV holds faces already cropped; finding faces is for a "
                             "folder or zip of photos")
-        return load_zip(path, crop=crop)
-    cache_file = _cache_file(path) if cache else None
+        return load_zip(path, crop=crop, persons=persons)
+    cache_file = _cache_file(path, persons) if cache else None
     if cache_file is not None and cache_file.exists():
         try:
             with np.load(cache_file) as stored:
-                return FaceDataset(stored["images"], stored["labels"], stored["usage"], str(path))
+                groups = stored["groups"] if "groups" in stored.files else None
+                return FaceDataset(stored["images"], stored["labels"], stored["usage"], str(path), groups)
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             cache_file.unlink(missing_ok=True)  # a damaged cache is rebuilt below
-    dataset = load_zip(path) if zipfile.is_zipfile(path) else load_fer2013_csv(path)
+    dataset = load_zip(path, persons=persons) if zipfile.is_zipfile(path) else load_fer2013_csv(path)
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
         partial = cache_file.with_suffix(".partial.npz")
-        np.savez(partial, images=dataset.images, labels=dataset.labels, usage=dataset.usage)
-        os.replace(partial, cache_file)  # never leave a half-written cache under the final name
+        arrays = {"images": dataset.images, "labels": dataset.labels, "usage": dataset.usage}
+        if dataset.groups is not None:
+            arrays["groups"] = dataset.groups
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(partial, **arrays)
+            os.replace(partial, cache_file)  # never leave a half-written cache under the final name
+        except OSError as error:
+            raise FerError(f"{cache_file.parent}: cannot write the dataset cache ({error.strerror or error}); "
+                           "set FER_LAB_CACHE to a writable folder or leave out the cache") from error
     return dataset
 
 
@@ -381,11 +448,33 @@ def stratified_split(
 
 
 def stratified_folds(dataset: FaceDataset, k: int = 5, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Index pairs (train, test) of ``k`` stratified folds."""
-    from sklearn.model_selection import StratifiedKFold
+    """Index pairs (train, test) of ``k`` folds, each test part with the class proportions of the whole.
 
-    folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    return list(folds.split(np.zeros(len(dataset)), dataset.labels))
+    Where the dataset names persons (``groups``), each person's faces fall in one test part
+    (scikit-learn's StratifiedGroupKFold, whose proportions are then as close as whole persons allow).
+    """
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    if k < 2:
+        raise SettingError(f"cross-validation needs 2 folds or more, not {k}")
+    where = dataset.source or "the dataset"
+    counts = np.bincount(dataset.labels, minlength=NUM_CLASSES)
+    if not counts.any():
+        raise DataError(f"{where}: no faces to split into folds")
+    smallest = int(counts[counts > 0].min())
+    if k > smallest:
+        name = EMOTIONS[int(np.flatnonzero(counts == smallest)[0])]
+        raise DataError(f"{where}: {k} folds need {k} or more faces of each class present, but {name} has "
+                        f"{smallest}; use fewer folds, or more {name} faces")
+    if dataset.groups is None:
+        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    else:
+        persons = len(np.unique(dataset.groups))
+        if k > persons:
+            raise DataError(f"{where}: {k} folds that keep each person's faces together need {k} persons or "
+                            f"more, but the data names {persons}; use fewer folds")
+        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(dataset)), dataset.labels, dataset.groups))
 
 
 def train_validation(dataset: FaceDataset, seed: int = 0) -> tuple[FaceDataset, FaceDataset]:

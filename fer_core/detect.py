@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from fer_core.errors import FerError
+from fer_core.errors import FerError, SettingError
 from fer_core.pool import ObjectPool
 from fer_core.preprocess import Preprocessing, crop_face, to_gray
 
@@ -216,7 +216,7 @@ def get_detector(name: str = "haar", live: bool = False, **options) -> FaceDetec
     ``live`` applies :data:`LIVE_OPTIONS` (options given here still win).
     """
     if name not in DETECTORS:
-        raise KeyError(f"unknown face detector {name!r}; choose one of {', '.join(sorted(DETECTORS))}")
+        raise SettingError(f"unknown face detector {name!r}; choose one of {', '.join(sorted(DETECTORS))}")
     if live:
         options = {**LIVE_OPTIONS.get(name, {}), **options}
     return DETECTORS[name](**options)

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fer_core.cards import Member, ModelCard, Training
 from fer_core.data import FaceDataset, train_validation
 from fer_core.errors import DataError, ModelNotFoundError
 from fer_core.preprocess import Preprocessing, images_to_input
-from fer_core.store import ModelStore, StoredModel, training_minutes
+from fer_core.store import ModelStore, StoredModel
 
 if TYPE_CHECKING:
     import keras
@@ -35,8 +36,8 @@ def ensemble_members(store: ModelStore, names: list[str], name: str) -> list[Sto
         raise DataError(f"an ensemble needs at least two different models, got {', '.join(names)}")
     if str((store.root / f"{name}.keras").resolve()).casefold() in keys:
         raise DataError(f"the ensemble cannot replace its member {name!r}: choose another name")
-    members = _single_networks(store, names, "an ensemble")
-    if len({_preprocessing(member) for member in members}) != 1:
+    members = single_networks(store, names, "an ensemble")
+    if len({member.card.preprocessing for member in members}) != 1:
         raise DataError("the members prepare faces differently (their cards' preprocessing differ)")
     return members
 
@@ -46,7 +47,7 @@ def _keys(store: ModelStore, names: list[str]) -> list[str]:
     return [str(store.resolve(name).resolve()).casefold() for name in names]
 
 
-def _single_networks(store: ModelStore, names: list[str], role: str) -> list[StoredModel]:
+def single_networks(store: ModelStore, names: list[str], role: str) -> list[StoredModel]:
     """The named stored models, each named once and each a single network of a known architecture."""
     from fer_core.models import ARCHITECTURES
 
@@ -54,20 +55,20 @@ def _single_networks(store: ModelStore, names: list[str], role: str) -> list[Sto
         raise DataError(f"{role} names a model twice: {', '.join(names)}")
     members = [store.load(name) for name in names]
     for member in members:
-        if member.card.get("arch") not in ARCHITECTURES:
-            raise DataError(f"{member.name} ({member.card.get('arch')}) is not a single network of a known "
+        if member.card.arch not in ARCHITECTURES:
+            raise DataError(f"{member.name} ({member.card.arch}) is not a single network of a known "
                             f"architecture; {role} is made of those (name the networks it is made of)")
     return members
 
 
 def teacher_model(store: ModelStore, names: list[str], preprocessing: Preprocessing) -> keras.Model:
     """The float32 model of stored single networks (their mean, for several) that a student learns
-    from (``train.DistillationLoss``), checked to prepare faces as the student will."""
+    from (``distill.DistillationLoss``), checked to prepare faces as the student will."""
     from fer_core.models import build_ensemble
 
     if not names:
         raise DataError("name one or more stored models as the teacher")
-    members = _single_networks(store, names, "a teacher")
+    members = single_networks(store, names, "a teacher")
     _check_preprocessing(members, preprocessing, "teacher", "the student")
     if len(members) == 1:
         return _copy(members[0], "float32", name="teacher")
@@ -78,8 +79,8 @@ def starting_network(store: ModelStore, name: str, arch: str, preprocessing: Pre
     """The float32 copy of a stored network that a fine-tuning run of ``arch`` starts from, checked
     to be of that architecture and to prepare faces as the run will."""
     member = store.load(name)
-    if member.card.get("arch") != arch:
-        raise DataError(f"{member.name} ({member.card.get('arch')}) is not a {arch} network: a {arch} run starts "
+    if member.card.arch != arch:
+        raise DataError(f"{member.name} ({member.card.arch}) is not a {arch} network: a {arch} run starts "
                         f"from a stored {arch} network")
     _check_preprocessing([member], preprocessing, "starting model", "this run")
     return _copy(member, "float32")
@@ -87,8 +88,7 @@ def starting_network(store: ModelStore, name: str, arch: str, preprocessing: Pre
 
 def starting_networks(store: ModelStore, arch: str, preprocessing: Preprocessing) -> list[str]:
     """The stored networks a fine-tuning run of ``arch`` with ``preprocessing`` can start from."""
-    return [card["name"] for card in store.cards() if card.get("arch") == arch
-            and Preprocessing.from_dict(card.get("preprocessing") or {}) == preprocessing]
+    return [card.name for card in store.cards() if card.arch == arch and card.preprocessing == preprocessing]
 
 
 @dataclass(frozen=True)
@@ -108,22 +108,13 @@ def lineage(store: ModelStore, start: str | None, commands: list[str]) -> Lineag
         card = store.card(start)
     except ModelNotFoundError:
         return Lineage(" && ".join([f"(the stored model {start}, since removed)", *commands]), None)
-    return Lineage(" && ".join([card.get("reproduce", f"(the stored model {start})"), *commands]),
-                   training_minutes(card))
+    return Lineage(" && ".join([card.reproduce or f"(the stored model {start})", *commands]), card.training_minutes)
 
 
 def _check_preprocessing(members: list[StoredModel], preprocessing: Preprocessing, role: str, user: str) -> None:
-    different = [member.name for member in members if _preprocessing(member) != preprocessing]
+    different = [member.name for member in members if member.card.preprocessing != preprocessing]
     if different:
         raise DataError(f"{role} {', '.join(different)} does not prepare faces as {user} will ({preprocessing})")
-
-
-def _preprocessing(member: StoredModel) -> Preprocessing:
-    return Preprocessing.from_dict(member.card.get("preprocessing") or {})
-
-
-def _seed(member: StoredModel) -> int | None:
-    return ((member.card.get("training") or {}).get("recipe") or {}).get("seed")
 
 
 def validation_faces(members: list[StoredModel], dataset: FaceDataset) -> FaceDataset:
@@ -132,7 +123,7 @@ def validation_faces(members: list[StoredModel], dataset: FaceDataset) -> FaceDa
     scored on faces a member trained on."""
     if "Training" in dataset.usages() and "PublicTest" in dataset.usages():
         return train_validation(dataset)[1]
-    seeds = {_seed(member) for member in members}
+    seeds = {member.card.training.seed for member in members}
     if len(seeds) != 1 or None in seeds:
         raise DataError(f"{dataset.source} has no PublicTest rows and the members were validated on different "
                         "or unknown random splits; score an ensemble on FER2013 or on members trained with one --seed")
@@ -145,11 +136,51 @@ def _copy(member: StoredModel, dtype: str, name: str | None = None):
 
     try:
         if dtype == "int8":
-            return int8_copy(copy_in_precision(member.model, member.card["arch"], "float32", name or member.name))
-        return copy_in_precision(member.model, member.card["arch"], dtype, name or member.name)
+            return int8_copy(copy_in_precision(member.model, member.card.arch, "float32", name or member.name))
+        return copy_in_precision(member.model, member.card.arch, dtype, name or member.name)
     except ValueError as error:  # weights that no longer fit the architecture's builder
-        raise DataError(f"{member.name}: its weights do not fit the {member.card['arch']} architecture "
+        raise DataError(f"{member.name}: its weights do not fit the {member.card.arch} architecture "
                         f"of this version ({error})") from error
+
+
+def _check_dtype(weights_dtype: str) -> None:
+    if weights_dtype not in STORAGE_TOLERANCE:
+        raise DataError(f"weights are stored as {' or '.join(STORAGE_TOLERANCE)}, not {weights_dtype!r}")
+
+
+def _check_storage(full: keras.Model, compact: keras.Model, weights_dtype: str, validation: FaceDataset,
+                   preprocessing: Preprocessing, what: str) -> None:
+    """Refuse a compact copy whose probabilities move beyond ``STORAGE_TOLERANCE`` on validation faces."""
+    sample = images_to_input(validation.images[:256], preprocessing)
+    difference = float(np.max(np.abs(compact.predict(sample, verbose=0) - full.predict(sample, verbose=0))))
+    tolerance = STORAGE_TOLERANCE[weights_dtype]
+    if not difference <= tolerance:  # also catches weights beyond float16's range
+        raise DataError(f"in {weights_dtype} {what}'s probabilities move by {difference:.4f} "
+                        f"(more than {tolerance}); it does not survive that precision")
+
+
+def save_compact(
+    store: ModelStore,
+    network: StoredModel,
+    name: str,
+    validation: FaceDataset,
+    *,
+    command: str,
+    weights_dtype: str = "float16",
+) -> ModelCard:
+    """Store a single network again with ``weights_dtype`` weights (float16: half the file; int8
+    kernels: a quarter), scored anew on ``validation``; its recipe and training stay, and
+    ``command`` is added to its ``reproduce``. Returns the card."""
+    from fer_core.evaluate import save_evaluated
+
+    _check_dtype(weights_dtype)
+    card = network.card
+    full, compact = _copy(network, "float32"), _copy(network, weights_dtype)
+    _check_storage(full, compact, weights_dtype, validation, card.preprocessing, network.name)
+    reproduce = " && ".join(part for part in (card.reproduce, command) if part)
+    return save_evaluated(full, name, validation, store=store, compact_copy=compact, weights_dtype=weights_dtype,
+                          preprocessing=card.preprocessing, arch=card.arch, training=card.training,
+                          reproduce=reproduce, description=card.description)
 
 
 def save_ensemble(
@@ -161,7 +192,7 @@ def save_ensemble(
     data_description: str,
     command: str,
     weights_dtype: str = "float16",
-) -> dict:
+) -> ModelCard:
     """Average ``members`` (see :func:`ensemble_members`) into the model ``name``, scored on
     ``validation``, and store it with ``weights_dtype`` weights (float16, or int8 kernels).
 
@@ -172,31 +203,17 @@ def save_ensemble(
     from fer_core.evaluate import save_evaluated
     from fer_core.models import build_ensemble
 
-    if weights_dtype not in STORAGE_TOLERANCE:
-        raise DataError(f"an ensemble's weights are stored as {' or '.join(STORAGE_TOLERANCE)}, not {weights_dtype!r}")
-    preprocessing = _preprocessing(members[0])
+    _check_dtype(weights_dtype)
+    preprocessing = members[0].card.preprocessing
     full = build_ensemble([_copy(member, "float32") for member in members], name)
     compact = build_ensemble([_copy(member, weights_dtype) for member in members], name)
-    sample = images_to_input(validation.images[:256], preprocessing)
-    difference = float(np.max(np.abs(compact.predict(sample, verbose=0) - full.predict(sample, verbose=0))))
-    tolerance = STORAGE_TOLERANCE[weights_dtype]
-    if not difference <= tolerance:  # also catches weights beyond float16's range
-        raise DataError(f"in {weights_dtype} the ensemble's probabilities move by {difference:.4f} "
-                        f"(more than {tolerance}); its members do not survive that precision")
+    _check_storage(full, compact, weights_dtype, validation, preprocessing, "the ensemble")
 
-    trainings = [member.card.get("training") or {} for member in members]
-    training = {
-        "data": data_description,
-        "validation_rows": len(validation),
-        "minutes": round(sum(training_minutes(member.card) or 0.0 for member in members), 1),
-        "members": [{"name": m.name, "arch": m.card["arch"], "parameters": m.card.get("parameters"),
-                     "accuracy": (m.card.get("metrics") or {}).get("accuracy"),
-                     "flip_tta": (m.card.get("metrics") or {}).get("flip_tta"),
-                     "minutes": training_minutes(m.card), "recipe": t.get("recipe")}
-                    for m, t in zip(members, trainings)],
-    }
-    reproduce = " && ".join([m.card["reproduce"] for m in members if m.card.get("reproduce")] + [command])
+    minutes = round(sum(member.card.training_minutes or 0.0 for member in members), 1)
+    training = Training(data=data_description, validation_rows=len(validation), minutes=minutes,
+                        total_minutes=minutes, members=[Member.of(member.card) for member in members])
+    reproduce = " && ".join([m.card.reproduce for m in members if m.card.reproduce] + [command])
     description = f"Ensemble of {', '.join(m.name for m in members)}: the mean of their probabilities."
-    card_fields = {"arch": ENSEMBLE_ARCH, "training": training, "reproduce": reproduce, "description": description}
     return save_evaluated(full, name, validation, store=store, compact_copy=compact, weights_dtype=weights_dtype,
-                          preprocessing=preprocessing, card_fields=card_fields)
+                          preprocessing=preprocessing, arch=ENSEMBLE_ARCH, training=training, reproduce=reproduce,
+                          description=description)

@@ -21,8 +21,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fer_core.errors import SettingError
 from fer_core.labels import EMOTIONS
-from fer_core.preprocess import Preprocessing, prepare_faces
+from fer_core.preprocess import Preprocessing, images_to_input, prepare_faces
 
 _CONVOLUTIONS = (keras.layers.Conv2D, keras.layers.SeparableConv2D, keras.layers.DepthwiseConv2D)
 
@@ -204,8 +205,19 @@ def explain_face(model: keras.Model, image: np.ndarray, box: tuple[int, int, int
                  preprocessing: Preprocessing, label: str | None = None, method: str = "grad_cam") -> np.ndarray:
     """Overlay (BGR) of the ``method`` map (see :data:`EXPLANATIONS`) for the face in ``box`` of
     ``image`` and the class ``label`` (default: the predicted class)."""
+    return _explained(model, prepare_faces(image, [box], preprocessing)[0], label, method)
+
+
+def explain_cropped(model: keras.Model, face: np.ndarray, preprocessing: Preprocessing, label: str | None = None,
+                    method: str = "grad_cam") -> np.ndarray:
+    """As :func:`explain_face`, for a face already cropped (a labelled dataset's gray face), prepared
+    as evaluation prepares it: resized, not cropped again."""
+    return _explained(model, images_to_input(face[np.newaxis], preprocessing)[0], label, method)
+
+
+def _explained(model: keras.Model, face: np.ndarray, label: str | None, method: str) -> np.ndarray:
+    """Overlay (BGR) of the ``method`` map of a prepared face for the class ``label`` (default: predicted)."""
     if method not in EXPLANATIONS:
-        raise ValueError(f"unknown explanation method {method!r} (known: {', '.join(EXPLANATIONS)})")
-    face = prepare_faces(image, [box], preprocessing)[0]
+        raise SettingError(f"unknown explanation method {method!r} (known: {', '.join(EXPLANATIONS)})")
     heat, _ = EXPLANATIONS[method](model, face, None if label is None else EMOTIONS.index(label))
     return overlay(face, heat)

@@ -2,24 +2,27 @@
 
 Training a network takes the CPU for minutes to hours, so a server runs at most one training at a
 time; a second request is refused with who started the running one, when, and when it should end.
-The job loads the data, trains in a background thread, keeps the latest progress and the epoch
-history for live curves, and saves the model with its card when done. A data file the job was
-given to delete (an upload spooled to disk) is deleted whatever happens.
+The job runs the training service (``train.run_training``: data, split, training, evaluation and
+the stored model with its card) in a background thread and keeps the latest progress and the
+epoch history for live curves. A data file the job was given to delete (an upload spooled to
+disk) is deleted once read, whatever happens.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import logging
-import shlex
 import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fer_core.callbacks import TrainProgress
+from fer_core.cards import ModelCard
 from fer_core.errors import FerError
-from fer_core.store import ModelStore, check_name
-from fer_core.train import TrainConfig, TrainProgress, check_target_name
+from fer_core.recipe import TrainConfig
+from fer_core.store import ModelStore
+from fer_core.train import TrainingData, run_training
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +42,6 @@ class TrainingJob:
     model_name: str
     owner: str
     config: TrainConfig
-    data_description: str
     job_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     started_at: _dt.datetime = field(default_factory=lambda: _dt.datetime.now().astimezone())
     status: str = "loading"
@@ -48,7 +50,7 @@ class TrainingJob:
     train_rows: int = 0
     validation_rows: int = 0
     stopped: str | None = None
-    card: dict | None = None
+    card: ModelCard | None = None
     error: str | None = None
     cancel_event: threading.Event = field(default_factory=threading.Event)
     finish_event: threading.Event = field(default_factory=threading.Event)
@@ -98,23 +100,9 @@ class TrainingJob:
                                      "accuracy": progress.accuracy, "val_loss": progress.val_loss,
                                      "val_accuracy": progress.val_accuracy})
 
-
-def reproduce_command(config: TrainConfig, data_name: str, model_name: str) -> str:
-    """The command line that repeats a run made in the app."""
-    args = ["python", "-m", "fer_core", "train", "--arch", config.arch, "--data", data_name,
-            "--epochs", str(config.epochs), "--batch-size", str(config.batch_size),
-            "--lr", str(config.learning_rate), "--class-weight", config.class_weight, "--name", model_name]
-    if config.minutes is not None:
-        args += ["--minutes", str(config.minutes)]
-    if not config.augment:
-        args.append("--no-augment")
-    if config.init_from:
-        args += ["--init-from", config.init_from]
-    if config.schedule != "cosine":
-        args += ["--schedule", config.schedule]
-    if config.swa_epochs:
-        args += ["--swa-epochs", str(config.swa_epochs)]
-    return shlex.join(args)
+    def enter(self, stage: str, train_rows: int, validation_rows: int) -> None:
+        """The training service's stage listener: the job's status follows it."""
+        self.train_rows, self.validation_rows, self.status = train_rows, validation_rows, stage
 
 
 class TrainingJobs:
@@ -138,22 +126,22 @@ class TrainingJobs:
               store: ModelStore | None = None) -> TrainingJob:
         """Start training ``config`` on the data at ``data_path`` in the background.
 
-        Raises :class:`TrainingBusyError` while another job runs, ``ValueError`` for a bad model
-        name and ``DataError`` for a fine-tuned network named as the one it starts from; with
+        ``data_description`` is the data's name in the card and its reproduce command (by default
+        the file name). Raises :class:`TrainingBusyError` while another job runs and
+        ``SettingError`` for a recipe or model name that ``TrainConfig.validate`` refuses; with
         ``delete_data`` the data file is deleted even then.
         """
         try:
-            check_name(model_name)
-            check_target_name(model_name, config)
+            config.validate(model_name)
+            data = TrainingData(Path(data_path), data_description or Path(data_path).name,
+                                delete_after_loading=delete_data)
             with self._lock:
                 running = self._current
                 if running is not None and running.active:
                     raise TrainingBusyError(f"the server is busy with one training at a time: {running.describe()}")
-                job = TrainingJob(model_name, owner.strip() or "someone", config,
-                                  data_description or Path(data_path).name)
+                job = TrainingJob(model_name, owner.strip() or "someone", config)
                 job._thread = threading.Thread(target=self._run, name=f"fer-lab-training-{job.job_id}",
-                                               args=(job, Path(data_path), delete_data, store or ModelStore()),
-                                               daemon=True)
+                                               args=(job, data, store or ModelStore()), daemon=True)
                 self._current = job
         except Exception:
             if delete_data:
@@ -163,47 +151,17 @@ class TrainingJobs:
         return job
 
     @staticmethod
-    def _run(job: TrainingJob, data_path: Path, delete_data: bool, store: ModelStore) -> None:
-        from fer_core.data import load_dataset, train_validation
-        from fer_core.ensemble import lineage, starting_network
-        from fer_core.preprocess import Preprocessing
-        from fer_core.train import store_result, train
-
+    def _run(job: TrainingJob, data: TrainingData, store: ModelStore) -> None:
         try:
-            start_from = None
-            if job.config.init_from:
-                start_from = starting_network(store, job.config.init_from, job.config.arch,
-                                              Preprocessing.from_dict(job.config.preprocessing))
-            dataset = load_dataset(data_path)
-            if delete_data:
-                data_path.unlink(missing_ok=True)
-            train_part, validation = train_validation(dataset, job.config.seed)
-            job.train_rows, job.validation_rows = len(train_part), len(validation)
-            if job.cancel_event.is_set():
-                job.stopped, job.status = "cancelled", "cancelled"
-                return
-            job.status = "training"
-            result = train(train_part, job.config, validation=validation, listener=job.listen,
-                           cancel=job.cancel_event, finish=job.finish_event, start_from=start_from)
-            job.stopped = result.stopped
-            if result.stopped == "cancelled":
-                job.status = "cancelled"
-                return
-            job.status = "saving"
-            origin = lineage(store, job.config.init_from,
-                             [reproduce_command(job.config, job.data_description, job.model_name)])
-            job.card = store_result(result, job.model_name, validation, data_description=job.data_description,
-                                    reproduce=origin.reproduce, earlier_minutes=origin.earlier_minutes,
-                                    store=store)
-            job.status = "done"
-        except (FerError, ValueError) as error:
+            outcome = run_training(job.config, data, job.model_name, store=store, listener=job.listen,
+                                   on_stage=job.enter, cancel=job.cancel_event, finish=job.finish_event)
+            job.stopped, job.card = outcome.result.stopped, outcome.card
+            job.status = "cancelled" if outcome.card is None else "done"
+        except FerError as error:
             job.error, job.status = str(error), "failed"
         except Exception as error:  # a crash must end the job, not leave the slot taken
             logger.exception("training job %s failed", job.job_id)
             job.error, job.status = f"training failed: {type(error).__name__}: {error}", "failed"
-        finally:
-            if delete_data:
-                data_path.unlink(missing_ok=True)
 
     def cancel(self, job_id: str) -> bool:
         """Ask the job ``job_id`` to stop after its current batch and save nothing; False if it is

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from fer_core.errors import SettingError
 from fer_core.labels import NUM_CLASSES
 
 Builder = Callable[..., keras.Model]
@@ -33,9 +34,14 @@ def register(name: str) -> Callable[[Builder], Builder]:
 def build_model(arch: str, input_shape: tuple[int, int, int] = INPUT_SHAPE,
                 num_classes: int = NUM_CLASSES) -> keras.Model:
     """Build the registered architecture ``arch``."""
+    return _builder(arch)(input_shape=input_shape, num_classes=num_classes)
+
+
+def _builder(arch: str) -> Builder:
+    """The builder registered as ``arch``; an unknown name is a :class:`SettingError` listing the known ones."""
     if arch not in ARCHITECTURES:
-        raise KeyError(f"unknown architecture {arch!r}; choose one of {', '.join(sorted(ARCHITECTURES))}")
-    return ARCHITECTURES[arch](input_shape=input_shape, num_classes=num_classes)
+        raise SettingError(f"unknown architecture {arch!r}; choose one of {', '.join(sorted(ARCHITECTURES))}")
+    return ARCHITECTURES[arch]
 
 
 def copy_in_precision(model: keras.Model, arch: str, dtype: str = "float32", name: str | None = None) -> keras.Model:
@@ -125,7 +131,7 @@ def build_ensemble(members: Sequence[keras.Model], name: str = "ensemble") -> ke
 
 def describe(arch: str) -> str:
     """First line of the builder's docstring, for menus."""
-    return (ARCHITECTURES[arch].__doc__ or arch).strip().splitlines()[0]
+    return (_builder(arch).__doc__ or arch).strip().splitlines()[0]
 
 
 def _softmax_head(x: keras.KerasTensor, num_classes: int) -> keras.KerasTensor:

@@ -101,15 +101,6 @@ class _LiteRunner:
         return self.interpreter.get_tensor(self.output).copy()
 
 
-def recommends_flip(card: dict) -> bool:
-    """Whether a model is best used with the mirrored face averaged in: when that scored higher
-    on its validation faces (the card's ``metrics.flip_tta``). It costs a second face per face."""
-    metrics = card.get("metrics") or {}
-    flipped = (metrics.get("flip_tta") or {}).get("accuracy")
-    plain = metrics.get("accuracy")
-    return isinstance(flipped, (int, float)) and isinstance(plain, (int, float)) and flipped > plain
-
-
 def shifted_views(faces: np.ndarray) -> list[np.ndarray]:
     """``(N, H, W, C)`` faces moved one pixel up, down, left and right (edge pixels repeated).
 
@@ -161,9 +152,9 @@ class EmotionClassifier:
                     shift_tta: bool = False) -> EmotionClassifier:
         """A classifier for a stored model: the fastest it offers, or the ``backend`` named
         (``litert`` or ``tensorflow``), to compare the two. ``flip_tta=None`` follows the card:
-        see :func:`recommends_flip`."""
+        see ``ModelCard.recommends_flip``."""
         if flip_tta is None:
-            flip_tta = recommends_flip(stored.card)
+            flip_tta = stored.card.recommends_flip
         if backend not in ("auto", "litert", "tensorflow"):
             raise ValueError(f"backend must be auto, litert or tensorflow, not {backend!r}")
         classifier = cls(stored, flip_tta, None if backend == "tensorflow" else stored.lite, shift_tta=shift_tta)
@@ -230,9 +221,9 @@ class EmotionAnalyser:
                    flip_tta: bool | None = None, store: ModelStore | None = None, backend: str = "auto",
                    shift_tta: bool = False, **detector_options) -> EmotionAnalyser:
         """An analyser for a stored model (by name or path) and a detector (by name); ``flip_tta``
-        None follows the model card (:func:`recommends_flip`)."""
+        None follows the model card (``ModelCard.recommends_flip``)."""
         stored = (store or ModelStore()).load(model)
-        preprocessing = Preprocessing.from_dict(stored.card.get("preprocessing"))
+        preprocessing = stored.card.preprocessing
         classifier = EmotionClassifier.from_stored(stored, flip_tta, backend, shift_tta)
         return cls(classifier, get_detector(detector, **detector_options), preprocessing, stored.name)
 

@@ -26,8 +26,8 @@ class Preprocessing:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict | None) -> Preprocessing:
-        known = {k: v for k, v in (values or {}).items() if k in cls.__dataclass_fields__}
+    def from_dict(cls, values: dict) -> Preprocessing:
+        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
 

@@ -8,22 +8,23 @@ classifies faces without it.
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
-import json
 import os
 import re
 import shutil
 import tempfile
 import threading
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fer_core.errors import ModelNotFoundError
-from fer_core.labels import EMOTIONS
+from fer_core.cards import CardError, ModelCard
+from fer_core.errors import ModelNotFoundError, SettingError
 
-PROJECT_MODELS = Path(__file__).resolve().parent.parent / "models"
+#: The shipped models: the copy an installed wheel carries inside the package, else the checkout's ``models/``.
+_PACKAGED_MODELS = Path(__file__).resolve().parent / "shipped_models"
+PROJECT_MODELS = _PACKAGED_MODELS if _PACKAGED_MODELS.is_dir() else Path(__file__).resolve().parent.parent / "models"
 DEFAULT_NAME = "default"
 #: How a model's weights can be stored: as trained, in half the space, or in a quarter (ensembles).
 WEIGHT_DTYPES = ("float32", "float16", "int8")
@@ -34,14 +35,14 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def models_dir() -> Path:
-    """The store folder: ``$FER_LAB_MODELS`` or the project's ``models/``."""
+    """The store folder: ``$FER_LAB_MODELS`` or the shipped models (``PROJECT_MODELS``)."""
     return Path(os.environ.get("FER_LAB_MODELS", PROJECT_MODELS))
 
 
 def check_name(name: str) -> str:
     """A model name is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit."""
     if not _NAME.match(name) or name.endswith(".keras") or name.endswith(".json"):
-        raise ValueError(f"invalid model name {name!r}: use 1-64 letters, digits, '.', '_' or '-'")
+        raise SettingError(f"invalid model name {name!r}: use 1-64 letters, digits, '.', '_' or '-'")
     return name
 
 
@@ -52,7 +53,7 @@ class StoredModel:
     backend), so serving faces from the LiteRT file never imports TensorFlow.
     """
 
-    def __init__(self, name: str, path: Path, card: dict, lite: bytes | None = None,
+    def __init__(self, name: str, path: Path, card: ModelCard, lite: bytes | None = None,
                  model: keras.Model | None = None):
         self.name, self.path, self.card, self.lite = name, path, card, lite
         self._model = model
@@ -103,29 +104,27 @@ class ModelStore:
         known = ", ".join(self.names()) or "none"
         raise ModelNotFoundError(f"no model {text!r} in {self.root} (stored models: {known})")
 
-    def card(self, name_or_path: str | os.PathLike) -> dict:
-        """The card of a model (a minimal one for a bare ``.keras`` file without a card)."""
+    def card(self, name_or_path: str | os.PathLike) -> ModelCard:
+        """The card of a model (a minimal one for a bare ``.keras`` file without a card), named as
+        it is stored, whatever a copied card file says."""
         path = self.resolve(name_or_path)
         card_path = path.with_suffix(".json")
-        if card_path.exists():
-            try:
-                card = json.loads(card_path.read_text())
-            except (OSError, ValueError) as error:
-                raise ModelNotFoundError(f"{card_path}: the model card is not readable JSON ({error})") from error
-            if not isinstance(card, dict):
-                raise ModelNotFoundError(f"{card_path}: the model card is not a JSON object")
-            return card
-        return {"name": path.stem, "arch": "unknown", "labels": list(EMOTIONS)}
+        if not card_path.exists():
+            return ModelCard(name=path.stem)
+        try:
+            return ModelCard.from_json(card_path.read_text(), path.stem)
+        except (OSError, CardError) as error:
+            raise ModelNotFoundError(f"{card_path}: {error}") from error
 
-    def card_or_error(self, name: str) -> dict:
-        """The card of a model, or for an unreadable one its name and the error: listings show it
-        and go on."""
+    def card_or_error(self, name: str) -> ModelCard:
+        """The card of a model, or for an unreadable one its name and the error
+        (:meth:`ModelCard.unreadable`): listings show it and go on."""
         try:
             return self.card(name)
         except ModelNotFoundError as error:
-            return {"name": name, "arch": "unknown", "error": str(error)}
+            return ModelCard.unreadable(name, str(error))
 
-    def cards(self) -> list[dict]:
+    def cards(self) -> list[ModelCard]:
         """The cards of every stored model (see :meth:`card_or_error`)."""
         return [self.card_or_error(name) for name in self.names()]
 
@@ -145,7 +144,7 @@ class ModelStore:
             raise ModelNotFoundError(f"{path}: not a loadable Keras model (not a .keras archive)")
         return StoredModel(path.stem, path, card, lite)
 
-    def save(self, name: str, model: keras.Model, card: dict, lite: bytes | None = None) -> Path:
+    def save(self, name: str, model: keras.Model, card: ModelCard, lite: bytes | None = None) -> Path:
         """Write ``name.keras`` and ``name.json`` (replacing a model of that name).
 
         ``lite``, the model as a TensorFlow Lite flatbuffer (``predict.to_tflite``), is written
@@ -154,7 +153,7 @@ class ModelStore:
         check_name(name)
         # Written in a side folder and moved in place, card last: a reader never pairs new weights
         # with an old card, nor sees a half-written file.
-        staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=self._ensure_root()))
+        staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=self.ensure_root()))
         try:
             staged = staging / f"{name}.keras"
             model.save(staged)
@@ -163,8 +162,8 @@ class ModelStore:
             if lite is not None:
                 (staging / f"{name}.tflite").write_bytes(lite)
                 hashes["tflite"] = _sha256(lite)
-            card = {**card, "name": name, "file_bytes": staged.stat().st_size, "sha256": hashes}
-            (staging / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
+            card = replace(card, name=name, file_bytes=staged.stat().st_size, sha256=hashes)
+            (staging / f"{name}.json").write_text(card.to_json())
             path = self.root / f"{name}.keras"
             os.replace(staged, path)
             if lite is not None:
@@ -176,8 +175,13 @@ class ModelStore:
             shutil.rmtree(staging, ignore_errors=True)
         return path
 
-    def _ensure_root(self) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
+    def ensure_root(self) -> Path:
+        """The store folder, made if missing; a path that cannot be a folder is a :class:`SettingError`
+        (checked before a long training run, not after it)."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise SettingError(f"{self.root}: cannot be the model store folder ({error.strerror or error})") from error
         return self.root
 
 
@@ -185,12 +189,12 @@ def _sha256(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
 
 
-def _lite_is_current(keras_path: Path, lite_path: Path, lite: bytes, card: dict) -> bool:
+def _lite_is_current(keras_path: Path, lite_path: Path, lite: bytes, card: ModelCard) -> bool:
     """Whether a ``.tflite`` file is the one saved with this ``.keras`` file: the card's hashes of
     both match (whatever the files' dates after a copy; a card without a ``.tflite`` hash was saved
     without one); for a card from before the hashes, it is not older."""
-    hashes = card.get("sha256")
-    if isinstance(hashes, dict):
+    hashes = card.sha256
+    if hashes:
         return hashes.get("tflite") == _sha256(lite) and hashes.get("keras") == _sha256(keras_path.read_bytes())
     return lite_path.stat().st_mtime >= keras_path.stat().st_mtime
 
@@ -203,41 +207,3 @@ def _deflate(path: Path) -> None:
         for entry in source.infolist():
             target.writestr(entry.filename, source.read(entry.filename))
     os.replace(packed, path)
-
-
-def training_minutes(card: dict) -> float | None:
-    """A stored model's whole training time in minutes: its own runs and those of the network it
-    was fine-tuned from (``total_minutes``; cards of older versions hold only ``minutes``)."""
-    training = card.get("training") or {}
-    minutes = training.get("total_minutes", training.get("minutes"))
-    return float(minutes) if isinstance(minutes, (int, float)) else None
-
-
-def make_card(
-    *,
-    arch: str,
-    model: keras.Model,
-    preprocessing: dict,
-    training: dict,
-    metrics: dict | None,
-    ms_per_face: float | None,
-    reproduce: str,
-    description: str = "",
-) -> dict:
-    """A model card: what the model is, how it was trained, and how well and fast it runs."""
-    import keras
-
-    return {
-        "arch": arch,
-        "description": description,
-        "labels": list(EMOTIONS),
-        "input_size": list(model.input_shape[1:]),
-        "preprocessing": preprocessing,
-        "parameters": int(model.count_params()),
-        "training": training,
-        "metrics": metrics,
-        "ms_per_face": None if ms_per_face is None else round(ms_per_face, 3),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "keras_version": keras.__version__,
-        "reproduce": reproduce,
-    }

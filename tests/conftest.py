@@ -66,15 +66,17 @@ def fer_csv(tmp_path):
 @pytest.fixture
 def model_store(tmp_path, monkeypatch):
     """A temporary store holding untrained ``default`` (ds_cnn) and ``tiny`` (mini_xception) models."""
+    from fer_core.cards import Training, make_card
     from fer_core.models import build_model
-    from fer_core.store import ModelStore, make_card
+    from fer_core.preprocess import Preprocessing
+    from fer_core.store import ModelStore
 
     root = tmp_path / "models"
     monkeypatch.setenv("FER_LAB_MODELS", str(root))
     store = ModelStore(root)
     for name, arch in (("default", "ds_cnn"), ("tiny", "mini_xception")):
         model = build_model(arch)
-        card = make_card(arch=arch, model=model, preprocessing={"size": 48}, training={"data": "none"},
+        card = make_card(arch=arch, model=model, preprocessing=Preprocessing(size=48), training=Training(data="none"),
                          metrics=None, ms_per_face=None, reproduce="(untrained test model)")
         store.save(name, model, card)
     return store

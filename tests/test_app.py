@@ -8,6 +8,7 @@ import io
 import json
 import tempfile
 import threading
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,6 +23,7 @@ from sklearn.metrics import confusion_matrix
 from streamlit.delta_generator import DeltaGenerator
 from streamlit.testing.v1 import AppTest
 
+from fer_core.cards import Scores, Training, make_card
 from fer_core.charts import confusion_matrix_figure
 from fer_core.data import load_dataset
 from fer_core.detect import get_detector
@@ -31,9 +33,9 @@ from fer_core.jobs import TrainingBusyError, training_jobs
 from fer_core.models import build_ensemble, build_model, copy_in_precision
 from fer_core.predict import FaceResult
 from fer_core.preprocess import Preprocessing, images_to_input
+from fer_core.recipe import TrainConfig
 from fer_core.samples import astronaut
-from fer_core.store import ModelStore, make_card
-from fer_core.train import TrainConfig  # noqa: E402
+from fer_core.store import ModelStore
 from ui_common import EXPLANATION_LABELS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,10 +54,10 @@ def store(tmp_path, monkeypatch) -> ModelStore:
     truth = np.arange(70) % 7
     for name, agreement in (("default", 0.6), ("small", 0.3)):
         predicted = np.where(rng.random(70) < agreement, truth, rng.integers(0, 7, 70))
-        metrics = {"dataset": "test faces", **report_from_predictions(truth, predicted).to_dict()}
+        metrics = report_from_predictions(truth, predicted).as_metrics(dataset="test faces")
         model = build_model("ds_cnn")
-        store.save(name, model, make_card(arch="ds_cnn", model=model, preprocessing={"size": 48},
-                                          training={"data": "synthetic"}, metrics=metrics, ms_per_face=1.5,
+        store.save(name, model, make_card(arch="ds_cnn", model=model, preprocessing=Preprocessing(),
+                                          training=Training(data="synthetic"), metrics=metrics, ms_per_face=1.5,
                                           reproduce="(test model)"))
     return store
 
@@ -113,10 +115,9 @@ def heatmap(figure: dict) -> np.ndarray:
 
 def test_home_shows_the_active_model_and_the_privacy_note(store):
     at = open_app()
-    metrics = store.card("default")["metrics"]
-    assert [m.value for m in at.metric] == [f"{metrics['accuracy']:.1%}", "n/a",  # no flip TTA on this card
-                                            f"{metrics['macro_f1']:.1%}", f"{store.card('default')['parameters']:,}",
-                                            "1.50"]
+    card = store.card("default")
+    assert [m.value for m in at.metric] == [f"{card.accuracy:.1%}", "n/a",  # no flip TTA on this card
+                                            f"{card.macro_f1:.1%}", f"{card.parameters:,}", "1.50"]
     assert any("never stored" in info.value for info in at.info)
     assert at.sidebar.selectbox(key="_model").options == ["default", "small"]
     detector = at.sidebar.selectbox(key="_detector")
@@ -206,8 +207,7 @@ def test_the_pages_offer_every_explanation_method_of_the_engine():
 def test_an_ensemble_as_the_default_model_analyses_and_explains_faces(store):
     members = [copy_in_precision(store.load(name).model, "ds_cnn", "float16", name) for name in ("default", "small")]
     ensemble = build_ensemble(members, "default")
-    store.save("default", ensemble, {**store.card("default"), "arch": "ensemble",
-                                     "parameters": ensemble.count_params()})
+    store.save("default", ensemble, replace(store.card("default"), arch="ensemble", parameters=ensemble.count_params()))
     at = open_app()
     assert any("ensemble" in caption.value for caption in at.caption)
     at.switch_page(UPLOAD).run()
@@ -267,11 +267,14 @@ def test_train_page_trains_a_tiny_dataset_to_a_saved_model(store):
     assert job.status == "done", job.error
     assert "tiny_test" in store.names()
     card = store.card("tiny_test")
-    assert card["training"]["epochs_run"] == 1 and card["metrics"]["n"] == 14
-    recipe = card["training"]["recipe"]
+    assert card.training.epochs_run == 1 and card.faces_scored == 14
+    recipe = card.training.recipe
     assert (recipe["init_from"], recipe["swa_epochs"], recipe["schedule"]) == ("small", 1, "constant")
-    assert card["training"]["averaged_epochs"] == 1
-    assert "--init-from small" in card["reproduce"] and "--schedule constant --swa-epochs 1" in card["reproduce"]
+    assert card.training.averaged_epochs == 1
+    # the network it started from, then this run: its data by the uploaded file's name, every setting not the default
+    assert card.reproduce == ("(test model) && python -m fer_core train --arch ds_cnn --data faces.csv "
+                              "--name tiny_test --epochs 1 --batch-size 32 --init-from small --schedule constant "
+                              "--swa-epochs 1")
     assert at.success[0].value.startswith("Saved as 'tiny_test' after 1 epoch(s)")
     assert len(plotly_figures(at)) == 2  # training curves and the confusion matrix
     assert set(Path(tempfile.gettempdir()).glob("fer_lab_upload_*")) == spooled_before  # upload deleted
@@ -296,16 +299,16 @@ def test_a_job_refused_or_cancelled_deletes_its_data_and_saves_nothing(store, tm
 
 
 def test_stop_and_save_ends_a_run_early_and_saves_its_best_weights(store, monkeypatch):
-    import fer_core.data
+    import fer_core.train
 
     clicked = threading.Event()
-    load = fer_core.data.load_dataset
+    load = fer_core.train.load_dataset
 
     def load_after_the_click(*args, **kwargs):  # the job waits for the click, however fast it would train
         clicked.wait(60)
         return load(*args, **kwargs)
 
-    monkeypatch.setattr(fer_core.data, "load_dataset", load_after_the_click)
+    monkeypatch.setattr(fer_core.train, "load_dataset", load_after_the_click)
     at = open_app(TRAIN)
     at.file_uploader(key="train_upload").set_value(("faces.csv", fer_csv(), "text/csv"))
     at.selectbox(key="train_arch").set_value("ds_cnn")
@@ -322,7 +325,7 @@ def test_stop_and_save_ends_a_run_early_and_saves_its_best_weights(store, monkey
     at.run()
     assert job.status == "done" and job.stopped == "finished"
     card = store.card("stopped_model")
-    assert card["training"]["stopped"] == "finished" and card["training"]["epochs_run"] == 1
+    assert card.training.stopped == "finished" and card.training.epochs_run == 1
     assert "stopped by you; the best epoch, or the weight average, so far kept" in at.success[0].value
     assert not training_jobs().finish(job.job_id)  # no longer running
 
@@ -331,11 +334,11 @@ def test_compare_page_draws_matrices_for_two_models_from_their_cards(store):
     at = open_app(COMPARE)
     table = at.dataframe[0].value
     assert list(table["model"]) == ["default", "small"]
-    assert list(table["accuracy"]) == [store.card(name)["metrics"]["accuracy"] for name in ("default", "small")]
+    assert list(table["accuracy"]) == [store.card(name).accuracy for name in ("default", "small")]
     figures = plotly_figures(at)
     assert len(figures) == 3  # two confusion matrices and the per-class bars
     counts = heatmap(figures[0])
-    assert counts.tolist() == store.card("default")["metrics"]["confusion_matrix"]
+    assert counts.tolist() == store.card("default").metrics.confusion_matrix
     at.toggle(key="compare_normalised").set_value(True).run()
     shares = heatmap(plotly_figures(at)[0])
     assert shares.sum(axis=1) == pytest.approx(np.ones(7))
@@ -354,10 +357,9 @@ def test_an_unreadable_card_is_a_message_on_home_and_compare(store):
 
 
 def test_compare_page_re_evaluates_models_on_an_uploaded_set(store, tmp_path):
-    card_file = store.root / "default.json"  # a card that has the app read faces mirrored too
-    card = json.loads(card_file.read_text())
-    card["metrics"]["flip_tta"] = {"accuracy": 0.99, "macro_f1": 0.99}
-    card_file.write_text(json.dumps(card))
+    card = store.card("default")  # a card that has the app read faces mirrored too
+    mirrored = replace(card, metrics=replace(card.metrics, flip_tta=Scores(accuracy=0.99, macro_f1=0.99)))
+    (store.root / "default.json").write_text(mirrored.to_json())
     at = open_app(COMPARE)
     at.file_uploader(key="compare_upload").set_value(("labelled.csv", fer_csv(private=21), "text/csv"))
     at.button(key="compare_evaluate").click().run()
@@ -366,7 +368,7 @@ def test_compare_page_re_evaluates_models_on_an_uploaded_set(store, tmp_path):
     assert set(table["measured on"]) == {"labelled.csv (PrivateTest rows)"}
     evaluation = at.session_state["compare_evaluation"]
     assert evaluation["n"] == 21
-    assert all(sum(map(sum, metrics["confusion_matrix"])) == 21 for metrics in evaluation["metrics"].values())
+    assert all(sum(map(sum, metrics.confusion_matrix)) == 21 for metrics in evaluation["metrics"].values())
     assert len(plotly_figures(at)) == 3
     # measured as the cards are: plain inference, and the flip TTA figure beside it
     csv = tmp_path / "labelled.csv"
@@ -377,7 +379,7 @@ def test_compare_page_re_evaluates_models_on_an_uploaded_set(store, tmp_path):
         network = store.load(name).model
         plain = network.predict(inputs, verbose=0)
         mirrored = plain + network.predict(inputs[:, :, ::-1], verbose=0)
-        assert evaluation["metrics"][name]["confusion_matrix"] == confusion_matrix(
+        assert evaluation["metrics"][name].confusion_matrix == confusion_matrix(
             faces.labels, plain.argmax(1), labels=range(7)).tolist()
         assert accuracy == pytest.approx(np.mean(plain.argmax(1) == faces.labels), abs=5e-5)  # cards round to 4 places
         assert flipped == pytest.approx(np.mean(mirrored.argmax(1) == faces.labels), abs=5e-5)
@@ -507,7 +509,7 @@ def test_upload_page_keys_photo_results_on_the_model_its_file_the_detector_and_t
 
     # "default" retrained under the same name: its results are computed anew, with the new model.
     model = build_model("ds_cnn")
-    store.save("default", model, {**store.card("default"), "metrics": None})
+    store.save("default", model, replace(store.card("default"), metrics=None))
     at.sidebar.selectbox(key="_model").set_value("default").run()
     assert not at.exception
     retrained = ("default", store.resolve("default").stat().st_mtime, "haar", False)
@@ -593,23 +595,23 @@ def test_compare_page_scores_the_rows_the_cli_scores_and_says_which(store, usage
     assert set(at.dataframe[0].value["measured on"]) == {scored}
     evaluation = at.session_state["compare_evaluation"]
     assert evaluation["n"] == n
-    assert all(metrics["n"] == n for metrics in evaluation["metrics"].values())
+    assert all(metrics.n == n for metrics in evaluation["metrics"].values())
     assert any(f"({n} faces)" in toggle.label for toggle in at.toggle)
 
 
-def test_confusion_matrix_figure_shows_the_stored_normalised_matrix(store):
-    metrics = store.card("default")["metrics"]
-    stored = np.full((7, 7), 0.125)  # not the counts' row shares: only the stored matrix can give it
-    figure = json.loads(confusion_matrix_figure({**metrics, "confusion_matrix_normalized": stored.tolist()},
-                                                normalised=True).to_json())
-    assert heatmap(figure) == pytest.approx(stored)
+def test_confusion_matrix_figure_shows_the_counts_or_the_shares_of_each_true_class(store):
+    metrics = store.card("default").metrics
+    counts = np.asarray(metrics.confusion_matrix, dtype=float)
+    figure = json.loads(confusion_matrix_figure(metrics).to_json())
+    assert heatmap(figure).tolist() == metrics.confusion_matrix
+    shares = heatmap(json.loads(confusion_matrix_figure(metrics, normalised=True).to_json()))
+    assert shares == pytest.approx(counts / counts.sum(axis=1, keepdims=True), abs=5e-5)  # cards round to 4 places
     hover = plotly_array(figure["data"][0]["customdata"])  # count and share of each cell
-    assert hover[..., 0].tolist() == metrics["confusion_matrix"] and hover[..., 1] == pytest.approx(stored)
+    assert hover[..., 0].tolist() == metrics.confusion_matrix and hover[..., 1] == pytest.approx(shares)
 
-    old = {key: value for key, value in metrics.items() if key != "confusion_matrix_normalized"}
-    shares = heatmap(json.loads(confusion_matrix_figure(old, normalised=True).to_json()))
-    counts = np.asarray(metrics["confusion_matrix"], dtype=float)
-    assert shares == pytest.approx(counts / counts.sum(axis=1, keepdims=True))
+    no_angry_face = replace(metrics, confusion_matrix=[[0] * 7, *metrics.confusion_matrix[1:]])
+    shares = heatmap(json.loads(confusion_matrix_figure(no_angry_face, normalised=True).to_json()))
+    assert shares[0].tolist() == [0.0] * 7 and shares[1:].sum(axis=1) == pytest.approx(np.ones(6), abs=5e-4)
 
 
 APP_FILES = ["ui_common.py", "fer_core/charts.py",

@@ -1,14 +1,19 @@
 import json
+import shlex
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from fer_core.cards import Metrics, Scores, Training, make_card
 from fer_core.cli import main
+from fer_core.errors import SettingError
 from fer_core.images import encode_png
 from fer_core.labels import EMOTIONS
+from fer_core.recipe import TrainConfig
 
 
 @pytest.fixture
@@ -28,11 +33,12 @@ def test_models_lists_the_store(model_store, capsys):
 
 
 def test_models_keeps_long_names_apart_from_their_architecture(model_store, capsys):
-    from fer_core.store import make_card
+    from fer_core.preprocess import Preprocessing
 
     model = model_store.load("tiny").model
-    metrics = {"accuracy": 0.5, "macro_f1": 0.4, "flip_tta": {"accuracy": 0.55, "macro_f1": 0.45}}
-    card = make_card(arch="mini_xception", model=model, preprocessing={"size": 48}, training={"data": "none"},
+    metrics = Metrics(accuracy=0.5, macro_f1=0.4, n=0, per_class={}, confusion_matrix=[],
+                      flip_tta=Scores(accuracy=0.55, macro_f1=0.45))
+    card = make_card(arch="mini_xception", model=model, preprocessing=Preprocessing(), training=Training(data="none"),
                      metrics=metrics, ms_per_face=None, reproduce="(test)")
     model_store.save("a_weight_averaged_long_name", model, card)
     assert main(["models"]) == 0
@@ -68,7 +74,7 @@ def test_predict_several_images_gives_a_list(model_store, astronaut_png, tmp_pat
 def test_predict_bad_file_is_one_line_naming_the_file(model_store, tmp_path, capsys):
     fake = tmp_path / "photo.jpg"
     fake.write_bytes(b"GIF89a but not really")
-    assert main(["predict", str(fake), "--detector", "haar"]) != 0
+    assert main(["predict", str(fake), "--detector", "haar"]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and str(fake) in error[0] and "Traceback" not in error[0]
 
@@ -112,9 +118,9 @@ def test_train_saves_to_the_store(model_store, fer_csv, tmp_path, capsys, monkey
     out = capsys.readouterr().out
     assert "saved mine" in out
     card = model_store.card("mine")
-    assert card["training"]["train_rows"] == 56 and card["metrics"]["n"] == 21
-    assert card["training"]["recipe"]["weight_decay"] == 0.05
-    assert "train --arch ds_cnn" in card["reproduce"]
+    assert card.training.train_rows == 56 and card.faces_scored == 21
+    assert card.training.recipe["weight_decay"] == 0.05
+    assert "train --arch ds_cnn" in card.reproduce
     assert (tmp_path / "checkpoints" / "mine" / "state.json").exists()
 
 
@@ -140,7 +146,7 @@ def test_module_entry_point_fails_cleanly_on_a_missing_file(model_store, tmp_pat
     missing = tmp_path / "nowhere.png"
     run = subprocess.run([sys.executable, "-m", "fer_core", "predict", str(missing), "--detector", "haar"],
                          capture_output=True, text=True, timeout=120)
-    assert run.returncode != 0
+    assert run.returncode == 2
     assert "Traceback" not in run.stderr
     assert f"{missing}: no such file" in run.stderr
 
@@ -188,42 +194,217 @@ def test_train_distils_stored_teachers(model_store, fer_csv, tmp_path, capsys, m
     monkeypatch.chdir(tmp_path)
     assert main(["train", "--arch", "ds_cnn", "--data", str(fer_csv), "--epochs", "1", "--name", "student",
                  "--batch-size", "32", "--teacher", "default", "tiny", "--distill-weight", "0.7"]) == 0
-    recipe = model_store.card("student")["training"]["recipe"]
+    recipe = model_store.card("student").training.recipe
     assert recipe["teacher"] == ["default", "tiny"] and recipe["distill_weight"] == 0.7
     assert model_store.load("student").model.count_params() == model_store.load("default").model.count_params()
 
-    model_store.save("pair", model_store.load("default").model, {**model_store.card("default"), "arch": "ensemble"})
+    model_store.save("pair", model_store.load("default").model, replace(model_store.card("default"), arch="ensemble"))
     assert main(["train", "--arch", "ds_cnn", "--data", str(fer_csv), "--epochs", "1", "--name", "other",
                  "--teacher", "pair"]) == 2
     assert "pair (ensemble) is not a single network" in capsys.readouterr().err
     assert main(["train", "--arch", "ds_cnn", "--data", str(fer_csv), "--temperature", "3"]) == 2
-    assert "--temperature go with --teacher" in capsys.readouterr().err
+    assert "the distillation weight and temperature go with teacher models" in capsys.readouterr().err
 
 
 def test_train_fine_tunes_a_stored_network_with_weight_averaging(model_store, fer_csv, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     tiny = model_store.load("tiny")
-    model_store.save("tiny", tiny.model, {**tiny.card, "training": {"data": "none", "minutes": 30.0}})
+    trained = Training(data="none", minutes=30.0, total_minutes=30.0)
+    model_store.save("tiny", tiny.model, replace(tiny.card, training=trained))
     assert main(["train", "--arch", "mini_xception", "--data", str(fer_csv), "--epochs", "1", "--name", "tuned",
                  "--batch-size", "32", "--init-from", "tiny", "--schedule", "constant", "--swa-epochs", "1"]) == 0
     card = model_store.card("tuned")
-    recipe = card["training"]["recipe"]
+    recipe = card.training.recipe
     assert (recipe["init_from"], recipe["schedule"], recipe["swa_epochs"]) == ("tiny", "constant", 1)
-    assert card["training"]["averaged_epochs"] == 1
+    assert card.training.averaged_epochs == 1
     # its whole training counts the 30 minutes of the network it started from
-    own, total = card["training"]["minutes"], card["training"]["total_minutes"]
+    own, total = card.training.minutes, card.training_minutes
     assert 0 < own < 5 and abs(total - (own + 30.0)) <= 0.1 + 1e-9
     assert "weight averaging: the mean of 1 of the last 1 epochs" in capsys.readouterr().out
     assert main(["models"]) == 0
     listed = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("tuned"))
     assert listed.split()[-2] == f"{total:.1f}"
     # reproduced by the commands of the network it started from, then its own
-    assert card["reproduce"].startswith("(untrained test model) && python -m fer_core train --arch mini_xception")
-    assert "--init-from tiny" in card["reproduce"]
+    assert card.reproduce.startswith("(untrained test model) && python -m fer_core train --arch mini_xception")
+    assert "--init-from tiny" in card.reproduce
     assert main(["train", "--arch", "mini_xception", "--data", str(fer_csv), "--init-from", "default"]) == 2
     assert "default (ds_cnn) is not a mini_xception network" in capsys.readouterr().err
     assert main(["train", "--arch", "mini_xception", "--data", str(fer_csv), "--init-from", "tiny",
                  "--name", "TINY"]) == 2
     assert "fine-tuning tiny cannot save over it" in capsys.readouterr().err
     assert main(["train", "--arch", "ds_cnn", "--data", str(fer_csv), "--epochs", "2", "--swa-epochs", "3"]) == 2
-    assert "--swa-epochs (3) cannot exceed --epochs (2)" in capsys.readouterr().err
+    assert "averaging the last 3 epochs needs at least as many epochs (not 2)" in capsys.readouterr().err
+    assert main(["train", "--arch", "ds_cnn", "--data", str(fer_csv), "--lr", "0"]) == 2
+    assert "the learning rate must be above 0, not 0.0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("config", [
+    TrainConfig(),
+    TrainConfig(arch="ds_cnn", epochs=30, batch_size=32, learning_rate=0.0005, augment=False, class_weight="sqrt",
+                minutes=12.5, init_from="small", schedule="constant", swa_epochs=3),
+    TrainConfig(arch="mini_xception", epochs=7, learning_rate=3e-4, weight_decay=0.05, patience=40,
+                precision="float32", seed=4, teacher=["fer_vgg", "fer_resnet"], distill_weight=0.7, temperature=3.0),
+], ids=["defaults", "train-page", "distillation"])
+def test_the_reproduce_command_parses_back_to_its_recipe(config):
+    from fer_core.cli import build_parser, train_config
+    from fer_core.recipe import reproduce_command
+
+    command = reproduce_command(config, "my faces.csv.gz", "mine")
+    words = shlex.split(command)
+    assert words[:4] == ["python", "-m", "fer_core", "train"]
+    args = build_parser().parse_args(words[3:])
+    assert train_config(args) == config
+    assert (args.data, args.name) == ("my faces.csv.gz", "mine")
+    defaults = TrainConfig().to_dict()
+    changed = {key for key, value in config.to_dict().items() if value != defaults[key]} - {"arch"}
+    assert len([word for word in words if word.startswith("--")]) == 3 + len(changed)  # --arch, --data, --name
+
+
+def test_a_recipe_the_command_line_cannot_express_has_no_reproduce_command():
+    from fer_core.recipe import reproduce_command
+
+    with pytest.raises(SettingError, match="no option for warmup_epochs"):
+        reproduce_command(TrainConfig(warmup_epochs=0.0), "faces.csv", "mine")
+
+
+def test_bad_input_ends_with_one_error_line_and_status_2(model_store, fer_csv, tmp_path, capsys):
+    missing_csv, missing_png = tmp_path / "missing.csv", tmp_path / "missing.png"
+    garbage = tmp_path / "garbage.csv"
+    garbage.write_text("hello,world\n1,2\n")
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    gray = tmp_path / "gray.png"
+    Image.new("L", (48, 48), 128).save(gray)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    cases = [
+        (["evaluate", "--model", "nope", "--data", str(fer_csv)], "no model 'nope'"),
+        (["evaluate", "--data", str(missing_csv)], f"{missing_csv}: no such file or folder"),
+        (["evaluate", "--data", str(garbage)], f"{garbage}, line 1: missing column(s) emotion, pixels"),
+        (["evaluate", "--data", str(fer_csv), "--json", str(folder)], f"{folder}: cannot write the file"),
+        (["predict", str(missing_png), "--detector", "none"], f"{missing_png}: no such file"),
+        (["predict", str(text), "--detector", "none"], f"{text}: not an image file"),
+        (["predict", str(gray), "--detector", "none", "--annotate", str(folder)], f"{folder}: cannot write the file"),
+        (["bench", "--image", str(missing_png), "--seconds", "0.1"], f"{missing_png}: no such file"),
+        (["ensemble", "default", "tiny", "--name", "../evil", "--data", str(fer_csv)], "invalid model name '../evil'"),
+        (["train", "--arch", "ds_cnn", "--data", str(missing_csv), "--checkpoint-dir", str(tmp_path / "runs")],
+         f"{missing_csv}: no such file or folder"),
+        (["--store", str(gray), "train", "--arch", "ds_cnn", "--data", str(fer_csv), "--epochs", "1"],
+         f"{gray}: cannot be the model store folder"),
+        (["train", "--arch", "ds_cnn", "--data", str(fer_csv), "--epochs", "1", "--checkpoint-dir", str(gray)],
+         f"{gray}: cannot be the checkpoint folder"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        error = capsys.readouterr().err.splitlines()
+        assert len(error) == 1 and error[0].startswith("error: ") and message in error[0], (argv, error)
+
+
+@pytest.mark.parametrize("raised, status, message", [(SettingError("a bad setting"), 2, "error: a bad setting\n"),
+                                                     (KeyboardInterrupt(), 130, "interrupted\n")])
+def test_bad_input_and_interruption_end_with_a_message_and_status(monkeypatch, capsys, raised, status, message):
+    from fer_core import cli
+
+    def failing(args):
+        raise raised
+
+    monkeypatch.setattr(cli, "cmd_models", failing)
+    assert main(["models"]) == status
+    assert capsys.readouterr().err == message
+
+
+@pytest.mark.parametrize("bug", [KeyError("emotion"), ValueError("a bug"), OSError("a bug")])
+def test_a_programming_error_keeps_its_traceback(monkeypatch, bug):
+    from fer_core import cli
+
+    def broken(args):
+        raise bug
+
+    monkeypatch.setattr(cli, "cmd_models", broken)
+    with pytest.raises(type(bug)):
+        main(["models"])
+
+
+# ---------------------------------------------------------------- evaluate --report, crossval
+
+
+def test_evaluate_writes_a_self_contained_html_report(model_store, fer_csv, tmp_path, capsys):
+    import re
+
+    page, scores = tmp_path / "reports" / "report.html", tmp_path / "scores.json"
+    assert main(["evaluate", "--data", str(fer_csv), "--json", str(scores), "--report", str(page)]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("accuracy: ")
+    html = page.read_text()
+    assert "<h1>default on fer_small.csv (PrivateTest rows)</h1>" in html
+    assert not re.search(r"https?://", html)  # nothing to fetch: it opens offline
+    counts_table = html.split('<table id="counts">', 1)[1].split("</table>", 1)[0]
+    rows = [[int(value) for value in re.findall(r"<td[^>]*>(\d+)</td>", row)] for row in counts_table.split("<tr>")[2:]]
+    matrix = json.loads(scores.read_text())["confusion_matrix"]
+    assert [row[:7] for row in rows] == matrix and [row[7] for row in rows] == [sum(row) for row in matrix]
+    assert html.count("data:image/png;base64,") == sum(min(count, 8) for true, row in enumerate(matrix)
+                                                       for predicted, count in enumerate(row) if true != predicted)
+
+
+def _store_files(store) -> dict[str, int]:
+    return {path.name: path.stat().st_mtime_ns for path in store.root.iterdir()}
+
+
+def test_crossval_prints_each_fold_then_the_mean_and_stores_nothing(model_store, fer_csv, tmp_path, capsys):
+    import re
+
+    before = _store_files(model_store)
+    out_json = tmp_path / "cv" / "folds.json"
+    assert main(["crossval", "--arch", "ds_cnn", "--data", str(fer_csv), "--folds", "3", "--epochs", "1",
+                 "--batch-size", "32", "--json", str(out_json)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len([line for line in lines if re.match(r"fold \d/3: accuracy \d\.\d{4}, macro-F1 ", line)]) == 3
+    assert len([line for line in lines if re.match(r"fold \d/3: training ds_cnn on \d+ faces", line)]) == 3
+    assert re.fullmatch(r"accuracy: \d\.\d{4} \+- \d\.\d{4}", lines[-1])
+    summary = json.loads(out_json.read_text())
+    assert {"folds", "mean", "std"} <= set(summary)
+    assert [set(fold) for fold in summary["folds"]] == [{"accuracy", "macro_f1", "n"}] * 3
+    assert sum(fold["n"] for fold in summary["folds"]) == 91  # every row, whatever its Usage, tested once
+    accuracies = [fold["accuracy"] for fold in summary["folds"]]
+    assert summary["mean"] == pytest.approx(np.mean(accuracies), abs=1e-4)
+    assert summary["std"] == pytest.approx(np.std(accuracies), abs=1e-4)
+    assert lines[-1] == f"accuracy: {summary['mean']:.4f} +- {summary['std']:.4f}"
+    assert _store_files(model_store) == before
+
+
+def test_crossval_keeps_persons_apart_and_stores_a_final_model_on_request(model_store, tmp_path, capsys,
+                                                                          monkeypatch):
+    from conftest import synthetic_dataset
+
+    monkeypatch.chdir(tmp_path)
+    images, labels = synthetic_dataset(42)
+    for index, (image, label) in enumerate(zip(images, labels)):  # 6 persons, each showing every class
+        path = tmp_path / "faces" / EMOTIONS[label] / f"S{index % 6:02d}_{index}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode_png(image))
+    assert main(["crossval", "--arch", "ds_cnn", "--data", str(tmp_path / "faces"), "--folds", "2", "--epochs", "1",
+                 "--groups", r"(S\d+)_", "--name", "final", "--json", str(tmp_path / "cv.json")]) == 0
+    out = capsys.readouterr().out
+    assert "folds stratified by class, each of the 6 persons in one fold only" in out
+    assert "saved final: validation accuracy" in out and out.strip().splitlines()[-1].startswith("accuracy: ")
+    assert json.loads((tmp_path / "cv.json").read_text())["persons"] == 6
+    card = model_store.card("final")
+    assert card.training.train_rows + card.training.validation_rows == 42  # the final model learnt from all
+    assert "python -m fer_core train --arch ds_cnn --data faces --name final --epochs 1" in card.reproduce
+
+
+def test_crossval_bad_options_end_with_a_clear_error_before_training(model_store, fer_csv, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["crossval", "--arch", "ds_cnn", "--data", str(fer_csv), "--folds", "1"])
+    assert stop.value.code == 2
+    assert "argument --folds: must be 2 or more, not 1" in capsys.readouterr().err
+    cases = [
+        (["--folds", "20"], "20 folds need 20 or more faces of each class present, but angry has 13"),
+        (["--groups", r"(\w+)"], "a FER2013 CSV names no files, so no persons"),
+        (["--name", "../evil"], "invalid model name '../evil'"),
+        (["--lr", "0"], "the learning rate must be above 0, not 0.0"),
+    ]
+    for options, message in cases:
+        argv = ["crossval", "--arch", "ds_cnn", "--data", str(fer_csv), "--epochs", "1", *options]
+        assert main(argv) == 2, argv
+        error = capsys.readouterr().err.splitlines()
+        assert len(error) == 1 and error[0].startswith("error: ") and message in error[0], (argv, error)

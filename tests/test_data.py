@@ -18,7 +18,7 @@ from fer_core.data import (
     stratified_split,
     train_validation,
 )
-from fer_core.errors import DataError
+from fer_core.errors import DataError, FerError
 from fer_core.labels import label_from_name
 
 
@@ -315,3 +315,12 @@ def test_failed_upload_copy_leaves_no_file(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
     copied = spool_upload(io.BytesIO(b"faces"), ".zip")
     assert copied.parent == tmp_path and copied.read_bytes() == b"faces"
+
+
+def test_a_cache_that_cannot_be_written_is_reported(fer_csv, tmp_path, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.setenv("FER_LAB_CACHE", str(blocker / "cache"))
+    with pytest.raises(FerError, match=f"{blocker / 'cache'}: cannot write the dataset cache"):
+        load_dataset(fer_csv, cache=True)
+    assert len(load_dataset(fer_csv)) == 91  # without the cache the same file loads

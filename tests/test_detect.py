@@ -3,6 +3,7 @@ import pytest
 from conftest import ASTRONAUT_FACE, overlap
 
 from fer_core.detect import DETECTORS, get_detector
+from fer_core.errors import SettingError
 
 
 @pytest.fixture(scope="module", params=["haar", "mtcnn"])
@@ -54,7 +55,7 @@ def test_mtcnn_gives_eyes_and_gray_input_works(astronaut_bgr):
 def test_registry_and_unknown_name():
     assert {"haar", "mtcnn", "none"} <= set(DETECTORS)
     assert get_detector("none").detect(np.zeros((10, 20), np.uint8))[0].box == (0, 0, 20, 10)
-    with pytest.raises(KeyError, match="unknown face detector"):
+    with pytest.raises(SettingError, match="unknown face detector 'yolo'; choose one of haar, mtcnn, none"):
         get_detector("yolo")
 
 

@@ -110,12 +110,14 @@ def workdir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def models(workdir) -> Path:
     """A model store holding an untrained ds_cnn as ``default``."""
+    from fer_core.cards import Training, make_card
     from fer_core.models import build_model
-    from fer_core.store import ModelStore, make_card
+    from fer_core.preprocess import Preprocessing
+    from fer_core.store import ModelStore
 
     root = workdir / "models"
     model = build_model("ds_cnn")
-    card = make_card(arch="ds_cnn", model=model, preprocessing={"size": 48}, training={"data": "none"},
+    card = make_card(arch="ds_cnn", model=model, preprocessing=Preprocessing(), training=Training(data="none"),
                      metrics=None, ms_per_face=None, reproduce="(untrained test model)")
     ModelStore(root).save("default", model, card)
     return root

@@ -1,14 +1,15 @@
 """Ensembles: averaging stored models into one, stored in float16 or int8 and served like any model."""
 
 import io
-import json
 import zipfile
+from dataclasses import replace
 
 import h5py
 import numpy as np
 import pytest
 from conftest import synthetic_dataset, write_fer_csv
 
+from fer_core.cards import Training
 from fer_core.cli import main
 from fer_core.explain import grad_cam
 from fer_core.models import (
@@ -21,6 +22,7 @@ from fer_core.models import (
     with_augmentation,
 )
 from fer_core.predict import EmotionClassifier
+from fer_core.preprocess import Preprocessing
 
 
 @pytest.fixture(scope="module")
@@ -83,22 +85,24 @@ def test_int8_copy_rounds_each_kernel_channel_to_int8_and_survives_the_store(mod
 ])
 def test_ensemble_command_stores_a_compact_ensemble_with_its_members_card(model_store, fer_csv, faces, capsys,
                                                                          weights, stored_dtypes, tolerance):
-    for name, training in (("default", {"minutes": 12.0}), ("tiny", {"minutes": 5.0, "total_minutes": 45.0})):
+    for name, own, total in (("default", 12.0, 12.0), ("tiny", 5.0, 45.0)):
         stored = model_store.load(name)
-        model_store.save(name, stored.model, {**stored.card, "training": {"data": "none", **training}})
+        training = Training(data="none", minutes=own, total_minutes=total)
+        model_store.save(name, stored.model, replace(stored.card, training=training))
     command = ["ensemble", "default", "tiny", "--name", "pair", "--data", str(fer_csv), "--weights", weights]
     assert main(command) == 0
     assert "saved pair: validation accuracy" in capsys.readouterr().out
     card = model_store.card("pair")
-    assert card["arch"] == "ensemble" and card["weights_dtype"] == weights
-    assert [member["name"] for member in card["training"]["members"]] == ["default", "tiny"]
+    assert card.arch == "ensemble" and card.weights_dtype == weights
+    assert [member.name for member in card.training.members] == ["default", "tiny"]
     # each member's whole training, a fine-tuned one's start included
-    assert [member["minutes"] for member in card["training"]["members"]] == [12.0, 45.0]
-    assert card["training"]["minutes"] == 57.0
-    assert card["metrics"]["n"] == 21 and card["metrics"]["usage"] == ["PublicTest"]
-    assert card["reproduce"].endswith("python -m fer_core " + " ".join(command))
+    assert [member.minutes for member in card.training.members] == [12.0, 45.0]
+    assert card.training.minutes == card.training_minutes == 57.0
+    assert card.faces_scored == 21 and card.metrics.usage == ["PublicTest"]
+    recorded = [fer_csv.name if word == str(fer_csv) else word for word in command]  # the data by its file name
+    assert card.reproduce.endswith("python -m fer_core " + " ".join(recorded))
     members = [model_store.load(name).model for name in ("default", "tiny")]
-    assert card["parameters"] == sum(member.count_params() for member in members)
+    assert card.parameters == sum(member.count_params() for member in members)
 
     stored = model_store.load("pair")
     assert stored.lite is not None
@@ -116,6 +120,29 @@ def test_ensemble_command_stores_a_compact_ensemble_with_its_members_card(model_
     heat, explained = grad_cam(stored.model, faces[0])
     assert heat.shape == (48, 48) and heat.min() >= 0.0 and heat.max() <= 1.0
     assert explained == int(np.argmax(stored.model.predict(faces[:1], verbose=0)))
+
+
+def test_compact_stores_a_network_again_in_float16_keeping_its_recipe(model_store, fer_csv, faces, capsys):
+    stored = model_store.load("tiny")
+    expected = stored.model.predict(faces, verbose=0)
+    model_store.save("tiny", stored.model, replace(stored.card, training=Training(data="fer.csv", minutes=7.0)))
+    assert main(["compact", "tiny", "--data", str(fer_csv)]) == 0
+    assert "saved tiny: validation accuracy" in capsys.readouterr().out
+    card = model_store.card("tiny")
+    assert card.arch == "mini_xception" and card.weights_dtype == "float16"
+    assert card.training.minutes == 7.0 and card.faces_scored == 21
+    assert card.reproduce == f"(untrained test model) && python -m fer_core compact tiny --data {fer_csv.name}"
+    compact = model_store.load("tiny")
+    assert {str(weight.dtype) for weight in compact.model.weights} == {"float16"}
+    for backend in ("litert", "tensorflow"):
+        classifier = EmotionClassifier.from_stored(compact, flip_tta=False, backend=backend)
+        np.testing.assert_allclose(classifier(faces), expected, atol=5e-3)
+
+
+def test_compact_refuses_an_ensemble(model_store, fer_csv, capsys):
+    assert main(["ensemble", "default", "tiny", "--name", "pair", "--data", str(fer_csv)]) == 0
+    assert main(["compact", "pair", "--data", str(fer_csv)]) == 2
+    assert "not a single network" in capsys.readouterr().err
 
 
 def test_an_ensemble_is_stored_only_in_float16_or_int8(model_store, fer_csv):
@@ -142,9 +169,9 @@ def test_an_ensemble_is_stored_only_in_float16_or_int8(model_store, fer_csv):
     (["default", "wide"], "prepare faces differently"),
 ])
 def test_ensemble_command_rejects_bad_members_and_names(model_store, fer_csv, capsys, arguments, message):
-    card = json.loads(model_store.root.joinpath("tiny.json").read_text())
-    model_store.save("pair", model_store.load("tiny").model, {**card, "arch": "ensemble"})
-    model_store.save("wide", model_store.load("tiny").model, {**card, "preprocessing": {"size": 48, "margin": 0.2}})
+    tiny = model_store.load("tiny")
+    model_store.save("pair", tiny.model, replace(tiny.card, arch="ensemble"))
+    model_store.save("wide", tiny.model, replace(tiny.card, preprocessing=Preprocessing(margin=0.2)))
     arguments = [argument.format(root=model_store.root) for argument in arguments]
     if "--name" not in arguments:
         arguments += ["--name", "other"]
@@ -160,9 +187,9 @@ def test_without_public_test_rows_the_members_validation_split_is_required(model
     assert "validated on different or unknown random splits" in capsys.readouterr().err
     for name in ("default", "tiny"):
         stored = model_store.load(name)
-        model_store.save(name, stored.model, {**stored.card, "training": {"data": "x", "recipe": {"seed": 3}}})
+        model_store.save(name, stored.model, replace(stored.card, training=Training(data="x", recipe={"seed": 3})))
     assert main(["ensemble", "default", "tiny", "--name", "pair", "--data", str(path)]) == 0
-    assert model_store.card("pair")["metrics"]["n"] == 7  # the members' 10% split of seed 3
+    assert model_store.card("pair").faces_scored == 7  # the members' 10% split of seed 3
 
 
 def test_grad_cam_of_a_network_inside_a_training_model_skips_the_augmentation(faces):

@@ -51,4 +51,4 @@ def test_cross_validation_runs_every_fold_on_unseen_faces():
     assert seen_sizes == [(56, 14)] * 5
     assert len(result["folds"]) == 5
     assert np.sum(result["confusion_matrix"]) == 70
-    assert result["accuracy_mean"] > 0.5
+    assert result["mean"] > 0.5

@@ -1,10 +1,12 @@
 import numpy as np
 import pytest
 
+from fer_core.errors import SettingError
 from fer_core.explain import (
     EXPLANATIONS,
     _guided,
     _guided_gradients,
+    explain_cropped,
     explain_face,
     grad_cam,
     guided_backprop,
@@ -109,5 +111,20 @@ def test_explain_face_with_each_method_and_an_unknown_one(model_store, astronaut
     for method in EXPLANATIONS:
         picture = explain_face(model, astronaut_bgr, (180, 60, 90, 110), Preprocessing(), "sad", method=method)
         assert picture.shape == (192, 192, 3)
-    with pytest.raises(ValueError, match="unknown explanation method 'lime'"):
+    with pytest.raises(SettingError, match="unknown explanation method 'lime'"):
         explain_face(model, astronaut_bgr, (180, 60, 90, 110), Preprocessing(), method="lime")
+
+
+def test_a_cropped_dataset_face_is_explained_as_evaluation_reads_it(model_store):
+    from conftest import synthetic_face
+
+    model = model_store.load("tiny").model
+    face = synthetic_face(3, np.random.default_rng(0))
+    plain = Preprocessing()  # no margin: the whole image as a box is the same face as the crop
+    np.testing.assert_array_equal(explain_cropped(model, face, plain, "happy"),
+                                  explain_face(model, face, (0, 0, 48, 48), plain, "happy"))
+    widened = Preprocessing(margin=0.2)  # a crop is not cropped again: its margin is in it already
+    assert not np.array_equal(explain_cropped(model, face, widened, "happy"),
+                              explain_face(model, face, (0, 0, 48, 48), widened, "happy"))
+    with pytest.raises(SettingError, match="unknown explanation method 'lime'"):
+        explain_cropped(model, face, plain, method="lime")

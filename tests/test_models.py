@@ -1,8 +1,9 @@
 import pytest
 
+from fer_core.errors import SettingError
 from fer_core.models import ARCHITECTURES, build_augmentation, build_model, describe, with_augmentation
 
-# Parameter ranges from the papers (DEVELOPERS.md) and our own default.
+# Parameter ranges around the size each builder's docstring gives.
 EXPECTED_PARAMETERS = {
     "mini_xception": (50_000, 70_000),
     "ds_cnn": (50_000, 70_000),
@@ -30,8 +31,9 @@ def test_every_architecture_has_an_expected_size():
 
 
 def test_unknown_architecture():
-    with pytest.raises(KeyError, match="unknown architecture"):
-        build_model("resnet1000")
+    for look_up in (build_model, describe):
+        with pytest.raises(SettingError, match="unknown architecture 'resnet1000'; choose one of alexnet_small, "):
+            look_up("resnet1000")
 
 
 def test_augmentation_is_identity_at_inference_and_random_in_training():

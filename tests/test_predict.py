@@ -1,8 +1,11 @@
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pytest
 from conftest import ASTRONAUT_FACE, overlap
 
+from fer_core.cards import Metrics, Scores
 from fer_core.labels import EMOTIONS
 from fer_core.predict import EmotionAnalyser, EmotionClassifier, FaceResult, annotate, shifted_views
 
@@ -116,13 +119,14 @@ def test_shift_tta_averages_ten_views():
 
 def test_annotate_draws_on_a_copy(astronaut_bgr):
     face = FaceResult((180, 60, 90, 110), {name: 1 / 7 for name in EMOTIONS} | {"happy": 0.4})
-    for image in (astronaut_bgr, cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2GRAY),
-                  cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2BGRA)):
+    gray = cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2GRAY)
+    for image, unmarked in ((astronaut_bgr, astronaut_bgr), (gray, cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)),
+                            (cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2BGRA), astronaut_bgr)):
         before = image.copy()
         drawn = annotate(image, [face])
         assert drawn.shape == astronaut_bgr.shape
         np.testing.assert_array_equal(image, before)
-        assert not np.array_equal(drawn, astronaut_bgr if image.ndim == 3 and image.shape[2] == 3 else drawn * 0)
+        assert not np.array_equal(drawn, unmarked)  # the box and its label are drawn
 
 
 def test_face_result_json_shape():
@@ -174,9 +178,9 @@ def test_lite_file_is_used_only_with_the_keras_file_it_was_saved_with(model_stor
     os.utime(lite_file, (keras_file.stat().st_mtime - 60,) * 2)
     assert model_store.load("tiny").lite is None
     lite = lite_file.read_bytes()
-    model_store.save("tiny", stored.model, {**stored.card, "sha256": {"keras": "of an earlier save"}})
+    model_store.save("tiny", stored.model, replace(stored.card, sha256={"keras": "of an earlier save"}))
     assert not lite_file.exists()
-    assert set(model_store.card("tiny")["sha256"]) == {"keras"}
+    assert set(model_store.card("tiny").sha256) == {"keras"}
     lite_file.write_bytes(lite)  # a LiteRT file of an earlier save, newer than the Keras file
     assert model_store.load("tiny").lite is None
 
@@ -226,13 +230,16 @@ def test_damaged_keras_file_beside_a_lite_file_is_reported_at_load(model_store):
 
 
 def test_stored_model_uses_flip_tta_when_its_card_shows_it_scored_higher(model_store):
-    from fer_core.predict import recommends_flip
+    def scored(accuracy: float, flipped: float | None) -> Metrics:
+        flip_tta = None if flipped is None else Scores(accuracy=flipped, macro_f1=0.5)
+        return Metrics(accuracy=accuracy, macro_f1=0.5, n=10, per_class={}, confusion_matrix=[], flip_tta=flip_tta)
 
-    assert not recommends_flip({"metrics": None})
-    assert not recommends_flip({"metrics": {"accuracy": 0.66, "flip_tta": {"accuracy": 0.65}}})
-    assert recommends_flip({"metrics": {"accuracy": 0.65, "flip_tta": {"accuracy": 0.66}}})
     stored = model_store.load("default")
-    assert not EmotionClassifier.from_stored(stored).flip_tta  # the fixture's card has no metrics
-    stored.card["metrics"] = {"accuracy": 0.5, "flip_tta": {"accuracy": 0.6}}
+    assert not stored.card.recommends_flip  # the fixture's card has no metrics
+    assert not replace(stored.card, metrics=scored(0.66, None)).recommends_flip
+    assert not replace(stored.card, metrics=scored(0.66, 0.65)).recommends_flip
+    assert not EmotionClassifier.from_stored(stored).flip_tta
+    stored.card = replace(stored.card, metrics=scored(0.5, 0.6))
+    assert stored.card.recommends_flip
     assert EmotionClassifier.from_stored(stored).flip_tta
     assert not EmotionClassifier.from_stored(stored, flip_tta=False).flip_tta

@@ -51,4 +51,3 @@ def test_prepare_faces_batches_all_boxes():
 def test_preprocessing_card_round_trip():
     recipe = Preprocessing(size=44, margin=0.1, equalize=True)
     assert Preprocessing.from_dict({**recipe.to_dict(), "unknown": 1}) == recipe
-    assert Preprocessing.from_dict(None) == Preprocessing()

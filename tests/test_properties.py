@@ -4,13 +4,14 @@ import io
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from fer_core.data import load_fer2013_csv
 from fer_core.errors import DataError, ImageError
 from fer_core.images import load_image
+from fer_core.labels import EMOTIONS
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -39,7 +40,7 @@ def test_valid_images_of_any_mode_and_format_load(mode, fmt, width, height):
     try:
         image.save(buffer, format=fmt)
     except (OSError, ValueError, KeyError):
-        return  # Pillow cannot write this mode in this format: nothing to read back
+        reject()  # Pillow cannot write this mode in this format: nothing to read back
     array = load_image(buffer.getvalue())
     assert array.shape[:2] == (height, width)
     assert array.dtype == np.uint8 and (array.ndim == 2 or array.shape[2] == 3)
@@ -74,13 +75,15 @@ def test_any_csv_text_gives_a_dataset_or_a_data_error(tmp_path_factory, rows, he
 
 
 @pytest.fixture(scope="module")
-def haar_analyser(tmp_path_factory):
+def analysers():
+    """A Haar analyser and a whole-image (``none`` detector) one, sharing an untrained ds_cnn."""
     from fer_core.detect import get_detector
     from fer_core.models import build_model
     from fer_core.predict import EmotionAnalyser, EmotionClassifier
     from fer_core.preprocess import Preprocessing
 
-    return EmotionAnalyser(EmotionClassifier(build_model("ds_cnn")), get_detector("haar"), Preprocessing())
+    classifier = EmotionClassifier(build_model("ds_cnn"))
+    return {name: EmotionAnalyser(classifier, get_detector(name), Preprocessing()) for name in ("haar", "none")}
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -90,8 +93,15 @@ def haar_analyser(tmp_path_factory):
     channels=st.sampled_from([0, 1, 3, 4]),
     dtype=st.sampled_from([np.uint8, np.uint16, np.float32]),
 )
-def test_analyser_accepts_any_image_array(haar_analyser, height, width, channels, dtype):
+def test_analyser_accepts_any_image_array(analysers, height, width, channels, dtype):
     shape = (height, width) if channels == 0 else (height, width, channels)
     image = (np.random.default_rng(height * width).random(shape) * 255).astype(dtype)
-    for face in haar_analyser.analyse(image):
+    whole = analysers["none"].analyse(image)
+    assert [face.box for face in whole] == [(0, 0, width, height)]  # the whole image is the one face
+    found = analysers["haar"].analyse(image)
+    assert isinstance(found, list)
+    for face in whole + found:
+        x, y, w, h = face.box
+        assert 0 <= x < x + w <= width and 0 <= y < y + h <= height  # a box inside the image
+        assert list(face.probabilities) == list(EMOTIONS) and face.label in EMOTIONS
         assert abs(sum(face.probabilities.values()) - 1.0) < 1e-3

@@ -7,11 +7,12 @@ import pytest
 from conftest import synthetic_dataset
 
 from fer_core.data import FaceDataset, train_validation
-from fer_core.errors import DataError
+from fer_core.errors import DataError, SettingError
 from fer_core.models import ARCHITECTURES, build_model
 from fer_core.preprocess import Preprocessing
+from fer_core.recipe import TrainConfig
 from fer_core.store import ModelStore
-from fer_core.train import TrainConfig, class_weights, dataset_inputs, resolve_precision, store_result, train
+from fer_core.train import TrainingData, class_weights, dataset_inputs, resolve_precision, run_training, train
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +53,11 @@ def test_resume_refuses_another_recipe_and_a_damaged_state(tiny_dataset, tmp_pat
     with pytest.raises(DataError, match="batch_size, learning_rate differ"):
         train(tiny_dataset, TrainConfig(arch="ds_cnn", epochs=2, batch_size=16, learning_rate=1e-3),
               checkpoint_dir=tmp_path)
+    state = json.loads((tmp_path / "state.json").read_text())
+    del state["commands"]
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    with pytest.raises(DataError, match="state.json: not a checkpoint state [(]no commands[)]"):
+        train(tiny_dataset, TrainConfig(arch="ds_cnn", epochs=2, batch_size=32), checkpoint_dir=tmp_path)
     (tmp_path / "state.json").write_text("{broken")
     with pytest.raises(DataError, match="state.json: not a checkpoint state"):
         train(tiny_dataset, TrainConfig(arch="ds_cnn", epochs=2, batch_size=32), checkpoint_dir=tmp_path)
@@ -130,7 +136,7 @@ def test_class_weights():
     balanced = class_weights(labels, "balanced")
     assert balanced[1] == pytest.approx(5.0) and balanced[0] == pytest.approx(100 / 180)
     assert class_weights(labels, "sqrt")[1] == pytest.approx(5.0 ** 0.5)
-    with pytest.raises(ValueError):
+    with pytest.raises(KeyError):
         class_weights(labels, "heavy")
 
 
@@ -139,18 +145,75 @@ def test_precision_choice():
     assert resolve_precision("auto") in ("float32", "mixed_bfloat16")
 
 
-def test_store_result_writes_model_and_card(tiny_dataset, tmp_path):
-    config = TrainConfig(arch="ds_cnn", epochs=1, batch_size=32)
-    result = train(tiny_dataset, config)
-    store = ModelStore(tmp_path)
-    validation = tiny_dataset.with_usage("PublicTest")
-    card = store_result(result, "mine", validation, data_description="synthetic", reproduce="cmd", store=store)
-    assert store.names() == ["mine"]
-    assert card["metrics"]["n"] == 28
-    assert np.sum(card["metrics"]["confusion_matrix"]) == 28
-    assert card["training"]["recipe"]["arch"] == "ds_cnn"
-    assert card["ms_per_face"] > 0 and card["parameters"] == result.model.count_params()
-    assert store.card("mine")["reproduce"] == "cmd"
+def test_run_training_loads_splits_trains_and_stores_the_model_with_its_card(tmp_path):
+    from conftest import write_fer_csv
+
+    images, labels = synthetic_dataset(63)
+    data = tmp_path / "upload_3f9a.csv"
+    write_fer_csv(data, images, labels, ["Training"] * 42 + ["PublicTest"] * 21)
+    store, stages = ModelStore(tmp_path / "models"), []
+    config = TrainConfig(arch="ds_cnn", epochs=1, batch_size=32, seed=3)
+    outcome = run_training(config, TrainingData(data, "my faces.csv", delete_after_loading=True), "mine",
+                           store=store, on_stage=lambda *stage: stages.append(stage))
+    assert not data.exists()  # an upload is deleted once read
+    assert stages == [("training", 42, 21), ("saving", 42, 21)]
+    card = outcome.card
+    assert store.names() == ["mine"] and store.card("mine") == card
+    assert card.faces_scored == 21 and np.sum(card.metrics.confusion_matrix) == 21
+    assert card.training.data == card.scored_on == "my faces.csv"
+    assert card.training.recipe == config.to_dict() and card.training.stopped == outcome.result.stopped
+    assert card.ms_per_face > 0 and card.parameters == outcome.result.model.count_params()
+    assert card.reproduce == "python -m fer_core train --arch ds_cnn --data 'my faces.csv' --name mine --epochs 1 " \
+                             "--batch-size 32 --seed 3"
+
+
+def test_run_training_checks_the_recipe_first_and_stores_nothing_when_cancelled(tiny_dataset, tmp_path):
+    from conftest import write_fer_csv
+
+    data = tmp_path / "faces.csv"
+    write_fer_csv(data, tiny_dataset.images, tiny_dataset.labels, list(tiny_dataset.usage))
+    store = ModelStore(tmp_path / "models")
+    with pytest.raises(SettingError, match="fine-tuning Start cannot save over it"):
+        run_training(TrainConfig(arch="ds_cnn", init_from="Start"), TrainingData(data, "faces.csv"), "start",
+                     store=store)
+    cancel = threading.Event()
+    cancel.set()
+    outcome = run_training(TrainConfig(arch="ds_cnn", epochs=3), TrainingData(data, "faces.csv"), "mine",
+                           store=store, cancel=cancel)
+    assert outcome.card is None and outcome.result.stopped == "cancelled" and outcome.result.epochs_run == 0
+    assert store.names() == []
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"arch": "resnet9000"}, "unknown architecture 'resnet9000' [(]choose from "),
+    ({"epochs": 0}, "the epochs must be 1 or more, not 0"),
+    ({"batch_size": 0}, "the batch size must be 1 or more, not 0"),
+    ({"learning_rate": 0.0}, "the learning rate must be above 0, not 0.0"),
+    ({"weight_decay": -1.0}, "the weight decay must be 0 or more"),
+    ({"label_smoothing": 1.0}, "the label smoothing must lie in 0-1"),
+    ({"warmup_epochs": -1.0}, "the warm-up epochs must be 0 or more"),
+    ({"class_weight": "heavy"}, "the class weight must be none, balanced, sqrt, not 'heavy'"),
+    ({"patience": 0}, "the early-stopping patience must be 1 or more epochs"),
+    ({"minutes": 0.0}, "the time budget must be above 0 minutes"),
+    ({"precision": "float16"}, "the precision must be auto, float32, mixed_bfloat16, not 'float16'"),
+    ({"schedule": "step"}, "the schedule must be cosine or constant, not 'step'"),
+    ({"swa_epochs": -1}, "the averaged epochs must be 0 or more"),
+    ({"epochs": 2, "swa_epochs": 3}, "averaging the last 3 epochs needs at least as many epochs [(]not 2[)]"),
+    ({"temperature": 3.0}, "the distillation weight and temperature go with teacher models"),
+    ({"teacher": ["t"], "distill_weight": 1.5}, "the distillation weight must lie in 0-1"),
+    ({"teacher": ["t"], "temperature": 0.0}, "the distillation temperature must be above 0"),
+])
+def test_a_recipe_out_of_range_is_refused_with_the_setting_named(changes, message):
+    with pytest.raises(SettingError, match=message):
+        TrainConfig(**changes).validate()
+
+
+def test_the_model_name_is_checked_with_the_recipe():
+    assert TrainConfig(init_from="base").validate("tuned").init_from == "base"
+    with pytest.raises(SettingError, match="fine-tuning base cannot save over it"):
+        TrainConfig(init_from="base").validate("BASE")
+    with pytest.raises(SettingError, match="invalid model name"):
+        TrainConfig().validate("../elsewhere")
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
@@ -164,11 +227,11 @@ def test_every_architecture_trains_with_a_last_batch_of_one_face(arch):
 def test_learning_rate_warms_up_then_anneals_over_the_epochs_that_fit():
     from types import SimpleNamespace
 
-    from fer_core.train import _WarmupSchedule
+    from fer_core.callbacks import WarmupSchedule
 
     config = TrainConfig(epochs=10, learning_rate=1e-2, warmup_epochs=2, minutes=10)
     monitor = SimpleNamespace(budget_seconds=lambda: 600.0, epoch_seconds=[100.0], started=0.0)
-    schedule = _WarmupSchedule(config, steps_per_epoch=100, monitor=monitor)
+    schedule = WarmupSchedule(config, steps_per_epoch=100, monitor=monitor)
     assert schedule.learning_rate(0) == pytest.approx(1e-3)
     assert schedule.learning_rate(200) == pytest.approx(1e-2)
     assert schedule.learning_rate(1000) == pytest.approx(1e-4)
@@ -194,7 +257,7 @@ def _constant_teacher(answer: int = 0):
 
 
 def test_distillation_loss_blends_the_labels_with_the_softened_teacher():
-    from fer_core.train import DistillationLoss
+    from fer_core.distill import DistillationLoss
 
     rng = np.random.default_rng(0)
     student, teacher = rng.dirichlet(np.ones(7), 4).astype(np.float32), rng.dirichlet(np.ones(7), 4).astype(np.float32)
@@ -230,7 +293,7 @@ def test_distillation_makes_the_student_follow_its_teacher():
 def test_the_teacher_answers_in_a_training_step_as_at_inference():
     import keras
 
-    from fer_core.train import distillation_trainer
+    from fer_core.distill import distillation_trainer
 
     teacher = keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Flatten(), keras.layers.Dropout(0.5),
                                 keras.layers.Dense(7, activation="softmax")], name="teacher")
@@ -264,25 +327,6 @@ def test_distillation_checkpoints_resume_and_recipes_are_checked(tiny_dataset, t
         train(tiny_dataset, TrainConfig(arch="ds_cnn", epochs=3, batch_size=32, teacher=["u"]),
               checkpoint_dir=tmp_path, teacher=_constant_teacher())
 
-
-def test_distillation_checkpoints_of_the_whole_training_model_resume_and_are_slimmed(tiny_dataset, tmp_path):
-    from fer_core.train import _compile, distillation_trainer
-
-    config = TrainConfig(arch="ds_cnn", epochs=1, batch_size=32, teacher=["t"])
-    train(tiny_dataset, config, checkpoint_dir=tmp_path, teacher=_constant_teacher())
-    state = json.loads((tmp_path / "state.json").read_text())
-    del state["teacher_weights"]  # as an older version saved it: the whole training model, teacher included
-    (tmp_path / "state.json").write_text(json.dumps(state))
-    trainer = distillation_trainer(build_model("ds_cnn"), _constant_teacher())
-    _compile(trainer, config)
-    trainer.optimizer.build(trainer.trainable_variables)
-    trainer.save(tmp_path / "last.keras")
-    (tmp_path / "student.keras").unlink()
-    (tmp_path / "optimizer.npz").unlink()
-    config.epochs = 2
-    assert train(tiny_dataset, config, checkpoint_dir=tmp_path, teacher=_constant_teacher()).epochs_run == 2
-    assert {path.name for path in tmp_path.iterdir()} == {"student.keras", "optimizer.npz", "best.keras", "state.json"}
-
     np.savez(tmp_path / "optimizer.npz", **{"0": np.zeros(3)})  # a damaged optimizer state
     config.epochs = 3
     with pytest.raises(DataError, match="optimizer state does not fit"):
@@ -292,25 +336,15 @@ def test_distillation_checkpoints_of_the_whole_training_model_resume_and_are_sli
         train(tiny_dataset, config, checkpoint_dir=tmp_path, teacher=_constant_teacher())
 
 
-def test_checkpoints_of_older_recipes_without_distillation_still_resume(tiny_dataset, tmp_path):
-    config = TrainConfig(arch="ds_cnn", epochs=1, batch_size=32, augment=False)
-    train(tiny_dataset, config, checkpoint_dir=tmp_path)
-    state = json.loads((tmp_path / "state.json").read_text())
-    for key in ("teacher", "distill_weight", "temperature"):
-        del state["config"][key]
-    (tmp_path / "state.json").write_text(json.dumps(state))
-    config.epochs = 2
-    assert train(tiny_dataset, config, checkpoint_dir=tmp_path).epochs_run == 2
-
-
 def test_fine_tuning_starts_from_the_given_weights(tiny_dataset):
     start = build_model("ds_cnn")
     rng = np.random.default_rng(1)
     start.set_weights([w + rng.normal(0, 0.05, w.shape).astype(w.dtype) for w in start.get_weights()])
-    config = TrainConfig(arch="ds_cnn", epochs=1, batch_size=32, learning_rate=0.0, augment=False, init_from="start")
+    config = TrainConfig(arch="ds_cnn", epochs=1, batch_size=32, learning_rate=1e-12, augment=False,
+                         init_from="start")
     result = train(tiny_dataset, config, start_from=start)
     for tuned, given in zip(result.model.trainable_weights, start.trainable_weights):
-        np.testing.assert_array_equal(np.asarray(tuned), np.asarray(given))  # no learning rate: unchanged
+        np.testing.assert_allclose(np.asarray(tuned), np.asarray(given), rtol=0, atol=1e-7)  # barely a step
     with pytest.raises(ValueError, match="start_from"):
         train(tiny_dataset, config)  # the recipe starts from a model, none given
     with pytest.raises(ValueError, match="names none"):
@@ -322,13 +356,13 @@ def test_fine_tuning_starts_from_the_given_weights(tiny_dataset):
 def test_the_constant_schedule_holds_the_peak_after_the_warm_up(tiny_dataset):
     from types import SimpleNamespace
 
-    from fer_core.train import _WarmupSchedule
+    from fer_core.callbacks import WarmupSchedule
 
     config = TrainConfig(epochs=10, learning_rate=1e-2, warmup_epochs=2, schedule="constant")
-    schedule = _WarmupSchedule(config, 100, SimpleNamespace(budget_seconds=lambda: None, epoch_seconds=[]))
+    schedule = WarmupSchedule(config, 100, SimpleNamespace(budget_seconds=lambda: None, epoch_seconds=[]))
     assert schedule.learning_rate(0) == pytest.approx(1e-3)
     assert schedule.learning_rate(200) == schedule.learning_rate(999) == pytest.approx(1e-2)
-    with pytest.raises(ValueError, match="schedule"):
+    with pytest.raises(SettingError, match="schedule"):
         train(tiny_dataset, TrainConfig(schedule="step"))
 
 
@@ -337,7 +371,7 @@ def test_weight_averaging_keeps_the_mean_of_the_last_epochs_and_resumes(tmp_path
 
     import keras
 
-    from fer_core.train import _WeightAverage
+    from fer_core.callbacks import WeightAverage
 
     network = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     schedule, monitor = SimpleNamespace(planned_epochs=4), SimpleNamespace(stopped="completed")
@@ -346,39 +380,39 @@ def test_weight_averaging_keeps_the_mean_of_the_last_epochs_and_resumes(tmp_path
         network.set_weights([np.full(w.shape, epoch + 1.0, np.float32) for w in network.get_weights()])
         averager.on_epoch_end(epoch)
 
-    averager = _WeightAverage(network, 3, schedule, monitor, tmp_path, resume=False)
+    averager = WeightAverage(network, 3, schedule, monitor, tmp_path, resume=False)
     for epoch in range(4):
         end_epoch(averager, epoch)
     assert averager.count == 3  # epochs 1-3 of the 4 planned, holding 2, 3 and 4
     assert all(np.allclose(mean, 3.0) for mean in averager.average)
 
-    again = _WeightAverage(network, 3, schedule, monitor, tmp_path, resume=True)
+    again = WeightAverage(network, 3, schedule, monitor, tmp_path, resume=True)
     assert again.count == 3 and all(np.allclose(mean, 3.0) for mean in again.average)
     end_epoch(again, 3)  # epoch 3 run again after a crash: counted already
     monitor.stopped = "cancelled"
     end_epoch(again, 4)  # cut short: left out
     assert again.count == 3 and all(np.allclose(mean, 3.0) for mean in again.average)
     monitor.stopped, schedule.planned_epochs = "completed", 10
-    longer = _WeightAverage(network, 9, schedule, monitor, tmp_path, resume=True)
+    longer = WeightAverage(network, 9, schedule, monitor, tmp_path, resume=True)
     end_epoch(longer, 4)  # a resumed run averaging as many more epochs as it adds: the mean goes on
     assert longer.count == 4 and all(np.allclose(mean, 3.5) for mean in longer.average)
     end_epoch(again, 7)  # a resumed run planning more epochs: its last three are others
     assert again.count == 1 and all(np.allclose(mean, 8.0) for mean in again.average)
-    assert _WeightAverage(network, 3, schedule, monitor, tmp_path, resume=False).count == 0  # a new run
+    assert WeightAverage(network, 3, schedule, monitor, tmp_path, resume=False).count == 0  # a new run
 
     (tmp_path / "average.npz").write_bytes(b"broken")
     with pytest.raises(DataError, match="not a readable weight average"):
-        _WeightAverage(network, 3, schedule, monitor, tmp_path, resume=True)
+        WeightAverage(network, 3, schedule, monitor, tmp_path, resume=True)
     other = keras.Sequential([keras.Input((5,)), keras.layers.Dense(2)])
-    _WeightAverage(other, 1, schedule, monitor, tmp_path, resume=False).on_epoch_end(9)
+    WeightAverage(other, 1, schedule, monitor, tmp_path, resume=False).on_epoch_end(9)
     with pytest.raises(DataError, match="does not fit this network"):
-        _WeightAverage(network, 3, schedule, monitor, tmp_path, resume=True)
+        WeightAverage(network, 3, schedule, monitor, tmp_path, resume=True)
 
 
 def test_recomputed_batch_norm_statistics_are_the_mean_over_the_faces():
     import keras
 
-    from fer_core.train import recompute_batch_norm
+    from fer_core.callbacks import recompute_batch_norm
 
     inputs = keras.Input((4, 4, 2))
     features = keras.layers.Conv2D(3, 3, padding="same")(inputs)
@@ -394,10 +428,6 @@ def test_recomputed_batch_norm_statistics_are_the_mean_over_the_faces():
 
 
 def test_a_weight_averaged_run_returns_the_mean_with_its_own_statistics(tiny_dataset, tmp_path):
-    from fer_core.data import train_validation
-    from fer_core.preprocess import Preprocessing
-    from fer_core.train import dataset_inputs
-
     config = TrainConfig(arch="ds_cnn", epochs=3, batch_size=32, augment=False, schedule="constant", swa_epochs=2,
                          patience=1)
     result = train(tiny_dataset, config, checkpoint_dir=tmp_path)
@@ -423,5 +453,5 @@ def test_a_weight_averaged_run_returns_the_mean_with_its_own_statistics(tiny_dat
     config.swa_epochs = 2
     config.epochs = 4  # resumed with more epochs: the last two are epochs 2 and 3, of which only 3 runs now
     assert train(tiny_dataset, config, checkpoint_dir=tmp_path).averaged_epochs == 1
-    with pytest.raises(ValueError, match="averaged epochs"):
+    with pytest.raises(SettingError, match="averaging the last 3 epochs"):
         train(tiny_dataset, TrainConfig(arch="ds_cnn", epochs=2, swa_epochs=3))
