@@ -219,8 +219,13 @@ def show_faces(image: np.ndarray, results: list[FaceResult], analyser: EmotionAn
             if explain and analyser is not None:
                 from fer_core.explain import explain_face  # loads Keras and TensorFlow on first use
 
-                heat = explain_face(analyser.classifier.model, image, face.box, analyser.preprocessing, face.label,
-                                    method=explain)
-                st.image(heat, channels="BGR", width=192,
-                         caption=f"{EXPLANATION_LABELS[explain][0]} for {DISPLAY_NAMES[face.label]}")
+                show_explanation(explain_face(analyser.classifier.model, image, face.box, analyser.preprocessing,
+                                              face.label, method=explain), explain, face.label)
     return annotated
+
+
+def show_explanation(picture: np.ndarray, method: str, label: str, width: int | str = 192) -> None:
+    """An explanation map (BGR, from ``fer_core.explain``) captioned with its method, a key of
+    :data:`EXPLANATION_LABELS`, and the class it explains."""
+    st.image(picture, channels="BGR", width=width,
+             caption=f"{EXPLANATION_LABELS[method][0]} for {DISPLAY_NAMES[label]}")

@@ -1,4 +1,5 @@
-"""Train: a network trained in the background on FER2013 or your own faces, followed live, saved by name."""
+"""Train: a network trained in the background on FER2013 or your own faces, followed live, saved by name;
+the queue of every lane's jobs, and the models trained here, which can be deleted."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import streamlit as st
 from fer_core.charts import confusion_matrix_figure, training_curves
 from fer_core.data import resolve_server_path, server_data_roots, spool_upload
 from fer_core.ensemble import starting_networks
-from fer_core.errors import DataError
-from fer_core.jobs import ACTIVE_STATES, TrainingJob, training_jobs
+from fer_core.errors import DataError, FerError
+from fer_core.jobs import ACTIVE_STATES, WAITING, TrainingJob, training_jobs
 from fer_core.models import ARCHITECTURES, describe
 from fer_core.preprocess import Preprocessing
 from fer_core.recipe import CLASS_WEIGHTS, TrainConfig
@@ -27,12 +28,12 @@ STOP_REASONS = {"completed": "all epochs ran", "early_stopping": "validation acc
 sidebar()
 st.title("Train a network")
 jobs = training_jobs()
-my_job_id = st.session_state.get("train_job_id")
+my_job = jobs.get(st.session_state.get("train_job_id"))
 
 
 @st.fragment(run_every=1.0)
-def follow(job: TrainingJob, mine: bool) -> None:
-    """Progress, ETA and live curves of the running job, refreshed every second."""
+def follow(job: TrainingJob) -> None:
+    """Progress, ETA, live curves and stop buttons of this session's running job, refreshed every second."""
     status = job.status  # read once: the job's thread may end it meanwhile
     if status not in ACTIVE_STATES:
         st.rerun()
@@ -50,16 +51,39 @@ def follow(job: TrainingJob, mine: bool) -> None:
     history = job.epochs()
     if history:
         st.plotly_chart(training_curves(history), key="live-curves")
-    if mine:
-        finish, cancel = st.columns(2)
-        if finish.button("Stop and save", key="train_finish", disabled=job.finish_event.is_set(),
-                         help="End the run now and save its best weights so far (or their mean so far, "
-                              "with weight averaging)."):
-            jobs.finish(job.job_id)
-            st.toast("Stopping after the current batch; the model is then evaluated and saved...")
-        if cancel.button("Cancel training", key="train_cancel", help="End the run now and save nothing."):
-            jobs.cancel(job.job_id)
-            st.toast("Cancelling after the current batch...")
+    finish, cancel = st.columns(2)
+    if finish.button("Stop and save", key="train_finish", disabled=job.finish_event.is_set(),
+                     help="End the run now and save its best weights so far (or their mean so far, "
+                          "with weight averaging)."):
+        jobs.finish(job.job_id)
+        st.toast("Stopping after the current batch; the model is then evaluated and saved...")
+    if cancel.button("Cancel training", key="train_cancel", help="End the run now and save nothing."):
+        jobs.cancel(job.job_id)
+        st.toast("Cancelling after the current batch...")
+
+
+@st.fragment(run_every=2.0)
+def waiting_turn(job: TrainingJob) -> None:
+    """This session's job while it waits: its place in the queue, and a button to leave it."""
+    place = jobs.place(job.job_id)
+    if place is None:  # it has started, or left the queue
+        st.rerun()
+    st.info(f"Your {job.request.description} is {place.describe()}. Training takes the whole CPU, so jobs take "
+            "turns; this page follows yours once it starts.")
+    if st.button("Leave the queue", key="train_leave", help="Take your training out of the queue; nothing runs."):
+        jobs.cancel(job.job_id)
+        st.rerun()
+
+
+@st.fragment(run_every=2.0)
+def queue_overview() -> None:
+    """Every lane's running and waiting jobs, refreshed every two seconds."""
+    st.subheader("Queue")
+    rows = jobs.overview()
+    if rows:
+        st.dataframe(rows, hide_index=True)
+    st.caption("Each lane runs its jobs in the order they were submitted: FER2013-size trainings in one, short "
+               "fine-tunes in another, side by side." + ("" if rows else " No job is running or waiting."))
 
 
 def show_outcome(job: TrainingJob) -> None:
@@ -166,23 +190,53 @@ def training_form() -> None:
             data_path, description, delete = resolve_server_path(path_text), Path(path_text).name, False
         else:
             raise DataError("choose the training data first: upload a file or give a path")
-        job = jobs.start(data_path, config, name, owner=owner or "someone", data_description=description,
-                         delete_data=delete)
+        job = jobs.submit_training(data_path, config, name, owner=owner or "someone", data_description=description,
+                                   delete_data=delete)
         st.session_state["train_job_id"] = job.job_id
         st.rerun()
 
 
-current = jobs.current()
-if current is not None and current.active:
-    mine = current.job_id == my_job_id
-    if not mine:
-        st.warning(f"The server is busy with the {current.describe()}. Training takes the whole CPU, so one "
-                   "model trains at a time; this page shows its progress until it ends.")
-    follow(current, mine)
+def trained_models() -> None:
+    """The stored models that did not ship with the app, each deletable after a confirmation (not the
+    default: every visitor starts with it)."""
+    st.subheader("Models trained here")
+    deleted = st.session_state.pop("train_deleted", None)
+    if deleted is not None:
+        st.success(f"Deleted '{deleted}'.")
+    store = ModelStore()
+    try:
+        shipped = store.shipped()
+    except FerError as error:
+        st.error(str(error))
+        return
+    names = [name for name in store.names() if name not in shipped and name != DEFAULT_NAME]
+    if not names:
+        st.caption("No model has been trained here yet. The models that came with the app cannot be deleted.")
+        return
+    name = st.selectbox("Model to delete", names, key="train_delete_name",
+                        help="Models trained on this server; the models that came with the app and the default "
+                             "are not listed.")
+    sure = st.checkbox(f"Yes, delete '{name}' for everyone on this server", key=f"train_delete_sure_{name}")
+    if st.button("Delete model", key="train_delete", disabled=not sure):
+        with user_errors():
+            jobs.delete_model(name, store)
+            st.session_state["train_deleted"] = name
+            st.rerun()
+
+
+if my_job is not None and my_job.status == WAITING:
+    waiting_turn(my_job)
+elif my_job is not None and my_job.running:
+    follow(my_job)
 else:
-    finished = jobs.get(my_job_id)
-    if finished is not None:
-        show_outcome(finished)
+    if my_job is not None:
+        show_outcome(my_job)
         st.divider()
     st.subheader("New training")
+    if jobs.queue("train"):
+        st.caption("A training is running: a new one waits its turn in the queue below.")
     training_form()
+st.divider()
+queue_overview()
+st.divider()
+trained_models()

@@ -110,6 +110,23 @@ class Member:
 
 
 @dataclass(frozen=True, kw_only=True)
+class FineTuning:
+    """How a model was fine-tuned on a class's own faces (``python -m fer_core finetune``).
+
+    The card's ``metrics`` score the fine-tuned model on the faces held out from its training (whole
+    recordings); ``accuracy_before`` is the starting model's accuracy on the same faces, plain
+    inference as ``metrics.accuracy``.
+    """
+
+    start: str  #: the stored model it started from
+    accuracy_before: float
+    held_out_recordings: int  #: whole recordings held out (their faces: ``Training.validation_rows``)
+    #: classes with faces but a single recording: trained on, no held-out faces to score them
+    untested_classes: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)  #: the method's settings (``finetune.FineTuneSettings``)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Training:
     """How a model came to be. A trained network fills the run's fields; an ensemble has
     ``members`` instead, and its minutes are theirs summed."""
@@ -127,6 +144,7 @@ class Training:
     recipe: dict[str, Any] | None = None  #: the run's ``TrainConfig`` as it was recorded
     members: list[Member] = field(default_factory=list)
     history: dict[str, list[float]] = field(default_factory=dict)  #: per-epoch loss and accuracy
+    fine_tuning: FineTuning | None = None  #: set for a model fine-tuned on a class's faces
 
     @property
     def seed(self) -> int | None:
@@ -291,7 +309,17 @@ def _training(values: _Json) -> Training:
                     total_minutes=values.number("total_minutes") if "total_minutes" in values else minutes,
                     averaged_epochs=values.integer("averaged_epochs"), recipe=values.mapping("recipe"),
                     members=[_member(member) for member in values.children("members")],
-                    history=values.mapping("history") or {})
+                    history=values.mapping("history") or {}, fine_tuning=_fine_tuning(values.child("fine_tuning")))
+
+
+def _fine_tuning(values: _Json | None) -> FineTuning | None:
+    if values is None:
+        return None
+    return FineTuning(start=values.text("start", required=True),
+                      accuracy_before=values.number("accuracy_before", required=True),
+                      held_out_recordings=values.integer("held_out_recordings", required=True),
+                      untested_classes=values.texts("untested_classes") or [],
+                      settings=values.mapping("settings") or {})
 
 
 def _scores(values: _Json | None) -> Scores | None:

@@ -54,18 +54,43 @@ def training_curves(history: list[dict]) -> go.Figure:
 
 def confusion_matrix_figure(metrics: Metrics, normalised: bool = False, title: str | None = None) -> go.Figure:
     """Heat map of a model's confusion matrix (rows true, columns predicted): counts, or shares of
-    the true class. The hover shows both."""
+    the true class. The hover shows both.
+
+    A click on a heat map is not reported to a selection (Plotly selects points, and Streamlit's
+    ``on_select`` hears of no heat-map click), so an invisible marker lies on each cell, with the
+    cell's true and predicted class codes as its ``customdata``: a click anywhere selects the
+    nearest cell, which turns red.
+    """
     counts = pd.DataFrame(metrics.confusion_matrix, index=NAMES, columns=NAMES)
     shares = pd.DataFrame(metrics.confusion_normalized, index=NAMES, columns=NAMES, dtype=float)
     shown = shares if normalised else counts
     figure = px.imshow(shown, text_auto=".0%" if normalised else "d", color_continuous_scale="Blues",
                        labels=dict(x="predicted", y="true", color="share" if normalised else "faces"),
                        zmin=0, zmax=1 if normalised else None, title=title, aspect="equal")
-    figure.update_traces(customdata=np.dstack([counts.to_numpy(), shares.to_numpy()]),
-                         hovertemplate="true %{y}<br>predicted %{x}<br>%{customdata[0]} faces "
-                                       "(%{customdata[1]:.1%} of the true class)<extra></extra>")
-    figure.update_layout(margin=dict(l=0, r=0, t=40 if title else 10, b=0), coloraxis_showscale=False)
+    figure.update_traces(hoverinfo="skip", hovertemplate=None)  # the cells' markers show the hover
+    true, predicted = (codes.ravel() for codes in np.indices(counts.shape))
+    figure.add_trace(go.Scatter(
+        x=[NAMES[code] for code in predicted], y=[NAMES[code] for code in true], mode="markers",
+        marker=dict(symbol="square", size=30, color="rgba(0, 0, 0, 0)"),
+        selected=dict(marker=dict(color="rgba(214, 39, 40, 0.45)")), showlegend=False,
+        # a list, not an array: Plotly would send an array as binary, which reaches the selection as {"0": ...}
+        customdata=np.column_stack([true, predicted, counts.to_numpy().ravel(), shares.to_numpy().ravel()]).tolist(),
+        hovertemplate="true %{y}<br>predicted %{x}<br>%{customdata[2]} faces "
+                      "(%{customdata[3]:.1%} of the true class)<extra></extra>"))
+    figure.update_layout(margin=dict(l=0, r=0, t=40 if title else 10, b=0), coloraxis_showscale=False,
+                         hoverdistance=-1)
     return figure
+
+
+def clicked_cell(selection: dict | None) -> tuple[int, int] | None:
+    """The (true, predicted) class codes of the cell chosen in a :func:`confusion_matrix_figure`,
+    from Streamlit's selection state of the chart (None when no cell is chosen)."""
+    points = ((selection or {}).get("selection") or {}).get("points") or []
+    cells = [point["customdata"] for point in points if point.get("customdata")]
+    if not cells:
+        return None
+    true, predicted = cells[-1][:2]
+    return int(true), int(predicted)
 
 
 def per_class_scores(metrics_by_model: dict[str, Metrics]) -> go.Figure:

@@ -174,6 +174,43 @@ def cmd_compact(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune(args: argparse.Namespace) -> int:
+    """Fine-tune a stored model on a class's own faces and store it; the last line printed is
+    ``accuracy: BEFORE -> AFTER`` on the faces held out from its training."""
+    from fer_core.data import load_dataset
+    from fer_core.finetune import finetune
+    from fer_core.store import ModelStore
+
+    dataset = load_dataset(args.data)
+    print(f"fine-tuning {args.start} on {len(dataset)} faces of {Path(args.data).name}, "
+          f"for at most {args.minutes:g} min of training", flush=True)
+
+    shown = [-1]
+
+    def report(done: float, message: str) -> None:  # a line per tenth of the way
+        if int(done * 10) > shown[0]:
+            shown[0] = int(done * 10)
+            print(f"{done:4.0%} {message}", flush=True)
+
+    result = finetune(ModelStore(args.store), args.start, dataset, name=args.name, minutes=args.minutes,
+                      seed=args.seed, data_name=Path(args.data).name, progress=report)
+    split = result.split
+    print(f"held out {len(split.held_out)} faces ({split.recordings} recordings), trained on {len(split.train)}; "
+          f"{result.stopped} in {result.seconds:.0f} s")
+    if split.untested_classes:
+        print(f"no held-out faces of {', '.join(split.untested_classes)} (a single recording each, trained on)")
+    _print_saved(result.card)
+    if args.json:
+        summary = {"start": result.card.training.fine_tuning.start, "name": result.card.name,
+                   "accuracy_before": result.accuracy_before, "accuracy_after": result.accuracy_after,
+                   "held_out_faces": len(split.held_out), "held_out_recordings": split.recordings,
+                   "train_faces": len(split.train), "untested_classes": split.untested_classes,
+                   "stopped": result.stopped, "seconds": round(result.seconds, 1), "card": result.card.to_dict()}
+        _write_output(Path(args.json), (json.dumps(summary, indent=2) + "\n").encode())
+    print(f"accuracy: {result.accuracy_before:.4f} -> {result.accuracy_after:.4f}")
+    return 0
+
+
 def _write_output(path: Path, content: bytes) -> None:
     """Write a file the user asked for, making its folder; a path that cannot be written is bad
     input (a :class:`FerError`), not a bug."""
@@ -438,6 +475,18 @@ def build_parser() -> argparse.ArgumentParser:
     compact.add_argument("--weights", choices=("float16", "int8"), default="float16",
                          help="float16 halves the file; int8 convolution kernels quarter a VGG's")
     compact.set_defaults(run=cmd_compact)
+
+    finetune = commands.add_parser("finetune", help="fine-tune a stored model on a class's own faces and save it")
+    finetune.add_argument("--from", dest="start", required=True, metavar="MODEL",
+                          help="stored model to start from (a network or an ensemble, e.g. default)")
+    finetune.add_argument("--data", required=True,
+                          help="class folders of faces, or a zip of them (the Collect page's download); a "
+                               "subfolder of a class folder is one recording")
+    finetune.add_argument("--minutes", type=float, default=1.0, help="most training time (default %(default)s)")
+    finetune.add_argument("--name", help="name to save under (default: MODEL_tuned)")
+    finetune.add_argument("--json", help="also write the before/after figures and the card as JSON to this file")
+    finetune.add_argument("--seed", type=int, default=0, help="picks the held-out recordings and fixes the training")
+    finetune.set_defaults(run=cmd_finetune)
 
     evaluate = commands.add_parser("evaluate", help="score a model on labelled faces")
     evaluate.add_argument("--model", default="default", help="stored name or .keras path")

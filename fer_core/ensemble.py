@@ -130,14 +130,20 @@ def validation_faces(members: list[StoredModel], dataset: FaceDataset) -> FaceDa
     return train_validation(dataset, seeds.pop())[1]
 
 
-def _copy(member: StoredModel, dtype: str, name: str | None = None):
-    """The member's network computing in ``dtype``; for ``int8``, in float32 from int8 kernels."""
+def stored_copy(network: keras.Model, arch: str, dtype: str, name: str | None = None) -> keras.Model:
+    """The ``arch`` network computing in ``dtype``, as a model stores it; for ``int8``, in float32
+    from int8 kernels."""
     from fer_core.models import copy_in_precision, int8_copy
 
+    if dtype == "int8":
+        return int8_copy(copy_in_precision(network, arch, "float32", name))
+    return copy_in_precision(network, arch, dtype, name)
+
+
+def _copy(member: StoredModel, dtype: str, name: str | None = None):
+    """The member's network computing in ``dtype`` (see :func:`stored_copy`)."""
     try:
-        if dtype == "int8":
-            return int8_copy(copy_in_precision(member.model, member.card.arch, "float32", name or member.name))
-        return copy_in_precision(member.model, member.card.arch, dtype, name or member.name)
+        return stored_copy(member.model, member.card.arch, dtype, name or member.name)
     except ValueError as error:  # weights that no longer fit the architecture's builder
         raise DataError(f"{member.name}: its weights do not fit the {member.card.arch} architecture "
                         f"of this version ({error})") from error
@@ -148,8 +154,8 @@ def _check_dtype(weights_dtype: str) -> None:
         raise DataError(f"weights are stored as {' or '.join(STORAGE_TOLERANCE)}, not {weights_dtype!r}")
 
 
-def _check_storage(full: keras.Model, compact: keras.Model, weights_dtype: str, validation: FaceDataset,
-                   preprocessing: Preprocessing, what: str) -> None:
+def check_storage(full: keras.Model, compact: keras.Model, weights_dtype: str, validation: FaceDataset,
+                  preprocessing: Preprocessing, what: str) -> None:
     """Refuse a compact copy whose probabilities move beyond ``STORAGE_TOLERANCE`` on validation faces."""
     sample = images_to_input(validation.images[:256], preprocessing)
     difference = float(np.max(np.abs(compact.predict(sample, verbose=0) - full.predict(sample, verbose=0))))
@@ -176,7 +182,7 @@ def save_compact(
     _check_dtype(weights_dtype)
     card = network.card
     full, compact = _copy(network, "float32"), _copy(network, weights_dtype)
-    _check_storage(full, compact, weights_dtype, validation, card.preprocessing, network.name)
+    check_storage(full, compact, weights_dtype, validation, card.preprocessing, network.name)
     reproduce = " && ".join(part for part in (card.reproduce, command) if part)
     return save_evaluated(full, name, validation, store=store, compact_copy=compact, weights_dtype=weights_dtype,
                           preprocessing=card.preprocessing, arch=card.arch, training=card.training,
@@ -207,7 +213,7 @@ def save_ensemble(
     preprocessing = members[0].card.preprocessing
     full = build_ensemble([_copy(member, "float32") for member in members], name)
     compact = build_ensemble([_copy(member, weights_dtype) for member in members], name)
-    _check_storage(full, compact, weights_dtype, validation, preprocessing, "the ensemble")
+    check_storage(full, compact, weights_dtype, validation, preprocessing, "the ensemble")
 
     minutes = round(sum(member.card.training_minutes or 0.0 for member in members), 1)
     training = Training(data=data_description, validation_rows=len(validation), minutes=minutes,

@@ -1,65 +1,168 @@
-"""Background training for the web app: one job per server process, followed, stopped or cancelled from any page.
+"""Background jobs for the web app: trainings and fine-tunes wait their turn in first-in-first-out
+lanes, and any page follows, stops or cancels them.
 
-Training a network takes the CPU for minutes to hours, so a server runs at most one training at a
-time; a second request is refused with who started the running one, when, and when it should end.
-The job runs the training service (``train.run_training``: data, split, training, evaluation and
-the stored model with its card) in a background thread and keeps the latest progress and the
-epoch history for live curves. A data file the job was given to delete (an upload spooled to
-disk) is deleted once read, whatever happens.
+Training takes the CPU for minutes to hours, so a server runs few jobs at once, in *lanes*: ``train``
+for FER2013-size trainings and ``finetune`` for short fine-tunes, each running one job at a time by
+default (:data:`DEFAULT_LANES`, changed with ``$FER_LAB_LANES``, e.g. ``train=1,finetune=2``). The
+lanes run side by side, so a short fine-tune never waits behind a long training. A job submitted to
+a full lane waits in order; its :class:`QueuePlace` gives its position and when it should start: the
+time the running jobs have left, plus the time budgets of the jobs ahead of it (unknown when one of
+them has none: then only how many jobs come first is known). A waiting job that is cancelled leaves
+the queue, and the jobs behind it move up; when a job ends, the next one of its lane starts.
+
+A job is a :class:`JobRequest`: what to run (a :class:`JobWork`, given the job to report progress
+through and to watch its stop events, returning the stored model's card), who asked, which model it
+saves and which stored models it reads. While a job waits or runs, those models cannot be deleted
+(:meth:`TrainingJobs.delete_model`) nor saved over by another job. :meth:`TrainingJobs.submit_training`
+queues the training service (``train.run_training``); a data file it was given to delete (an upload
+spooled to disk) is deleted once read, or when the job is refused or cancelled before it starts.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import heapq
 import logging
+import os
 import threading
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
-from fer_core.callbacks import TrainProgress
 from fer_core.cards import ModelCard
-from fer_core.errors import FerError
+from fer_core.errors import FerError, SettingError
 from fer_core.recipe import TrainConfig
 from fer_core.store import ModelStore
-from fer_core.train import TrainingData, run_training
+
+if TYPE_CHECKING:
+    from fer_core.callbacks import TrainProgress
+    from fer_core.train import TrainingData
 
 logger = logging.getLogger(__name__)
 
-#: Job states; the first three mean the job still holds the server's training slot.
+WAITING = "waiting"
+#: The stages of a training job: it starts loading, and its work moves it on (:meth:`TrainingJob.enter`).
 ACTIVE_STATES = ("loading", "training", "saving")
 FINAL_STATES = ("done", "failed", "cancelled")
+#: How many jobs each lane runs at once: one FER2013-size training beside one short fine-tune.
+DEFAULT_LANES = {"train": 1, "finetune": 1}
+#: Jobs that ended and are still shown to their pages; older ones are forgotten.
+KEEP_ENDED = 50
 
 
-class TrainingBusyError(FerError, RuntimeError):
-    """A training job is already running on this server."""
+class JobConflictError(FerError, ValueError):
+    """A model that a waiting or running job saves or reads, and so cannot be saved over or deleted now."""
 
 
-@dataclass
+class JobWork(Protocol):
+    """What a job runs: it reports through ``job`` (:meth:`TrainingJob.listen`, :meth:`TrainingJob.enter`),
+    stops when ``job.cancel_event`` (save nothing) or ``job.finish_event`` (save what it has) is set,
+    and returns the stored model's card, or None when cancelled."""
+
+    def __call__(self, job: TrainingJob) -> ModelCard | None: ...
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """A job to queue in the lane ``lane`` (a key of :attr:`TrainingJobs.lanes`)."""
+
+    lane: str
+    model_name: str  #: the model the job saves
+    description: str  #: what it does, for people: "training of 'happy_v2' (fer_vgg)"
+    work: JobWork
+    owner: str = "someone"
+    uses: frozenset[str] = frozenset()  #: stored models it reads: its starting network, its teachers
+    minutes: float | None = None  #: its time budget, which gives the jobs behind it an expected start
+    discard: Callable[[], None] | None = None  #: frees what it holds if it never runs (a spooled upload)
+
+
+@dataclass(frozen=True)
+class QueuePlace:
+    """Where a waiting job stands in its lane."""
+
+    position: int  #: 1 for the next job to start
+    jobs_ahead: int  #: running and waiting jobs of the lane that come before it
+    expected_start: _dt.datetime | None  #: None while a job ahead has no time budget nor estimate yet
+
+    def describe(self) -> str:
+        """Its position and expected start, in words."""
+        text = f"number {self.position} in the queue"
+        if self.expected_start is None:
+            return f"{text}; it starts after {self.jobs_ahead} job(s) ahead of it"
+        return f"{text}; expected to start at about {self.expected_start:%H:%M}"
+
+
+def lane_slots(setting: str | None) -> dict[str, int]:
+    """:data:`DEFAULT_LANES` with the slots of ``setting`` (``$FER_LAB_LANES``: ``train=1,finetune=2``)."""
+    lanes = dict(DEFAULT_LANES)
+    for entry in filter(None, (part.strip() for part in (setting or "").split(","))):
+        lane, _, slots = entry.partition("=")
+        if lane.strip() not in lanes or not slots.strip().isdigit() or int(slots) < 1:
+            raise SettingError(f"FER_LAB_LANES: {entry!r} is not LANE=SLOTS with a lane of {', '.join(lanes)} "
+                               "and 1 or more slots")
+        lanes[lane.strip()] = int(slots)
+    return lanes
+
+
+def _now() -> _dt.datetime:
+    return _dt.datetime.now().astimezone()
+
+
+def _minutes(seconds: float) -> int:
+    """Seconds as whole minutes, at least 1: what a person is told is left."""
+    return max(1, round(seconds / 60))
+
+
+@dataclass(eq=False)
 class TrainingJob:
-    """One training run in the background and everything a page shows about it."""
+    """One queued job and everything a page shows about it; its work reports through it."""
 
-    model_name: str
-    owner: str
-    config: TrainConfig
+    request: JobRequest
     job_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    started_at: _dt.datetime = field(default_factory=lambda: _dt.datetime.now().astimezone())
-    status: str = "loading"
+    submitted_at: _dt.datetime = field(default_factory=_now)
+    started_at: _dt.datetime | None = None
+    status: str = WAITING
     progress: TrainProgress | None = None
     history: list[dict] = field(default_factory=list)
     train_rows: int = 0
     validation_rows: int = 0
-    stopped: str | None = None
     card: ModelCard | None = None
     error: str | None = None
     cancel_event: threading.Event = field(default_factory=threading.Event)
     finish_event: threading.Event = field(default_factory=threading.Event)
+    _ended: threading.Event = field(default_factory=threading.Event, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _thread: threading.Thread | None = field(default=None, repr=False)
+
+    @property
+    def model_name(self) -> str:
+        return self.request.model_name
+
+    @property
+    def owner(self) -> str:
+        return self.request.owner
+
+    @property
+    def lane(self) -> str:
+        return self.request.lane
 
     @property
     def active(self) -> bool:
-        return self.status in ACTIVE_STATES
+        """Waiting or running: not ended yet."""
+        return self.status not in FINAL_STATES
+
+    @property
+    def running(self) -> bool:
+        """Started and not ended: it holds one of its lane's slots, whatever stage its work reports."""
+        return self.started_at is not None and self.active
+
+    @property
+    def stopped(self) -> str | None:
+        """Why the job ended: the card's reason (completed, early_stopping, time_budget, finished), or cancelled."""
+        if self.status == "cancelled":
+            return "cancelled"
+        return None if self.card is None else self.card.training.stopped
 
     @property
     def fraction(self) -> float:
@@ -69,9 +172,16 @@ class TrainingJob:
             return 0.0
         return min(1.0, ((p.epoch - 1) * p.batches + p.batch) / max(1, p.epochs * p.batches))
 
-    @property
-    def eta_seconds(self) -> float | None:
-        return None if self.progress is None else self.progress.eta_seconds
+    def seconds_left(self) -> float | None:
+        """How long the running job should still take: its progress's estimate, else what is left of its
+        time budget; None when neither is known (and for a job that does not run)."""
+        if not self.running:
+            return None
+        if self.progress is not None and self.progress.eta_seconds is not None:
+            return self.progress.eta_seconds
+        if self.request.minutes is None or self.started_at is None:
+            return None
+        return max(0.0, self.request.minutes * 60 - (_now() - self.started_at).total_seconds())
 
     def epochs(self) -> list[dict]:
         """A copy of the per-epoch history: epoch, loss, accuracy, val_loss, val_accuracy."""
@@ -79,20 +189,20 @@ class TrainingJob:
             return list(self.history)
 
     def describe(self) -> str:
-        """Who trains what since when, and how long it should still take."""
-        text = (f"training of '{self.model_name}' ({self.config.arch}) started by {self.owner} "
-                f"at {self.started_at:%H:%M} ({self.status})")
-        eta = self.eta_seconds
-        return text if eta is None else f"{text}; about {max(1, round(eta / 60))} min left"
+        """What the job does, who asked, and since when (how long it should still take, when running)."""
+        text = f"{self.request.description} by {self.owner}"
+        if self.started_at is None:
+            return f"{text}, submitted at {self.submitted_at:%H:%M} ({self.status})"
+        text = f"{text}, started at {self.started_at:%H:%M} ({self.status})"
+        left = self.seconds_left()
+        return text if left is None else f"{text}; about {_minutes(left)} min left"
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the job has finished (or ``timeout`` passed); True if it has finished."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return not self.active
+        """Block until the job has ended (or ``timeout`` passed); True if it has ended."""
+        return self._ended.wait(timeout)
 
     def listen(self, progress: TrainProgress) -> None:
-        """The training's progress listener: keep the latest report and the epoch history."""
+        """The work's progress listener: keep the latest report and the epoch history."""
         self.progress = progress
         if progress.epoch_end:
             with self._lock:
@@ -101,92 +211,238 @@ class TrainingJob:
                                      "val_accuracy": progress.val_accuracy})
 
     def enter(self, stage: str, train_rows: int, validation_rows: int) -> None:
-        """The training service's stage listener: the job's status follows it."""
+        """The work's stage listener (a training's ``training``, then ``saving``): the job's status follows it."""
         self.train_rows, self.validation_rows, self.status = train_rows, validation_rows, stage
 
 
 class TrainingJobs:
-    """The training slot of this server process and the last job that held it."""
+    """The job lanes of this server process: their running and waiting jobs, and the jobs that ended lately."""
 
-    def __init__(self) -> None:
+    def __init__(self, lanes: Mapping[str, int] = DEFAULT_LANES) -> None:
+        """``lanes``: each lane's name and how many of its jobs run at once (1 or more)."""
+        if not lanes or min(lanes.values()) < 1:
+            raise SettingError(f"every job lane needs 1 or more slots, not {dict(lanes)}")
+        self.lanes = dict(lanes)
         self._lock = threading.Lock()
-        self._current: TrainingJob | None = None
+        self._jobs: dict[str, TrainingJob] = {}  # in the order they were submitted: the queue's order
 
-    def current(self) -> TrainingJob | None:
-        """The running job, or the last one to finish (None before the first)."""
-        return self._current
+    def submit(self, request: JobRequest) -> TrainingJob:
+        """Queue ``request``: it starts now when its lane has a free slot, else after the jobs before it.
 
-    def get(self, job_id: str | None) -> TrainingJob | None:
-        """The current job if it has the id ``job_id``."""
-        job = self._current
-        return job if job is not None and job.job_id == job_id else None
-
-    def start(self, data_path: str | Path, config: TrainConfig, model_name: str, *, owner: str = "someone",
-              data_description: str | None = None, delete_data: bool = False,
-              store: ModelStore | None = None) -> TrainingJob:
-        """Start training ``config`` on the data at ``data_path`` in the background.
-
-        ``data_description`` is the data's name in the card and its reproduce command (by default
-        the file name). Raises :class:`TrainingBusyError` while another job runs and
-        ``SettingError`` for a recipe or model name that ``TrainConfig.validate`` refuses; with
-        ``delete_data`` the data file is deleted even then.
+        Raises :class:`SettingError` for an unknown lane and :class:`JobConflictError` when it would
+        save over a model that a waiting or running job saves or reads, or read one that such a job
+        saves; a refused request's ``discard`` runs.
         """
         try:
-            config.validate(model_name)
-            data = TrainingData(Path(data_path), data_description or Path(data_path).name,
-                                delete_after_loading=delete_data)
+            if request.lane not in self.lanes:
+                raise SettingError(f"unknown job lane {request.lane!r} (choose from {', '.join(self.lanes)})")
+            job = TrainingJob(replace(request, owner=request.owner.strip() or "someone"))
             with self._lock:
-                running = self._current
-                if running is not None and running.active:
-                    raise TrainingBusyError(f"the server is busy with one training at a time: {running.describe()}")
-                job = TrainingJob(model_name, owner.strip() or "someone", config)
-                job._thread = threading.Thread(target=self._run, name=f"fer-lab-training-{job.job_id}",
-                                               args=(job, data, store or ModelStore()), daemon=True)
-                self._current = job
+                self._check_models(request)
+                self._jobs[job.job_id] = job
+                self._forget_ended()
+                self._start_next(request.lane)
         except Exception:
-            if delete_data:
-                Path(data_path).unlink(missing_ok=True)
+            if request.discard is not None:
+                request.discard()
             raise
-        job._thread.start()
         return job
 
-    @staticmethod
-    def _run(job: TrainingJob, data: TrainingData, store: ModelStore) -> None:
+    def submit_training(self, data_path: str | Path, config: TrainConfig, model_name: str, *,
+                        owner: str = "someone", data_description: str | None = None, delete_data: bool = False,
+                        store: ModelStore | None = None) -> TrainingJob:
+        """Queue training ``config`` on the data at ``data_path`` in the ``train`` lane (see :meth:`submit`).
+
+        ``data_description`` is the data's name in the card and its reproduce command (by default
+        the file name). Raises ``SettingError`` for a recipe or model name that ``TrainConfig.validate``
+        refuses; with ``delete_data`` the data file is deleted even then.
+        """
+        from fer_core.train import TrainingData
+
+        discard = (lambda: Path(data_path).unlink(missing_ok=True)) if delete_data else None
         try:
-            outcome = run_training(job.config, data, job.model_name, store=store, listener=job.listen,
-                                   on_stage=job.enter, cancel=job.cancel_event, finish=job.finish_event)
-            job.stopped, job.card = outcome.result.stopped, outcome.card
-            job.status = "cancelled" if outcome.card is None else "done"
-        except FerError as error:
-            job.error, job.status = str(error), "failed"
-        except Exception as error:  # a crash must end the job, not leave the slot taken
-            logger.exception("training job %s failed", job.job_id)
-            job.error, job.status = f"training failed: {type(error).__name__}: {error}", "failed"
+            config.validate(model_name)
+        except Exception:
+            if discard is not None:
+                discard()
+            raise
+        data = TrainingData(Path(data_path), data_description or Path(data_path).name,
+                            delete_after_loading=delete_data)
+        uses = frozenset([*config.teacher, *([config.init_from] if config.init_from else [])])
+        work = _TrainingWork(config, data, store or ModelStore())
+        return self.submit(JobRequest(lane="train", model_name=model_name, work=work, owner=owner, uses=uses,
+                                      description=f"training of '{model_name}' ({config.arch})",
+                                      minutes=config.minutes, discard=discard))
+
+    def get(self, job_id: str | None) -> TrainingJob | None:
+        """The job ``job_id``, while it waits or runs and for a while after it ended; else None."""
+        return self._jobs.get(job_id) if job_id is not None else None
+
+    def queue(self, lane: str) -> list[TrainingJob]:
+        """The jobs of ``lane`` that run (first started first), then those that wait, in order."""
+        with self._lock:
+            running, waiting = self._lane(lane)
+        return running + waiting
+
+    def place(self, job_id: str) -> QueuePlace | None:
+        """Where the waiting job ``job_id`` stands in its lane; None when it does not wait."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.status != WAITING:
+                return None
+            running, waiting = self._lane(job.lane)
+        ahead = waiting[:waiting.index(job)]
+        # Each job ahead takes the slot that frees first, for its time budget.
+        free_at = [other.seconds_left() for other in running] + [0.0] * (self.lanes[job.lane] - len(running))
+        durations = [None if other.request.minutes is None else other.request.minutes * 60 for other in ahead]
+        expected = None
+        if None not in free_at and None not in durations:
+            heapq.heapify(free_at)
+            for seconds in durations:
+                heapq.heappush(free_at, heapq.heappop(free_at) + seconds)
+            expected = _now() + _dt.timedelta(seconds=free_at[0])
+        return QueuePlace(len(ahead) + 1, len(running) + len(ahead), expected)
+
+    def overview(self) -> list[dict[str, str]]:
+        """A table row for each running and waiting job of every lane, in queue order: lane, place,
+        what, who, since when, and when it should end (running) or start (waiting)."""
+        rows = []
+        for lane in self.lanes:
+            for job in self.queue(lane):
+                place = self.place(job.job_id)
+                if place is None:  # running (or ended since the queue was read)
+                    left = job.seconds_left()
+                    where = f"running ({job.status}{'' if job.progress is None else f', {job.fraction:.0%}'})"
+                    expected = "end unknown" if left is None else f"ends in about {_minutes(left)} min"
+                else:
+                    where = str(place.position)
+                    expected = (f"starts after {place.jobs_ahead} job(s)" if place.expected_start is None
+                                else f"starts at about {place.expected_start:%H:%M}")
+                rows.append({"lane": lane, "place": where, "job": job.request.description, "by": job.owner,
+                             "since": f"{job.started_at or job.submitted_at:%H:%M}", "expected": expected})
+        return rows
 
     def cancel(self, job_id: str) -> bool:
-        """Ask the job ``job_id`` to stop after its current batch and save nothing; False if it is
-        not running."""
-        job = self._running(job_id)
-        if job is not None:
+        """Take the waiting job ``job_id`` out of its queue, or ask the running one to stop after its
+        current batch and save nothing; False if it has ended (or is unknown)."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or not job.active:
+                return False
             job.cancel_event.set()
-        return job is not None
+            if job.status != WAITING:
+                return True
+            self._end(job, "cancelled")
+        if job.request.discard is not None:
+            job.request.discard()
+        return True
 
     def finish(self, job_id: str) -> bool:
-        """Ask the job ``job_id`` to stop after its current batch and save its best weights so far
+        """Ask the running job ``job_id`` to stop after its current batch and save its best weights so far
         (as when its time budget runs out); False if it is not running."""
-        job = self._running(job_id)
-        if job is not None:
-            job.finish_event.set()
-        return job is not None
-
-    def _running(self, job_id: str) -> TrainingJob | None:
         job = self.get(job_id)
-        return job if job is not None and job.active else None
+        if job is None or not job.running:
+            return False
+        job.finish_event.set()
+        return True
+
+    def models_in_use(self) -> set[str]:
+        """The models that waiting and running jobs save or read."""
+        with self._lock:
+            return {name for job in self._jobs.values() if job.active for name in _models_of(job.request)}
+
+    def delete_model(self, name: str, store: ModelStore | None = None) -> None:
+        """Delete the stored model ``name`` (see ``ModelStore.delete``, which refuses shipped models);
+        :class:`JobConflictError` while a waiting or running job saves or reads it."""
+        with self._lock:
+            user = next((job for job in self._jobs.values()
+                         if job.active and name.casefold() in _folded(_models_of(job.request))), None)
+            if user is not None:
+                raise JobConflictError(f"'{name}' is used by the {user.describe()}: delete it once that job has ended")
+            (store or ModelStore()).delete(name)
+
+    def _lane(self, lane: str) -> tuple[list[TrainingJob], list[TrainingJob]]:
+        """The running and the waiting jobs of ``lane`` (under the lock)."""
+        jobs = [job for job in self._jobs.values() if job.lane == lane]
+        running = sorted((job for job in jobs if job.running), key=lambda job: job.started_at)
+        return running, [job for job in jobs if job.status == WAITING]
+
+    def _check_models(self, request: JobRequest) -> None:
+        """Refuse a request that shares a model with an active job: one saves what the other saves or
+        reads (under the lock)."""
+        for job in self._jobs.values():
+            clash = next((saved for saved, other in ((request.model_name, _models_of(job.request)),
+                                                     (job.model_name, request.uses))
+                          if job.active and saved.casefold() in _folded(other)), None)
+            if clash is not None:
+                raise JobConflictError(f"'{clash}' is used by the {job.describe()}: choose another model, or wait "
+                                       "until that job has ended")
+
+    def _start_next(self, lane: str) -> None:
+        """Start the waiting jobs of ``lane`` that its free slots can take (under the lock)."""
+        running, waiting = self._lane(lane)
+        for job in waiting[:max(0, self.lanes[lane] - len(running))]:
+            job.status, job.started_at = ACTIVE_STATES[0], _now()
+            threading.Thread(target=self._run, args=(job,), name=f"fer-lab-{lane}-{job.job_id}", daemon=True).start()
+
+    def _run(self, job: TrainingJob) -> None:
+        status = "failed"
+        try:
+            job.card = job.request.work(job)
+            status = "cancelled" if job.card is None else "done"
+        except FerError as error:
+            job.error = str(error)
+        except Exception as error:  # a crash must end the job, not hold its lane
+            logger.exception("job %s failed", job.job_id)
+            job.error = f"the {job.request.description} failed: {type(error).__name__}: {error}"
+        finally:
+            with self._lock:
+                self._end(job, status)
+                self._start_next(job.lane)
+
+    def _end(self, job: TrainingJob, status: str) -> None:
+        job.status = status
+        job._ended.set()
+
+    def _forget_ended(self) -> None:
+        """Keep only the last :data:`KEEP_ENDED` jobs that ended (under the lock)."""
+        ended = [job_id for job_id, job in self._jobs.items() if not job.active]
+        for job_id in ended[:max(0, len(ended) - KEEP_ENDED)]:
+            del self._jobs[job_id]
 
 
-_JOBS = TrainingJobs()
+def _models_of(request: JobRequest) -> set[str]:
+    return {request.model_name, *request.uses}
+
+
+def _folded(names: set[str] | frozenset[str]) -> set[str]:
+    """Model names as the store's file system may compare them: without case."""
+    return {name.casefold() for name in names}
+
+
+@dataclass(frozen=True)
+class _TrainingWork:
+    """The work of :meth:`TrainingJobs.submit_training`: the training service, reporting through the job."""
+
+    config: TrainConfig
+    data: TrainingData
+    store: ModelStore
+
+    def __call__(self, job: TrainingJob) -> ModelCard | None:
+        from fer_core.train import run_training
+
+        return run_training(self.config, self.data, job.model_name, store=self.store, listener=job.listen,
+                            on_stage=job.enter, cancel=job.cancel_event, finish=job.finish_event).card
+
+
+_JOBS: TrainingJobs | None = None
+_JOBS_LOCK = threading.Lock()
 
 
 def training_jobs() -> TrainingJobs:
-    """The training slot shared by every session of this server process."""
-    return _JOBS
+    """The job lanes shared by every session of this server process (their slots from ``$FER_LAB_LANES``)."""
+    global _JOBS
+    with _JOBS_LOCK:
+        if _JOBS is None:
+            _JOBS = TrainingJobs(lane_slots(os.environ.get("FER_LAB_LANES")))
+        return _JOBS

@@ -109,6 +109,20 @@ def int8_copy(model: keras.Model) -> keras.Model:
     return copy
 
 
+def float32_copy(model: keras.Model, arch: str, name: str | None = None) -> keras.Model:
+    """A float32 ``arch`` network with ``model``'s weights however they are stored: float32, float16
+    or int8 kernels (:class:`Int8Conv2D`, expanded back to floats), e.g. to train it further."""
+    weights = []
+    for layer in model.layers:
+        layer_weights = layer.get_weights()
+        if isinstance(layer, Int8Conv2D):
+            layer_weights = [layer_weights[0].astype(np.float32) * layer_weights[1], *layer_weights[2:]]
+        weights += layer_weights
+    copy = build_model(arch, model.input_shape[1:], model.output_shape[-1])
+    copy.set_weights([np.asarray(weight, dtype=np.float32) for weight in weights])
+    return copy if name is None else keras.Model(copy.input, copy.output, name=name)
+
+
 def build_ensemble(members: Sequence[keras.Model], name: str = "ensemble") -> keras.Model:
     """One model whose output is the mean of its members' class probabilities.
 

@@ -4,11 +4,18 @@ The store is the ``models/`` folder of the project unless ``$FER_LAB_MODELS`` na
 the name ``default`` is the model the app opens with. Keras (and with it TensorFlow, some 500 MB
 of memory) is imported only when a Keras model is really needed: a model with a LiteRT file
 classifies faces without it.
+
+The models that ship with FER Lab are listed in the folder's ``_shipped.json`` (``SHIPPED_MANIFEST``;
+no model can be named so): each shipped name with the SHA-256 of its ``.keras`` file. A stored model
+is shipped while its name is listed there and its card records that hash (one trained again under
+its name is not); shipped models cannot be deleted (:meth:`ModelStore.delete`). A folder without
+the file ships none.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -26,6 +33,8 @@ from fer_core.errors import ModelNotFoundError, SettingError
 _PACKAGED_MODELS = Path(__file__).resolve().parent / "shipped_models"
 PROJECT_MODELS = _PACKAGED_MODELS if _PACKAGED_MODELS.is_dir() else Path(__file__).resolve().parent.parent / "models"
 DEFAULT_NAME = "default"
+#: The list of shipped models in a store folder (a leading '_' is not a model name: never a card).
+SHIPPED_MANIFEST = "_shipped.json"
 #: How a model's weights can be stored: as trained, in half the space, or in a quarter (ensembles).
 WEIGHT_DTYPES = ("float32", "float16", "int8")
 if TYPE_CHECKING:
@@ -174,6 +183,35 @@ class ModelStore:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return path
+
+    def shipped(self) -> set[str]:
+        """The stored models that came with FER Lab and are unchanged since (see the module's docstring).
+
+        A model listed in the manifest whose card cannot be read counts as shipped: nothing says it changed.
+        """
+        manifest = self.root / SHIPPED_MANIFEST
+        try:
+            listed = json.loads(manifest.read_text()) if manifest.is_file() else {}
+        except (OSError, ValueError) as error:
+            raise SettingError(f"{manifest}: not a readable list of shipped models ({error})") from error
+        if not isinstance(listed, dict):
+            raise SettingError(f"{manifest}: must map each shipped model's name to its .keras file's SHA-256")
+        return {name for name in self.names() if name in listed and self._recorded_hash(name) in (listed[name], None)}
+
+    def _recorded_hash(self, name: str) -> str | None:
+        """The SHA-256 of the ``.keras`` file that ``name``'s card records ("" when none), None for an
+        unreadable card."""
+        card = self.card_or_error(name)
+        return None if card.error is not None else card.sha256.get("keras", "")
+
+    def delete(self, name: str) -> None:
+        """Delete the stored model ``name``: its card first, so no listing shows it half deleted, then its
+        Keras and LiteRT files. A shipped model (:meth:`shipped`) is a :class:`SettingError`."""
+        path = self.resolve(check_name(name))
+        if name in self.shipped():
+            raise SettingError(f"'{name}' ships with FER Lab and cannot be deleted")
+        for suffix in (".json", ".keras", ".tflite"):
+            path.with_suffix(suffix).unlink(missing_ok=True)
 
     def ensure_root(self) -> Path:
         """The store folder, made if missing; a path that cannot be a folder is a :class:`SettingError`

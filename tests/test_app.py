@@ -29,11 +29,10 @@ from fer_core.data import load_dataset
 from fer_core.detect import get_detector
 from fer_core.evaluate import evaluation_rows, report_from_predictions
 from fer_core.images import encode_png
-from fer_core.jobs import TrainingBusyError, training_jobs
+from fer_core.jobs import training_jobs
 from fer_core.models import build_ensemble, build_model, copy_in_precision
 from fer_core.predict import FaceResult
 from fer_core.preprocess import Preprocessing, images_to_input
-from fer_core.recipe import TrainConfig
 from fer_core.samples import astronaut
 from fer_core.store import ModelStore
 from ui_common import EXPLANATION_LABELS
@@ -245,21 +244,20 @@ def test_train_page_trains_a_tiny_dataset_to_a_saved_model(store):
     at.number_input(key="train_swa_epochs").set_value(2)
     at.button(key="train_start").click().run()
     assert at.error[0].value == "averaging the last 2 epochs needs at least as many epochs (not 1)"
-    assert training_jobs().current() is None or not training_jobs().current().active
+    assert "train_job_id" not in at.session_state
     at.number_input(key="train_swa_epochs").set_value(1)  # weight averaging at a constant learning rate
     at.selectbox(key="train_batch").set_value(32)
     at.text_input(key="train_name").set_value("tiny_test")
     at.text_input(key="train_owner").set_value("Ada")
     at.button(key="train_start").click().run()
     assert not at.exception
-    job = training_jobs().current()
+    job = training_jobs().get(at.session_state["train_job_id"])
     assert job.model_name == "tiny_test" and job.active
 
-    # One training per server: a second session is told who trains and since when.
+    # A second session sees who trains what in the queue (tests/test_jobs.py queues a second training).
     other = open_app(TRAIN)
-    assert "started by Ada" in other.warning[0].value
-    with pytest.raises(TrainingBusyError, match="started by Ada"):
-        training_jobs().start("elsewhere.csv", TrainConfig(arch="ds_cnn"), "second")
+    queue = other.dataframe[0].value
+    assert (queue["job"][0], queue["by"][0]) == ("training of 'tiny_test' (ds_cnn)", "Ada")
 
     assert job.wait(timeout=300), "training did not finish in time"
     at.run()
@@ -280,24 +278,6 @@ def test_train_page_trains_a_tiny_dataset_to_a_saved_model(store):
     assert set(Path(tempfile.gettempdir()).glob("fer_lab_upload_*")) == spooled_before  # upload deleted
 
 
-def test_a_job_refused_or_cancelled_deletes_its_data_and_saves_nothing(store, tmp_path):
-    data = tmp_path / "faces.csv"
-    data.write_bytes(fer_csv())
-    jobs = training_jobs()
-    job = jobs.start(data, TrainConfig(arch="ds_cnn", epochs=3, batch_size=8), "cancelled_model",
-                     owner="Bo", delete_data=True)
-    refused = tmp_path / "refused.csv"
-    refused.write_bytes(b"x")
-    with pytest.raises(TrainingBusyError, match="started by Bo"):
-        jobs.start(refused, TrainConfig(), "other", delete_data=True)
-    assert not refused.exists()
-    assert jobs.cancel(job.job_id)
-    assert job.wait(timeout=120)
-    assert job.status == "cancelled"
-    assert not data.exists()
-    assert "cancelled_model" not in store.names()
-
-
 def test_stop_and_save_ends_a_run_early_and_saves_its_best_weights(store, monkeypatch):
     import fer_core.train
 
@@ -316,7 +296,7 @@ def test_stop_and_save_ends_a_run_early_and_saves_its_best_weights(store, monkey
     at.selectbox(key="train_batch").set_value(32)
     at.text_input(key="train_name").set_value("stopped_model")
     at.button(key="train_start").click().run()
-    job = training_jobs().current()
+    job = training_jobs().get(at.session_state["train_job_id"])
     assert job.model_name == "stopped_model" and job.active
     at.button(key="train_finish").click().run()
     clicked.set()
@@ -458,29 +438,28 @@ def test_live_snapshot_uses_the_full_detector_settings_to_find_a_small_face(stor
 
 def test_train_page_refuses_the_default_name_and_an_existing_name_unless_replacing(store):
     jobs = training_jobs()
-    before = jobs.current()
     at = open_app(TRAIN)
     at.file_uploader(key="train_upload").set_value(("faces.csv", fer_csv(), "text/csv"))
     at.selectbox(key="train_arch").set_value("ds_cnn")
     at.number_input(key="train_epochs").set_value(1)
     at.text_input(key="train_name").set_value("default").run()
-    assert not at.checkbox  # the app's own model cannot be replaced from the page, not even on purpose
+    assert "train_replace" not in [box.key for box in at.checkbox]  # the app's own model: not even on purpose
     at.button(key="train_start").click().run()
     assert not at.exception
     assert "'default' is the model every visitor of the app starts with" in at.error[0].value
-    assert jobs.current() is before
+    assert "train_job_id" not in at.session_state
 
     at.text_input(key="train_name").set_value("small").run()
     assert at.checkbox(key="train_replace").value is False
     at.button(key="train_start").click().run()
     assert "A model named 'small' exists: tick 'Replace the existing model'" in at.error[0].value
-    assert jobs.current() is before
+    assert "train_job_id" not in at.session_state
 
     at.checkbox(key="train_replace").check()
     at.button(key="train_start").click().run()
     assert not at.exception
-    job = jobs.current()
-    assert job is not before and job.model_name == "small" and job.active
+    job = jobs.get(at.session_state["train_job_id"])
+    assert job.model_name == "small" and job.active
     jobs.cancel(job.job_id)
     assert job.wait(timeout=120)
     assert job.status == "cancelled"
@@ -606,8 +585,10 @@ def test_confusion_matrix_figure_shows_the_counts_or_the_shares_of_each_true_cla
     assert heatmap(figure).tolist() == metrics.confusion_matrix
     shares = heatmap(json.loads(confusion_matrix_figure(metrics, normalised=True).to_json()))
     assert shares == pytest.approx(counts / counts.sum(axis=1, keepdims=True), abs=5e-5)  # cards round to 4 places
-    hover = plotly_array(figure["data"][0]["customdata"])  # count and share of each cell
-    assert hover[..., 0].tolist() == metrics.confusion_matrix and hover[..., 1] == pytest.approx(shares)
+    cells = plotly_array(figure["data"][1]["customdata"]).reshape(7, 7, 4)  # the markers that take the clicks
+    assert cells[..., 0].tolist() == [[true] * 7 for true in range(7)]
+    assert cells[..., 1].tolist() == [list(range(7))] * 7
+    assert cells[..., 2].tolist() == metrics.confusion_matrix and cells[..., 3] == pytest.approx(shares)
 
     no_angry_face = replace(metrics, confusion_matrix=[[0] * 7, *metrics.confusion_matrix[1:]])
     shares = heatmap(json.loads(confusion_matrix_figure(no_angry_face, normalised=True).to_json()))
@@ -629,3 +610,90 @@ def test_public_functions_of_the_app_have_type_hints_and_docstrings(path):
             if untyped or node.returns is None or ast.get_docstring(node) is None:
                 lacking.append(f"{node.name} (line {node.lineno})")
     assert not lacking, f"{path}: public functions without type hints or a docstring: {', '.join(lacking)}"
+
+
+# The faces behind a confusion-matrix cell, and the evaluation reports (issue 23) --------------------
+
+
+def always_answer(store: ModelStore, name: str, code: int) -> None:
+    """Make a stored untrained network answer class ``code`` for every face (a large bias on its logit)."""
+    stored = store.load(name)
+    logits = stored.model.get_layer("logits")
+    kernel, bias = logits.get_weights()
+    logits.set_weights([kernel * 0, np.where(np.arange(7) == code, 5.0, 0.0).astype(bias.dtype)])
+    store.save(name, stored.model, stored.card)
+
+
+def image_captions(at: AppTest) -> list[str]:
+    """The captions of the page's images, in page order."""
+    return [caption for element in at.get("image") for caption in element.captions]
+
+
+def test_compare_page_opens_the_faces_of_a_cell_page_by_page_and_explains_them(store, monkeypatch):
+    from fer_core import explain
+    from fer_core.evaluate import Evaluation
+
+    monkeypatch.setattr("fer_core.evaluate.CELL_PAGE", 2)
+    always_answer(store, "default", 3)  # every face: Happy
+    maps_made = []
+    monkeypatch.setattr(explain, "explain_cropped", lambda *args, **kwargs: maps_made.append(args) or
+                        np.zeros((192, 192, 3), np.uint8))
+    at = open_app(COMPARE)
+    at.file_uploader(key="compare_upload").set_value(("labelled.csv", fer_csv(private=21), "text/csv"))
+    at.button(key="compare_evaluate").click().run()
+    assert not at.exception
+    evaluation = at.session_state["compare_evaluation"]
+    answers = evaluation["evaluations"]["default"]
+    assert isinstance(answers, Evaluation) and len(answers.dataset) == 21
+    assert [row[3] for row in answers.report.confusion_matrix] == [3] * 7
+    charts = at.get("plotly_chart")
+    assert [json.loads(chart.proto.spec)["data"][1]["type"] for chart in charts[:2]] == ["scatter", "scatter"]
+    assert all(chart.proto.selection_mode == [0] for chart in charts[:2])  # the matrices take clicks on points
+    assert [button.label for button in at.get("download_button")] == ["default report (HTML)",
+                                                                     "small report (HTML)"]
+
+    at.session_state["compare_cell"] = {"model": "default", "cell": (0, 3), "shown": 2}  # as a click on the cell
+    at.run()
+    assert not at.exception
+    assert [heading.value for heading in at.subheader][1] == "default: true Angry predicted as Happy (2 of 3)"
+    assert "The most confident mistakes first." in [caption.value for caption in at.caption]
+    captions = image_captions(at)
+    happy = f"Happy {answers.probabilities[0, 3]:.0%}, "  # each face's most probable classes, most first
+    assert len(captions) == 2 and all(caption.startswith(happy) for caption in captions), captions
+    at.button(key="compare_more").click().run()
+    assert at.subheader[1].value == "default: true Angry predicted as Happy (3 of 3)"
+    assert len(image_captions(at)) == 3 and not [button for button in at.button if button.key == "compare_more"]
+
+    at.toggle(key="explain").set_value(True).run()
+    assert not at.exception
+    assert image_captions(at)[1::2] == ["Grad-CAM for Happy"] * 3
+    # made for the cell's faces, explaining the model's answer (model, face, preprocessing, label, method)
+    np.testing.assert_array_equal(np.stack([args[1] for args in maps_made]), answers.cell(0, 3).images)
+    assert [args[3:] for args in maps_made] == [("happy", "grad_cam")] * 3
+    at.run()
+    assert len(maps_made) == 3  # kept with the evaluation, not made again on every run
+
+    at.session_state["compare_cell"] = {"model": "default", "cell": (3, 3), "shown": 2}
+    at.run()
+    assert at.subheader[1].value == "default: true Happy predicted as Happy (2 of 3)"
+    assert "The least confident correct answers first." in [caption.value for caption in at.caption]
+    at.session_state["compare_cell"] = {"model": "small", "cell": (3, 3), "shown": 2}
+    small = evaluation["evaluations"]["small"].cell(3, 3)
+    at.run()
+    assert at.subheader[1].value == f"small: true Happy predicted as Happy ({min(small.total, 2)} of {small.total})"
+
+    at.button(key="compare_evaluate").click().run()  # a new evaluation starts with no cell open
+    assert "compare_cell" not in at.session_state
+    assert [heading.value for heading in at.subheader] == ["Confusion matrices", "Precision, recall and F1 per class"]
+
+
+def test_a_click_on_a_matrix_is_read_as_its_cell():
+    from fer_core.charts import clicked_cell
+
+    # the selection state Streamlit 1.67 reported for a click on the cell true Sad, predicted Disgust
+    clicked = {"selection": {"points": [{"curve_number": 1, "point_number": 36, "point_index": 36, "x": "Disgust",
+                                         "y": "Sad", "customdata": [4, 1, 2, 0.1]}],
+                             "point_indices": [36], "box": [], "lasso": []}}
+    assert clicked_cell(clicked) == (4, 1)
+    assert clicked_cell({"selection": {"points": [], "point_indices": [], "box": [], "lasso": []}}) is None
+    assert clicked_cell(None) is None

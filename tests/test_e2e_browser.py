@@ -3,8 +3,9 @@
 The camera plays a video made here from a real face photo (the astronaut of scikit-image), so the
 whole live chain runs: the browser's camera, WebRTC to streamlit-webrtc on the server, face
 detection and classification, the annotated stream back, and the page's live readout. Then a photo
-goes through the Upload page's file input. The model is a small untrained one in a temporary store:
-these tests check the pipeline, not accuracy.
+goes through the Upload page's file input, and a labelled set through the Compare page's evaluation,
+whose confusion-matrix cells open with a click. The models are small untrained ones in a temporary
+store: these tests check the pipeline, not accuracy.
 
 Playwright drives Debian's chromium (it cannot download its own browser here). The tests are
 skipped only when either is missing; CI (``.ci/run``) installs both.
@@ -33,10 +34,11 @@ if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
 pytest.importorskip("playwright", reason="playwright is missing (pip install playwright)")
 
-from conftest import ASTRONAUT_FACE  # noqa: E402
+from conftest import ASTRONAUT_FACE, synthetic_dataset, write_fer_csv  # noqa: E402
 from playwright.sync_api import Page, sync_playwright  # noqa: E402
 from playwright.sync_api import TimeoutError as PlaywrightTimeout  # noqa: E402
 
+from fer_core.labels import DISPLAY_NAMES, EMOTIONS  # noqa: E402
 from fer_core.samples import astronaut, sample_frame  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,17 +111,18 @@ def workdir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def models(workdir) -> Path:
-    """A model store holding an untrained ds_cnn as ``default``."""
+    """A model store holding an untrained ds_cnn as ``default`` and another as ``second`` (to compare)."""
     from fer_core.cards import Training, make_card
     from fer_core.models import build_model
     from fer_core.preprocess import Preprocessing
     from fer_core.store import ModelStore
 
     root = workdir / "models"
-    model = build_model("ds_cnn")
-    card = make_card(arch="ds_cnn", model=model, preprocessing=Preprocessing(), training=Training(data="none"),
-                     metrics=None, ms_per_face=None, reproduce="(untrained test model)")
-    ModelStore(root).save("default", model, card)
+    for name in ("default", "second"):
+        model = build_model("ds_cnn")
+        card = make_card(arch="ds_cnn", model=model, preprocessing=Preprocessing(), training=Training(data="none"),
+                         metrics=None, ms_per_face=None, reproduce="(untrained test model)")
+        ModelStore(root).save(name, model, card)
     return root
 
 
@@ -278,3 +281,40 @@ def test_direct_links_to_pages_work_on_a_fresh_server(models, page, workdir):
         assert stream_and_count_faces(page, process, seconds=90) > 0, readout(page)
         # The app's own navigation, title and layout, as from the home page.
         assert page.get_by_test_id("stSidebarNav").get_by_role("link", name="Photos and videos").count() == 1
+
+
+def test_compare_page_opens_a_confusion_matrix_cell_with_a_click(app, page, workdir):
+    labelled = workdir / "faces.csv"
+    write_fer_csv(labelled, *synthetic_dataset(70))
+    url, _ = app
+    open_from_home(page, url, "Compare models")
+    page.get_by_text("Re-evaluate on a labelled set of your own").click()
+    page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(str(labelled))
+    page.get_by_text("faces.csv", exact=True).wait_for()
+    page.get_by_role("button", name="Evaluate the chosen models").click()
+    page.get_by_text("Click a cell to see its faces").wait_for(timeout=120_000)
+    check_no_exception(page)
+    chart = page.locator(".js-plotly-plot").first
+    chart.locator(".scatterlayer .point").nth(48).wait_for(state="attached")
+    # The first chart is default's; open its fullest cell off the diagonal (an untrained model errs a lot).
+    counts = np.array(chart.evaluate("element => Array.from(element._fullData[0].z, row => Array.from(row))"))
+    assert counts.shape == (7, 7) and counts.sum() == 70, counts
+    true, predicted = max(((t, p) for t in range(7) for p in range(7) if t != p), key=lambda cell: counts[cell])
+    chart.scroll_into_view_if_needed()  # a mouse clicks what the window shows
+    marker = chart.locator(".scatterlayer .point").nth(true * 7 + predicted).bounding_box()
+    page.mouse.click(marker["x"] + marker["width"] / 2, marker["y"] + marker["height"] / 2)
+    total = int(counts[true, predicted])
+    heading = (f"default: true {DISPLAY_NAMES[EMOTIONS[true]]} predicted as {DISPLAY_NAMES[EMOTIONS[predicted]]} "
+               f"({min(total, 24)} of {total})")
+    page.get_by_role("heading", name=heading).wait_for()
+    page.get_by_text("The most confident mistakes first.").wait_for()
+    faces = page.get_by_test_id("stImage")
+    page.wait_for_function(f"() => document.querySelectorAll('[data-testid=stImage]').length >= {min(total, 24)}")
+    page.screenshot(path=str(workdir / "compare.png"), full_page=True)
+    check_no_exception(page)
+    assert faces.count() == min(total, 24)
+    assert re.fullmatch(r"(\w+ \d+%, ){2}\w+ \d+%", faces.first.get_by_test_id("stImageCaption").inner_text())
+    with page.expect_download() as download:
+        page.get_by_role("button", name="default report (HTML)").click()
+    report = Path(download.value.path()).read_text()
+    assert "<h1>default on faces.csv (all rows)</h1>" in report and not re.search(r"https?://", report)

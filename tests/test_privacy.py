@@ -167,7 +167,7 @@ def test_an_uploaded_training_set_is_deleted_once_loaded(model_store, temp_dir, 
         spooled = [Path(path) for path in written if Path(path).parent == temp_dir]
     assert not at.exception
     assert len(spooled) == 1 and spooled[0].name.startswith("fer_lab_upload_"), written
-    job = training_jobs().current()
+    job = training_jobs().get(at.session_state["train_job_id"])
     assert job.model_name == "privacy_test"
     deadline = time.monotonic() + 60
     while job.status == "loading" and time.monotonic() < deadline:
@@ -187,7 +187,7 @@ def test_an_uploaded_training_set_is_deleted_when_it_cannot_be_used(model_store,
     at = open_page(TRAIN)
     at.file_uploader(key="train_upload").set_value(("faces.csv", b"emotion,pixels\n9,1 2 3\n", "text/csv"))
     at.button(key="train_start").click().run()
-    job = training_jobs().current()
+    job = training_jobs().get(at.session_state["train_job_id"])
     assert job.wait(timeout=60)
     at.run()
     assert not at.exception

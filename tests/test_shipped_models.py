@@ -2,11 +2,13 @@
 cards, the LiteRT file saved with it, and fits the size limits (the default at most 5 MB, any at
 most 20 MB). Reads files only: no network runs."""
 
+import json
+
 import pytest
 
 from fer_core.labels import EMOTIONS
 from fer_core.models import ARCHITECTURES
-from fer_core.store import DEFAULT_NAME, PROJECT_MODELS, ModelStore
+from fer_core.store import DEFAULT_NAME, PROJECT_MODELS, SHIPPED_MANIFEST, ModelStore
 
 SHIPPED = ModelStore(PROJECT_MODELS)
 RESEARCH_ARCHITECTURES = ("mini_xception", "ds_cnn", "simple_cnn", "alexnet_small", "modified_cnn")
@@ -34,3 +36,10 @@ def test_shipped_model_has_its_card_and_lite_file_within_the_size_limit(name):
     limit = 5_000_000 if name == DEFAULT_NAME else 20_000_000
     keras_file = SHIPPED.resolve(name)
     assert keras_file.stat().st_size <= limit and len(stored.lite) <= limit
+
+
+def test_the_manifest_names_every_shipped_model_with_its_hash():
+    """What the app refuses to delete: a model stored here again needs its new hash in the manifest."""
+    listed = json.loads((PROJECT_MODELS / SHIPPED_MANIFEST).read_text())
+    assert listed == {name: SHIPPED.card(name).sha256["keras"] for name in SHIPPED.names()}
+    assert SHIPPED.shipped() == set(SHIPPED.names())

@@ -3,14 +3,15 @@ import re
 import shutil
 import zipfile
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
 from fer_core.cards import SCHEMA_VERSION, ModelCard, Training
-from fer_core.errors import ModelNotFoundError
+from fer_core.errors import ModelNotFoundError, SettingError
 from fer_core.labels import EMOTIONS
 from fer_core.preprocess import Preprocessing
-from fer_core.store import ModelStore, check_name
+from fer_core.store import SHIPPED_MANIFEST, ModelStore, check_name
 
 #: A card as versions before ``schema_version`` wrote it (no total minutes, weights type, backend nor
 #: hashes), with a key of some other version beside.
@@ -144,3 +145,38 @@ def test_a_card_that_is_not_an_object_and_a_model_without_a_card(model_store, tm
     shutil.copyfile(model_store.resolve("tiny"), bare)
     card = model_store.card(str(bare))
     assert (card.name, card.arch, card.labels, card.metrics) == ("bare", "unknown", list(EMOTIONS), None)
+
+
+def test_delete_removes_the_card_first_then_the_model_files(model_store, monkeypatch):
+    keras_file = model_store.resolve("tiny")
+    keras_file.with_suffix(".tflite").write_bytes(b"flatbuffer")
+    removed = []
+    unlink = Path.unlink
+    monkeypatch.setattr(Path, "unlink",
+                        lambda path, missing_ok=False: removed.append(path.name) or unlink(path, missing_ok))
+    model_store.delete("tiny")
+    assert removed == ["tiny.json", "tiny.keras", "tiny.tflite"]  # unlisted before its files go
+    assert model_store.names() == ["default"] and not list(model_store.root.glob("tiny.*"))
+    with pytest.raises(ModelNotFoundError, match="no model 'tiny'"):
+        model_store.delete("tiny")
+    with pytest.raises(SettingError, match="invalid model name"):
+        model_store.delete("../models/default")
+
+
+def test_shipped_models_are_named_with_their_hash_and_cannot_be_deleted(model_store):
+    assert model_store.shipped() == set()  # a folder without the manifest ships nothing
+    manifest = model_store.root / SHIPPED_MANIFEST
+    default_hash = model_store.card("default").sha256["keras"]
+    manifest.write_text(json.dumps({"default": default_hash, "tiny": "0" * 64, "gone": default_hash}))
+    assert model_store.shipped() == {"default"}  # tiny was stored again since it shipped; gone is not stored
+    assert "_shipped" not in model_store.names()
+    with pytest.raises(SettingError, match="'default' ships with FER Lab and cannot be deleted"):
+        model_store.delete("default")
+    assert model_store.names() == ["default", "tiny"]
+    model_store.resolve("default").with_suffix(".json").write_text("{not json")
+    assert model_store.shipped() == {"default"}  # a damaged card does not say it changed
+    model_store.delete("tiny")
+    for text, message in (("[]", "must map each shipped model's name"), ("{", "not a readable list")):
+        manifest.write_text(text)
+        with pytest.raises(SettingError, match=message):
+            model_store.delete("default")
