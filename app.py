@@ -19,7 +19,13 @@ PAGES = {
     "upload": st.Page("app_pages/2_Upload.py", title="Photos and videos", icon=":material/upload:"),
     "train": st.Page("app_pages/3_Train.py", title="Train", icon=":material/model_training:"),
     "compare": st.Page("app_pages/4_Compare.py", title="Compare models", icon=":material/compare:"),
+    "class_faces": st.Page("app_pages/5_Class_faces.py", title="Class faces", icon=":material/face:"),
 }
+RESPONSIBLE_USE = (
+    "Responsible use: FER Lab reads facial *expressions*, not feelings; posed and cultural differences fool it, "
+    "and FER2013's faces under-represent many groups. Record only volunteers, who see the counter. It is for "
+    "learning, not for assessing or monitoring students or workers (in the EU that is prohibited in schools and "
+    "workplaces, AI Act art. 5(1)(f)); more in the README.")
 
 
 def home() -> None:
@@ -28,7 +34,7 @@ def home() -> None:
     st.write(
         "FER Lab finds faces in a webcam stream, photos and videos and tells which of seven emotions each "
         f"face shows ({', '.join(DISPLAY_NAMES[name] for name in EMOTIONS)}), with networks trained on "
-        "FER2013. You can also train your own networks and compare them."
+        "FER2013. You can also train your own networks, compare them, and fine-tune one on your class's faces."
     )
     chosen = sidebar()
     if chosen.model is None:
@@ -43,12 +49,14 @@ def home() -> None:
                 st.caption(f"Trained on {card.training.data}; figures measured on "
                            f"{card.faces_scored or 'its'} validation faces.")
     st.info(PRIVACY_NOTE, icon=":material/lock:")
+    st.info(RESPONSIBLE_USE, icon=":material/front_hand:")
     st.subheader("Pages")
     for page, text in zip(PAGES.values(), (
         "your webcam, analysed live in the browser (or a snapshot)",
         "several photos at once, or a video, with charts and downloads",
         "train a network on FER2013 or your own labelled faces",
         "models side by side: accuracy, confusion matrices, per-class scores",
+        "record your class's faces per emotion and fine-tune a model on them, before and after",
     )):
         st.page_link(page, label=f"{page.title}: {text}", icon=page.icon)
 

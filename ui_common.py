@@ -7,9 +7,12 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+import av
 import numpy as np
 import streamlit as st
+import streamlit_webrtc
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -18,13 +21,18 @@ from fer_core.charts import probability_bars  # noqa: E402
 from fer_core.detect import DETECTORS, FaceDetector, get_detector  # noqa: E402
 from fer_core.errors import FerError  # noqa: E402
 from fer_core.labels import DISPLAY_NAMES  # noqa: E402
+from fer_core.live import LiveAnalyser, ice_servers  # noqa: E402
 from fer_core.predict import EmotionAnalyser, EmotionClassifier, FaceResult, annotate  # noqa: E402
 from fer_core.preprocess import Preprocessing  # noqa: E402
-from fer_core.store import ModelStore  # noqa: E402
+from fer_core.store import DEFAULT_NAME, ModelStore, check_name  # noqa: E402
 
-PRIVACY_NOTE = ("Privacy: camera frames, photos and videos are processed in memory and never stored. An uploaded "
-                "dataset sits in a temporary file only while it loads. Only models you train are saved, under "
-                "the name you give them.")
+if TYPE_CHECKING:
+    from fer_core.class_faces import FaceRecorder
+
+PRIVACY_NOTE = ("Privacy: camera frames, photos and videos are processed in memory and never stored. Faces "
+                "collected on the Class faces page stay in your browser session's memory until you download them. "
+                "An uploaded dataset sits in a temporary file only while it loads. Only models you train or "
+                "fine-tune are saved, under the name you give them.")
 DETECTOR_LABELS = {
     "haar": "Haar cascade (fast, for live video)",
     "mtcnn": "MTCNN (slower, more accurate)",
@@ -229,3 +237,78 @@ def show_explanation(picture: np.ndarray, method: str, label: str, width: int | 
     :data:`EXPLANATION_LABELS`, and the class it explains."""
     st.image(picture, channels="BGR", width=width,
              caption=f"{EXPLANATION_LABELS[method][0]} for {DISPLAY_NAMES[label]}")
+
+
+def existing_model(name: str) -> str | None:
+    """The stored model a new model of this name would replace (names differing only in case included:
+    they are one file on some file systems), or None."""
+    return next((stored for stored in ModelStore().names() if stored.casefold() == name.casefold()), None)
+
+
+def name_problem(name: str, existing: str | None, replace: bool) -> str | None:
+    """Why a new model cannot be saved under ``name`` from a page, or None when it can."""
+    try:
+        check_name(name)
+    except ValueError as error:
+        return str(error)
+    if name.casefold() == DEFAULT_NAME or existing == DEFAULT_NAME:
+        return (f"'{DEFAULT_NAME}' is the model every visitor of the app starts with, so it cannot be trained "
+                "from this page: choose another name.")
+    if existing is not None and not replace:
+        return (f"A model named '{existing}' exists: tick 'Replace the existing model' to overwrite it, or choose "
+                "another name.")
+    return None
+
+
+def live_analyser(analyser: EmotionAnalyser, detect_every: int, key: str = "live_analyser",
+                  recorder: FaceRecorder | None = None) -> LiveAnalyser:
+    """This session's live analyser kept under ``key``, made anew when the model, detector, detection
+    rate or recorder changes."""
+    live = st.session_state.get(key)
+    same = (live is not None and live.analyser.classifier is analyser.classifier
+            and live.analyser.detector is analyser.detector and live.detect_every == detect_every
+            and live.recorder is recorder)
+    if not same:
+        live = LiveAnalyser(analyser, detect_every=detect_every, recorder=recorder)
+        st.session_state[key] = live
+    return live
+
+
+def rtc_configuration() -> dict | None:
+    """ICE servers from ``.streamlit/secrets.toml`` or the environment (None: streamlit-webrtc's default)."""
+    try:
+        secrets = st.secrets.to_dict()
+    except FileNotFoundError:
+        secrets = None
+    servers = ice_servers(secrets=secrets)
+    return None if servers is None else {"iceServers": servers}
+
+
+def live_stream(key: str, live: LiveAnalyser) -> bool:
+    """The browser's camera sent over WebRTC through ``live`` and shown annotated; True while it plays."""
+
+    def video_frame_callback(frame: av.VideoFrame) -> av.VideoFrame:
+        """Runs in streamlit-webrtc's worker thread, once per received frame."""
+        return av.VideoFrame.from_ndarray(live.process(frame.to_ndarray(format="bgr24")), format="bgr24")
+
+    try:
+        configuration = rtc_configuration()
+    except ValueError as error:
+        st.error(f"ICE server configuration: {error}")
+        configuration = None
+    # Looked up at each call, not imported by name: the tests replace the streamer.
+    context = streamlit_webrtc.webrtc_streamer(
+        key=key, mode=streamlit_webrtc.WebRtcMode.SENDRECV, rtc_configuration=configuration,
+        video_frame_callback=video_frame_callback, media_stream_constraints={"video": True, "audio": False},
+        async_processing=True)
+    return bool(context.state.playing)
+
+
+def stream_help() -> None:
+    """What to do when the WebRTC stream does not connect."""
+    with st.expander("The stream does not connect?"):
+        st.markdown(
+            "Browsers give a page the camera only over HTTPS or on localhost. Behind school or company "
+            "firewalls WebRTC also needs a TURN server: set `TURN_URL`, `TURN_USERNAME` and "
+            "`TURN_CREDENTIAL`, or a JSON list in `FER_LAB_ICE_SERVERS` (`[]` for localhost only), or "
+            "`ice_servers` in `.streamlit/secrets.toml`. Meanwhile the **Snapshot** tab works without WebRTC.")

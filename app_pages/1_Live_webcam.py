@@ -2,42 +2,28 @@
 
 from __future__ import annotations
 
-import av
 import streamlit as st
-from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 from fer_core.charts import probability_bars
 from fer_core.images import load_image
 from fer_core.labels import DISPLAY_NAMES
-from fer_core.live import LiveAnalyser, ice_servers
-from fer_core.predict import EmotionAnalyser
-from ui_common import analyser_or_stop, load_analyser, require_model, show_faces, sidebar, user_errors
+from fer_core.live import LiveAnalyser
+from ui_common import (
+    analyser_or_stop,
+    live_analyser,
+    live_stream,
+    load_analyser,
+    require_model,
+    show_faces,
+    sidebar,
+    stream_help,
+    user_errors,
+)
 
 st.title("Live webcam")
 chosen = sidebar()
 model = require_model(chosen)
 analyser = analyser_or_stop(model, chosen.detector, live=True)  # the detector's fast settings, for the stream
-
-
-def live_analyser(analyser: EmotionAnalyser, detect_every: int) -> LiveAnalyser:
-    """This session's live analyser, made anew when the model, detector or detection rate changes."""
-    live = st.session_state.get("live_analyser")
-    same = (live is not None and live.analyser.classifier is analyser.classifier
-            and live.analyser.detector is analyser.detector and live.detect_every == detect_every)
-    if not same:
-        live = LiveAnalyser(analyser, detect_every=detect_every)
-        st.session_state["live_analyser"] = live
-    return live
-
-
-def rtc_configuration() -> dict | None:
-    """ICE servers from ``.streamlit/secrets.toml`` or the environment (None: streamlit-webrtc's default)."""
-    try:
-        secrets = st.secrets.to_dict()
-    except FileNotFoundError:
-        secrets = None
-    servers = ice_servers(secrets=secrets)
-    return None if servers is None else {"iceServers": servers}
 
 
 @st.fragment(run_every=0.5)
@@ -75,28 +61,11 @@ with stream_tab:
     live = live_analyser(analyser, detect_every)
     live.smoothing = smoothing
 
-    def video_frame_callback(frame: av.VideoFrame) -> av.VideoFrame:
-        """Runs in streamlit-webrtc's worker thread, once per received frame."""
-        return av.VideoFrame.from_ndarray(live.process(frame.to_ndarray(format="bgr24")), format="bgr24")
-
-    try:
-        configuration = rtc_configuration()
-    except ValueError as error:
-        st.error(f"ICE server configuration: {error}")
-        configuration = None
-    context = webrtc_streamer(key="fer-live", mode=WebRtcMode.SENDRECV, rtc_configuration=configuration,
-                              video_frame_callback=video_frame_callback,
-                              media_stream_constraints={"video": True, "audio": False}, async_processing=True)
-    if context.state.playing:
+    if live_stream("fer-live", live):
         live_readout(live)
     else:
         st.caption("Press START and allow the camera. Frames are analysed in memory and never stored.")
-    with st.expander("The stream does not connect?"):
-        st.markdown(
-            "Browsers give a page the camera only over HTTPS or on localhost. Behind school or company "
-            "firewalls WebRTC also needs a TURN server: set `TURN_URL`, `TURN_USERNAME` and "
-            "`TURN_CREDENTIAL`, or a JSON list in `FER_LAB_ICE_SERVERS` (`[]` for localhost only), or "
-            "`ice_servers` in `.streamlit/secrets.toml`. Meanwhile the **Snapshot** tab works without WebRTC.")
+    stream_help()
 
 with snapshot_tab:
     photo = st.camera_input("Take a snapshot")

@@ -15,8 +15,8 @@ from fer_core.jobs import ACTIVE_STATES, WAITING, TrainingJob, training_jobs
 from fer_core.models import ARCHITECTURES, describe
 from fer_core.preprocess import Preprocessing
 from fer_core.recipe import CLASS_WEIGHTS, TrainConfig
-from fer_core.store import DEFAULT_NAME, ModelStore, check_name
-from ui_common import key_figures, sidebar, user_errors
+from fer_core.store import DEFAULT_NAME, ModelStore
+from ui_common import existing_model, key_figures, name_problem, sidebar, user_errors
 
 STATUS_TEXT = {"loading": "Loading and checking the data", "training": "Training", "saving": "Evaluating and saving"}
 RANDOM_START = "random weights"
@@ -105,27 +105,6 @@ def show_outcome(job: TrainingJob) -> None:
         normalised = st.toggle("Normalised confusion matrix", key="train_normalised")
         st.plotly_chart(confusion_matrix_figure(card.metrics, normalised, "Confusion matrix (validation)"),
                         key="final-matrix")
-
-
-def existing_model(name: str) -> str | None:
-    """The stored model a new model of this name would replace (names differing only in case included:
-    they are one file on some file systems), or None."""
-    return next((stored for stored in ModelStore().names() if stored.casefold() == name.casefold()), None)
-
-
-def name_problem(name: str, existing: str | None, replace: bool) -> str | None:
-    """Why a new model cannot be saved under ``name`` from this page, or None when it can."""
-    try:
-        check_name(name)
-    except ValueError as error:
-        return str(error)
-    if name.casefold() == DEFAULT_NAME or existing == DEFAULT_NAME:
-        return (f"'{DEFAULT_NAME}' is the model every visitor of the app starts with, so it cannot be trained "
-                "from this page: choose another name.")
-    if existing is not None and not replace:
-        return (f"A model named '{existing}' exists: tick 'Replace the existing model' to overwrite it, or choose "
-                "another name.")
-    return None
 
 
 def training_form() -> None:

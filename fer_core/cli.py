@@ -177,6 +177,8 @@ def cmd_compact(args: argparse.Namespace) -> int:
 def cmd_finetune(args: argparse.Namespace) -> int:
     """Fine-tune a stored model on a class's own faces and store it; the last line printed is
     ``accuracy: BEFORE -> AFTER`` on the faces held out from its training."""
+    import time
+
     from fer_core.data import load_dataset
     from fer_core.finetune import finetune
     from fer_core.store import ModelStore
@@ -185,12 +187,12 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     print(f"fine-tuning {args.start} on {len(dataset)} faces of {Path(args.data).name}, "
           f"for at most {args.minutes:g} min of training", flush=True)
 
-    shown = [-1]
+    shown, started = [-1], time.monotonic()
 
     def report(done: float, message: str) -> None:  # a line per tenth of the way
         if int(done * 10) > shown[0]:
             shown[0] = int(done * 10)
-            print(f"{done:4.0%} {message}", flush=True)
+            print(f"{done:4.0%} {time.monotonic() - started:4.0f} s  {message}", flush=True)
 
     result = finetune(ModelStore(args.store), args.start, dataset, name=args.name, minutes=args.minutes,
                       seed=args.seed, data_name=Path(args.data).name, progress=report)

@@ -49,13 +49,13 @@ class FineTuneSettings:
     """How each network is fine-tuned (kept in the card, ``fine_tuning.settings``)."""
 
     #: share of the fine-tuned weights in the stored ones, the rest the starting weights (WiSE-FT)
-    interpolation: float = 0.5
+    interpolation: float = 0.55
     learning_rate: float = 1e-3  #: AdamW, constant
     steps: int = 72  #: optimizer steps per network (8 epochs of 288 faces), fewer when the time is up
     batch_size: int = 32
     label_smoothing: float = 0.1
-    brightness: float = 0.3  #: random brightness change, a share of the pixel range
-    contrast: float = 0.5  #: random contrast change, a share
+    brightness: float = 0.5  #: random brightness change, a share of the pixel range
+    contrast: float = 0.8  #: random contrast change, a share
     freeze_first_block: bool = True  #: keep the layers up to the first pooling as they were
 
 
@@ -145,12 +145,12 @@ def finetune(
     next step and stores nothing (returns None).
     """
     started = time.monotonic()
+    if not minutes > 0:
+        raise DataError(f"the time budget must be above 0 minutes, not {minutes}")
     stored = store.load(start_name)
     name = check_name(name or f"{stored.name}_tuned")
     if name.casefold() == stored.name.casefold():
         raise DataError(f"fine-tuning {stored.name} cannot save over it: choose another name")
-    if not minutes > 0:
-        raise DataError(f"the time budget must be above 0 minutes, not {minutes}")
     split = hold_out(dataset, seed=seed)
     _check_split(split)
     preprocessing = stored.card.preprocessing
@@ -161,6 +161,8 @@ def finetune(
     deadline = training_started + 60.0 * minutes
     epochs_run, stopped = [], "completed"
     for index, (member, _, network) in enumerate(networks):
+        if cancel is not None and cancel.is_set():
+            return None
         share = (deadline - time.monotonic()) / (len(networks) - index)
         report = None if progress is None else _part_reporter(progress, index, len(networks), member)
         epochs, reason = _train(network, split.train, preprocessing, settings, seed + index,
@@ -281,7 +283,7 @@ def _train(network: keras.Model, faces: FaceDataset, preprocessing: Preprocessin
     ], name="augmentation")
     trainer = with_augmentation(network, augmentation)
     trainer.compile(optimizer=keras.optimizers.AdamW(settings.learning_rate),
-                    loss=present_classes_loss(present, settings.label_smoothing))
+                    loss=present_classes_loss(present, settings.label_smoothing), jit_compile=False)
     steps_per_epoch = math.ceil(len(x) / settings.batch_size)
     epochs = max(1, round(settings.steps / steps_per_epoch))
     stop = _Stop(deadline, cancel, progress, epochs * steps_per_epoch)

@@ -19,12 +19,16 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fer_core.detect import Detection
 from fer_core.labels import EMOTIONS
 from fer_core.predict import EmotionAnalyser, FaceResult, annotate
+
+if TYPE_CHECKING:
+    from fer_core.class_faces import FaceRecorder
 
 Box = tuple[int, int, int, int]
 
@@ -156,11 +160,14 @@ class LiveAnalyser:
     ``smoothing``: weight of the past in each track's moving average, 0 (none) to below 1.
     ``max_load``: the share of wall time analysis may take; frames arriving before the analyser
     is due again are only annotated with the last boxes.
+    ``recorder``: given every analysed frame and its face boxes, and draws on every frame (the
+    Class faces page records faces with it).
     """
 
     def __init__(self, analyser: EmotionAnalyser, *, detect_every: int = 3, smoothing: float = 0.6,
                  max_load: float = 0.8, iou_threshold: float = 0.3, max_missed: int = 2,
-                 clock: Callable[[], float] = time.monotonic, queue_size: int = 4):
+                 clock: Callable[[], float] = time.monotonic, queue_size: int = 4,
+                 recorder: FaceRecorder | None = None):
         if detect_every < 1:
             raise ValueError("detect_every must be at least 1")
         if not 0.0 < max_load <= 1.0:
@@ -169,6 +176,7 @@ class LiveAnalyser:
         self.detect_every = detect_every
         self.max_load = max_load
         self.results: queue.Queue[LiveUpdate] = queue.Queue(maxsize=queue_size)
+        self.recorder = recorder
         self._clock = clock
         self._tracker = FaceTracker(iou_threshold, max_missed)
         self.smoothing = smoothing
@@ -204,7 +212,8 @@ class LiveAnalyser:
             else:
                 self._stats.skipped += 1
                 faces = self._last_faces
-        return annotate(image, [tracked.face for tracked in faces])
+        annotated = annotate(image, [tracked.face for tracked in faces])
+        return annotated if self.recorder is None else self.recorder.annotate(annotated)
 
     def _count_frame(self, now: float) -> None:
         self._stats.frames += 1
@@ -217,6 +226,8 @@ class LiveAnalyser:
         detected = self._stats.analysed % self.detect_every == 0
         detections = self.analyser.detector.detect(image) if detected else self._tracker.detections
         faces = self._tracker.update(detections, self.analyser.classify(image, detections), detected=detected)
+        if self.recorder is not None:
+            self.recorder.offer(image, detections, self.analyser.preprocessing)
         faces += self._tracker.held()
         cost = self._clock() - started
         # Rest long enough that analysis takes at most max_load of the wall time.

@@ -105,13 +105,14 @@ def images_to_input(images: np.ndarray, preprocessing: Preprocessing) -> np.ndar
     return faces_to_input(images, preprocessing)
 
 
-def prepare_faces(
+def crop_faces(
     image: np.ndarray,
     boxes: list[tuple[int, int, int, int]],
     preprocessing: Preprocessing,
     eyes: list[tuple[tuple[float, float], tuple[float, float]] | None] | None = None,
 ) -> np.ndarray:
-    """Crop every box from ``image`` and return the model input for all of them as one batch."""
+    """The gray uint8 crops (N, size, size) of every box of ``image``, cut as ``preprocessing`` says:
+    the faces a model is given, before :func:`faces_to_input` scales them (and a dataset holds)."""
     gray = to_gray(image)
     crops = []
     for index, box in enumerate(boxes):
@@ -119,5 +120,14 @@ def prepare_faces(
         crop = crop_face(gray, box, preprocessing.margin, face_eyes)
         crops.append(resize_face(crop, preprocessing.size))
     size = preprocessing.size
-    stacked = np.stack(crops) if crops else np.zeros((0, size, size), np.uint8)
-    return faces_to_input(stacked, preprocessing)
+    return np.stack(crops) if crops else np.zeros((0, size, size), np.uint8)
+
+
+def prepare_faces(
+    image: np.ndarray,
+    boxes: list[tuple[int, int, int, int]],
+    preprocessing: Preprocessing,
+    eyes: list[tuple[tuple[float, float], tuple[float, float]] | None] | None = None,
+) -> np.ndarray:
+    """Crop every box from ``image`` and return the model input for all of them as one batch."""
+    return faces_to_input(crop_faces(image, boxes, preprocessing, eyes), preprocessing)

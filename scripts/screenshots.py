@@ -121,6 +121,20 @@ def main() -> None:
             page.screenshot(path=str(out / "compare.png"), full_page=True)
             print("app process resident memory after every page (Train loads TensorFlow): "
                   f"{resident_mb(app.pid):.0f} MB")
+
+            open_page("Class faces")  # a recording of Happy, and one of Surprise under way
+            stream.get_by_role("button", name=re.compile("^start$", re.IGNORECASE)).click()
+            for emotion in ("Happy", "Surprise"):
+                page.get_by_test_id("stRadio").get_by_text(emotion, exact=True).click()
+                page.get_by_role("button", name=f"Record {emotion}").click()
+                page.get_by_test_id("stMetric").filter(has_text=f"Recording {emotion}").wait_for()
+                if emotion == "Happy":
+                    page.get_by_text(re.compile(r"^\d+ faces of Happy recorded\.$")).wait_for()
+            page.get_by_text(re.compile(r"^([2-9]|1\d|20) / 20 faces$")).wait_for()  # under way
+            page.mouse.move(0, 0)  # no tooltip
+            page.set_viewport_size({"width": 1280, "height": 1400})
+            page.get_by_role("heading", name="Class faces").scroll_into_view_if_needed()
+            page.screenshot(path=str(out / "class_faces.png"))
             browser.close()
     finally:
         app.terminate()

@@ -121,7 +121,7 @@ def test_home_shows_the_active_model_and_the_privacy_note(store):
     assert at.sidebar.selectbox(key="_model").options == ["default", "small"]
     detector = at.sidebar.selectbox(key="_detector")
     assert detector.value == "haar" and len(detector.options) == 3
-    assert len(at.get("page_link")) == 4
+    assert len(at.get("page_link")) == 5
 
 
 def test_sidebar_choice_holds_on_every_page(store):
