@@ -23,9 +23,9 @@ PAGES = {
 }
 RESPONSIBLE_USE = (
     "Responsible use: FER Lab reads facial *expressions*, not feelings; posed and cultural differences fool it, "
-    "and FER2013's faces under-represent many groups. Record only volunteers, who see the counter. It is for "
-    "learning, not for assessing or monitoring students or workers (in the EU that is prohibited in schools and "
-    "workplaces, AI Act art. 5(1)(f)); more in the README.")
+    "and FER2013's faces are not balanced across ages, genders and skin tones. Record only volunteers, who see "
+    "the counter. It is for learning, not for assessing or monitoring students or workers (in the EU that is "
+    "prohibited in schools and workplaces, AI Act art. 5(1)(f)); more in the README.")
 
 
 def home() -> None:

@@ -49,13 +49,13 @@ class FineTuneSettings:
     """How each network is fine-tuned (kept in the card, ``fine_tuning.settings``)."""
 
     #: share of the fine-tuned weights in the stored ones, the rest the starting weights (WiSE-FT)
-    interpolation: float = 0.55
+    interpolation: float = 0.5
     learning_rate: float = 1e-3  #: AdamW, constant
     steps: int = 72  #: optimizer steps per network (8 epochs of 288 faces), fewer when the time is up
     batch_size: int = 32
     label_smoothing: float = 0.1
-    brightness: float = 0.5  #: random brightness change, a share of the pixel range
-    contrast: float = 0.8  #: random contrast change, a share
+    brightness: float = 0.3  #: random brightness change, a share of the pixel range
+    contrast: float = 0.5  #: random contrast change, a share
     freeze_first_block: bool = True  #: keep the layers up to the first pooling as they were
 
 

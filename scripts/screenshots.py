@@ -122,15 +122,15 @@ def main() -> None:
             print("app process resident memory after every page (Train loads TensorFlow): "
                   f"{resident_mb(app.pid):.0f} MB")
 
-            open_page("Class faces")  # a recording of Happy, and one of Surprise under way
+            open_page("Class faces")  # a recording of Surprise, and one of Happy under way
             stream.get_by_role("button", name=re.compile("^start$", re.IGNORECASE)).click()
-            for emotion in ("Happy", "Surprise"):
+            for emotion in ("Surprise", "Happy"):
                 page.get_by_test_id("stRadio").get_by_text(emotion, exact=True).click()
                 page.get_by_role("button", name=f"Record {emotion}").click()
                 page.get_by_test_id("stMetric").filter(has_text=f"Recording {emotion}").wait_for()
-                if emotion == "Happy":
-                    page.get_by_text(re.compile(r"^\d+ faces of Happy recorded\.$")).wait_for()
-            page.get_by_text(re.compile(r"^([2-9]|1\d|20) / 20 faces$")).wait_for()  # under way
+                if emotion == "Surprise":
+                    page.get_by_text(re.compile(r"^\d+ faces of Surprise recorded\.$")).wait_for()
+            page.get_by_text(re.compile(r"^([3-9]|1\d|20) / 20 faces$")).wait_for()  # under way
             page.mouse.move(0, 0)  # no tooltip
             page.set_viewport_size({"width": 1280, "height": 1400})
             page.get_by_role("heading", name="Class faces").scroll_into_view_if_needed()
