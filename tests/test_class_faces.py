@@ -236,7 +236,7 @@ def test_pressing_record_keeps_the_streams_main_face_and_shows_it_in_the_gallery
     assert streams[-1]["key"] == "fer-class-faces"
     at.radio(key="class_emotion").set_value("happy")
     at.slider(key="class_faces").set_value(5)
-    at.slider(key="class_seconds").set_value(3.0).run()
+    at.slider(key="class_seconds").set_value(10.0).run()  # 2 s a face: room for a loaded CPU
     at.button(key="class_record").click().run()
     assert at.session_state["class_recorder"].status().recording
     callback, frame = streams[-1]["video_frame_callback"], av.VideoFrame.from_ndarray(astronaut(), format="bgr24")
