@@ -39,6 +39,8 @@ DETECTOR_LABELS = {
     "none": "None (images are face crops)",
 }
 DEFAULT_DETECTOR = "haar"
+#: Session key of the count of this session's page runs, whole ones (fragments rerun on their own).
+PAGE_RUNS = "_page_runs"
 #: fer_core.explain.EXPLANATIONS by name: a short name and what the map shows. Said here so a page
 #: need not load TensorFlow to offer them.
 EXPLANATION_LABELS = {
@@ -97,6 +99,7 @@ def sidebar() -> Selection:
     plain session keys and handed back to the widgets on each page.
     """
     _keep_keras_state_of_other_threads()
+    st.session_state[PAGE_RUNS] = st.session_state.get(PAGE_RUNS, 0) + 1  # see _keep_stream_drawn_last_run
     names = ModelStore().names()
     if st.session_state.get("model") not in names:
         st.session_state["model"] = names[0] if names else None
@@ -296,12 +299,32 @@ def live_stream(key: str, live: LiveAnalyser) -> bool:
     except ValueError as error:
         st.error(f"ICE server configuration: {error}")
         configuration = None
+    _keep_stream_drawn_last_run(key)
     # Looked up at each call, not imported by name: the tests replace the streamer.
     context = streamlit_webrtc.webrtc_streamer(
         key=key, mode=streamlit_webrtc.WebRtcMode.SENDRECV, rtc_configuration=configuration,
         video_frame_callback=video_frame_callback, media_stream_constraints={"video": True, "audio": False},
         async_processing=True)
+    st.session_state[f"_{key}_drawn_in"] = st.session_state.get(PAGE_RUNS)
     return bool(context.state.playing)
+
+
+def _keep_stream_drawn_last_run(key: str) -> None:
+    """Stop streamlit-webrtc (0.79) from ending a stream that the page's previous run drew.
+
+    It ends a stream whose page was left, found as a run of the app that did not draw it: its count
+    of finished runs has grown by more than one since. That count grows on the server's event loop a
+    moment after a run ends, so a run that starts within that moment (two clicks in quick
+    succession, or a recording's end and a click, on a busy CPU) reads the old count, and the run
+    after it stopped the stream as if its page had been left. When this session's previous page
+    run drew the stream (counted by :func:`sidebar`, which every page calls), the check is skipped
+    for this run.
+    """
+    context = st.session_state.get(key)
+    runs = st.session_state.get(PAGE_RUNS)
+    drawn_last_run = runs is not None and st.session_state.get(f"_{key}_drawn_in") == runs - 1
+    if drawn_last_run and hasattr(context, "_last_rendered_run_count"):
+        context._last_rendered_run_count = None  # the streamer sets it again in this run
 
 
 def stream_help() -> None:

@@ -74,7 +74,7 @@ def recording_panel(faces: int, seconds: float) -> None:
         st.rerun()
     if st.button(f"Record {DISPLAY_NAMES[emotion]}", key="class_record", type="primary", icon=":material/videocam:",
                  disabled=status.recording, help=f"Keeps {faces} faces of the main face in {seconds:g} s."):
-        recorder.start(emotion, faces, seconds)
+        recorder.start(emotion, faces, seconds)  # ignored while a recording is under way (a late click)
         status = recorder.status()
     if status.recording:
         st.metric(f"Recording {DISPLAY_NAMES[status.emotion]}", f"{status.taken} / {status.wanted} faces")

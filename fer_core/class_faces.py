@@ -85,18 +85,22 @@ class FaceRecorder:
         self._finished = 0
         self._message: str | None = None
 
-    def start(self, emotion: int | str, faces: int = RECORDING_FACES, seconds: float = RECORDING_SECONDS) -> None:
-        """Start recording ``faces`` faces of ``emotion`` over ``seconds``; ends a recording under way first."""
+    def start(self, emotion: int | str, faces: int = RECORDING_FACES, seconds: float = RECORDING_SECONDS) -> bool:
+        """Start recording ``faces`` faces of ``emotion`` over ``seconds``; False (and nothing changes)
+        while a recording is under way: a second press of Record, or a late one, does not cut it short."""
         code = emotion_code(emotion)
         if faces < 1 or not seconds > 0:
             raise DataError(f"a recording needs 1 face or more and more than 0 seconds, not {faces} in {seconds}")
         now = self._clock()
         with self._lock:
+            if self._recording and now < self._deadline:
+                return False
             if self._recording:
                 self._end()
             self._emotion, self._crops, self._wanted = EMOTIONS[code], [], int(faces)
             self._interval, self._deadline, self._next_take = seconds / faces, now + seconds, now
             self._recording, self._message = True, None
+            return True
 
     def offer(self, image: np.ndarray, detections: list[Detection], preprocessing: Preprocessing) -> None:
         """An analysed frame and its faces: the main face is kept when a face is due."""

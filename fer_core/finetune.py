@@ -140,9 +140,10 @@ def finetune(
     docstring for the method.
 
     ``minutes`` bounds the training (all networks together); the steps cut short by it are recorded
-    (``stopped``). ``seed`` fixes the held-out recordings and the training. ``data_name`` names the
-    faces in the card's reproduce command (a zip of the collection). A set ``cancel`` stops at the
-    next step and stores nothing (returns None).
+    (``stopped``). ``seed`` fixes the held-out recordings and the training (a run cut short by the
+    time budget also depends on the machine's speed). ``data_name`` names the faces in the card's
+    reproduce command (a zip of the collection). A set ``cancel`` stops at the next step and stores
+    nothing (returns None). ``progress`` is told the share done and what is being done.
     """
     started = time.monotonic()
     if not minutes > 0:

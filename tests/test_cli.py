@@ -1,4 +1,5 @@
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -6,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from conftest import synthetic_face
 from PIL import Image
 
 from fer_core.cards import Metrics, Scores, Training, make_card
@@ -408,3 +410,39 @@ def test_crossval_bad_options_end_with_a_clear_error_before_training(model_store
         assert main(argv) == 2, argv
         error = capsys.readouterr().err.splitlines()
         assert len(error) == 1 and error[0].startswith("error: ") and message in error[0], (argv, error)
+
+
+def test_finetune_stores_the_model_and_ends_with_before_and_after(model_store, tmp_path, capsys):
+    from fer_core.collection import FaceCollection
+
+    collection = FaceCollection()
+    rng = np.random.default_rng(0)
+    for code in (0, 3, 4):
+        for _ in range(2):
+            collection.add_recording(code, [synthetic_face(code, rng) for _ in range(4)])
+    data = tmp_path / "class.zip"
+    data.write_bytes(collection.to_zip())
+    assert main(["finetune", "--from", "default", "--data", str(data), "--minutes", "0.05", "--name", "class_model",
+                 "--json", str(tmp_path / "tuned.json")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert re.fullmatch(r"accuracy: \d\.\d{4} -> \d\.\d{4}", lines[-1])
+    assert any(line.startswith("held out 12 faces (3 recordings), trained on 12") for line in lines)
+    summary = json.loads((tmp_path / "tuned.json").read_text())
+    assert lines[-1] == f"accuracy: {summary['accuracy_before']:.4f} -> {summary['accuracy_after']:.4f}"
+    card = model_store.card("class_model")
+    assert card.training.fine_tuning.start == "default" and card.training.data == "24 class faces"
+    command = "python -m fer_core finetune --from default --data class.zip --name class_model --minutes 0.05"
+    assert command in card.reproduce
+
+
+def test_finetune_bad_input_ends_with_one_error_line_and_status_2(model_store, fer_csv, tmp_path, capsys):
+    cases = [
+        (["--from", "tiny", "--data", str(tmp_path / "missing.zip")], "no such file or folder"),
+        (["--from", "missing", "--data", str(fer_csv)], "no model 'missing'"),
+        (["--from", "tiny", "--data", str(fer_csv), "--minutes", "0"], "above 0 minutes"),
+        (["--from", "tiny", "--data", str(fer_csv), "--name", "tiny"], "cannot save over it"),
+    ]
+    for options, message in cases:
+        assert main(["finetune", *options]) == 2, options
+        error = capsys.readouterr().err.splitlines()
+        assert len(error) == 1 and error[0].startswith("error: ") and message in error[0], (options, error)

@@ -4,8 +4,9 @@ The camera plays a video made here from a real face photo (the astronaut of scik
 whole live chain runs: the browser's camera, WebRTC to streamlit-webrtc on the server, face
 detection and classification, the annotated stream back, and the page's live readout. Then a photo
 goes through the Upload page's file input, and a labelled set through the Compare page's evaluation,
-whose confusion-matrix cells open with a click. The models are small untrained ones in a temporary
-store: these tests check the pipeline, not accuracy.
+whose confusion-matrix cells open with a click. On the Class faces page the camera's face is recorded
+for two emotions, a model is fine-tuned on it and then streams on the Live webcam page. The models
+are small untrained ones in a temporary store: these tests check the pipeline, not accuracy.
 
 Playwright drives Debian's chromium (it cannot download its own browser here). The tests are
 skipped only when either is missing; CI (``.ci/run``) installs both.
@@ -35,7 +36,7 @@ if not CHROMIUM.exists():
 pytest.importorskip("playwright", reason="playwright is missing (pip install playwright)")
 
 from conftest import ASTRONAUT_FACE, synthetic_dataset, write_fer_csv  # noqa: E402
-from playwright.sync_api import Page, sync_playwright  # noqa: E402
+from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
 from playwright.sync_api import TimeoutError as PlaywrightTimeout  # noqa: E402
 
 from fer_core.labels import DISPLAY_NAMES, EMOTIONS  # noqa: E402
@@ -318,3 +319,66 @@ def test_compare_page_opens_a_confusion_matrix_cell_with_a_click(app, page, work
         page.get_by_role("button", name="default report (HTML)").click()
     report = Path(download.value.path()).read_text()
     assert "<h1>default on faces.csv (all rows)</h1>" in report and not re.search(r"https?://", report)
+
+
+def record(page: Page, emotion: str, recordings: int) -> None:
+    """Pick ``emotion`` on the Class faces page, press Record, and wait until the collection holds
+    ``recordings`` recordings; meanwhile the counter shows on the page and on the stream (a black band,
+    top left)."""
+    stream = page.frame_locator('iframe[title*="webrtc"]')
+    counter = page.get_by_test_id("stMetric").filter(has_text=f"Recording {emotion}")
+    for _ in range(4):  # a click during a rerun is lost: click again (a late one does not restart a recording)
+        if stream.get_by_role("button", name=START).count():  # WebRTC dropped the stream on a busy CPU
+            stream.get_by_role("button", name=START).click()
+        page.get_by_test_id("stRadio").get_by_text(emotion, exact=True).click()
+        with contextlib.suppress(PlaywrightTimeout):
+            page.get_by_role("button", name=f"Record {emotion}").click(timeout=5_000)
+            counter.wait_for(timeout=10_000)
+            break
+    assert counter.count(), f"no recording of {emotion} started"
+    band, deadline = False, time.monotonic() + 8
+    while not band and (counter.count() or time.monotonic() < deadline):  # a busy stream shows frames late
+        band = video_frame(stream.locator("video"))[:4, :100].mean() < 30  # the camera films gray there
+        deadline = time.monotonic() + 8 if counter.count() else deadline
+    assert band, "no counter drawn on the stream while recording"
+    page.get_by_text(re.compile(rf"^\d+ faces in {recordings} recordings")).wait_for()  # faces were kept
+
+
+def test_class_faces_are_recorded_fine_tuned_on_and_the_new_model_runs_live(app, page, workdir):
+    """Record faces of two emotions from the camera, fine-tune on them, then stream with the new model."""
+    url, process = app
+    open_from_home(page, url, "Class faces")
+    page.frame_locator('iframe[title*="webrtc"]').get_by_role("button", name=START).click()
+    page.get_by_role("button", name="Record Angry").wait_for()  # shown once the stream plays
+    for number, emotion in enumerate(("Happy", "Happy", "Surprise"), start=1):  # one of Happy's is held out
+        record(page, emotion, number)
+    expanders = page.get_by_test_id("stExpander")
+    expanders.filter(has_text=re.compile(r"Happy: \d+ faces in 2 recording\(s\)")).wait_for()
+    expanders.filter(has_text=re.compile(r"Surprise: \d+ faces in 1 recording\(s\)")).wait_for()
+    with contextlib.suppress(PlaywrightTimeout):  # unless WebRTC dropped it meanwhile
+        page.frame_locator('iframe[title*="webrtc"]').get_by_role("button", name=STOP).click(timeout=5_000)
+    page.get_by_label("Time budget (minutes)").fill("0.1")
+    fine_tune = page.get_by_role("button", name="Fine-tune", exact=True)
+    started = page.get_by_text("Fine-tuning default as")
+    deadline = time.monotonic() + 60
+    while started.count() == 0 and page.get_by_text("Saved as").count() == 0:  # a click during a rerun is lost
+        assert time.monotonic() < deadline, "the fine-tuning did not start"
+        with contextlib.suppress(PlaywrightTimeout):
+            fine_tune.click(timeout=2_000)
+        page.wait_for_timeout(1_000)
+    page.get_by_text("Saved as 'default_class'").wait_for(timeout=180_000)
+    page.get_by_text("Accuracy of default_class (after)").wait_for()
+    page.locator(".js-plotly-plot").nth(1).wait_for()  # the confusion matrices, before and after
+    assert page.locator(".js-plotly-plot").count() == 2
+    page.screenshot(path=str(workdir / "class_faces.png"), full_page=True)
+    check_no_exception(page)
+    chosen_model = page.get_by_test_id("stSidebar").get_by_role("combobox", name="Model")
+    chosen_model.click()
+    page.get_by_role("option", name="default_class").click()  # listed at once, and chosen
+    expect(chosen_model).to_have_value("default_class")
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Live webcam").click()  # the same session
+    page.get_by_role("heading", name="Live webcam").wait_for()
+    expect(chosen_model).to_have_value("default_class")
+    assert stream_and_count_faces(page, process) > 0, readout(page)
+    check_no_exception(page)
+    page.frame_locator('iframe[title*="webrtc"]').get_by_role("button", name=STOP).click()

@@ -79,40 +79,42 @@ def test_the_loss_ignores_classes_without_faces():
 def test_finetune_stores_the_model_with_its_before_and_after(model_store):
     faces = recorded_faces({0: 3, 3: 3, 4: 2, 6: 1})
     progress = []
-    result = finetune(model_store, "tiny", faces, name="tiny_class", data_name="class.zip", settings=QUICK,
+    result = finetune(model_store, "default", faces, name="class_model", data_name="class.zip", settings=QUICK,
                       progress=lambda done, message: progress.append(done))
-    card = model_store.card("tiny_class")
-    assert card == result.card and card.arch == "mini_xception"
+    card = model_store.card("class_model")
+    assert card == result.card and card.arch == "ds_cnn"
     tuning = card.training.fine_tuning
-    assert tuning.start == "tiny" and tuning.accuracy_before == result.accuracy_before
+    assert tuning.start == "default" and tuning.accuracy_before == result.accuracy_before
     assert card.accuracy == result.accuracy_after and card.faces_scored == len(result.split.held_out)
     assert tuning.held_out_recordings == result.split.recordings == 3 and tuning.untested_classes == ["neutral"]
     assert tuning.settings["interpolation"] == QUICK.interpolation
     assert card.training.data == f"{len(faces)} class faces"
     assert card.training.train_rows + card.training.validation_rows == len(faces)
-    assert card.reproduce.endswith("python -m fer_core finetune --from tiny --data class.zip --name tiny_class "
+    assert card.reproduce.endswith("python -m fer_core finetune --from default --data class.zip --name class_model "
                                    "--minutes 1 --seed 0")
     assert result.stopped == "completed" and progress[-1] == 1.0 and progress == sorted(progress)
-    start, tuned = model_store.load("tiny").model.get_weights(), model_store.load("tiny_class").model.get_weights()
+    start, tuned = model_store.load("default").model.get_weights(), model_store.load("class_model").model.get_weights()
     assert not all(np.allclose(a, b, atol=1e-6) for a, b in zip(start, tuned, strict=True))
 
 
 def test_with_no_interpolation_the_starting_weights_are_stored(model_store):
-    start = model_store.load("tiny").model.get_weights()
-    finetune(model_store, "tiny", recorded_faces({0: 2, 3: 2}), name="unchanged",
+    start = model_store.load("default").model.get_weights()
+    finetune(model_store, "default", recorded_faces({0: 2, 3: 2}), name="unchanged",
              settings=FineTuneSettings(steps=3, batch_size=16, interpolation=0.0))
     unchanged = model_store.load("unchanged").model.get_weights()
     assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(start, unchanged, strict=True))
 
 
-def test_an_int8_ensemble_is_fine_tuned_member_by_member_and_stored_as_one(model_store, fer_csv):
-    from fer_core.data import load_dataset
-    from fer_core.ensemble import save_ensemble, validation_faces
+def test_an_int8_ensemble_is_fine_tuned_member_by_member_and_stored_as_one(model_store):
+    from fer_core.cards import Member, Training, make_card
+    from fer_core.ensemble import stored_copy
+    from fer_core.models import build_ensemble
 
-    members = [model_store.load("default"), model_store.load("tiny")]
-    validation = validation_faces(members, load_dataset(fer_csv))
-    save_ensemble(model_store, members, "pair", validation, data_description="fer_small.csv", command="(test)",
-                  weights_dtype="int8")
+    members = [model_store.load(name) for name in ("default", "tiny")]
+    pair = build_ensemble([stored_copy(member.model, member.card.arch, "int8", member.name) for member in members])
+    model_store.save("pair", pair, make_card(arch="ensemble", model=pair, preprocessing=members[0].card.preprocessing,
+                                             training=Training(members=[Member.of(m.card) for m in members]),
+                                             metrics=None, ms_per_face=None, reproduce="(test)", weights_dtype="int8"))
     result = finetune(model_store, "pair", recorded_faces({3: 2, 4: 2}), minutes=1e-6, settings=QUICK)
     card = model_store.card("pair_tuned")
     assert card.arch == "ensemble" and card.weights_dtype == "int8"

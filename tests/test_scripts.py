@@ -48,3 +48,22 @@ def test_scores_a_keras_h5_model_with_and_without_flip(score_fer_package, fer_cs
     assert f"{model.count_params():,} parameters, 21 faces" in output
     assert f"with flip TTA: accuracy {np.mean(flipped.argmax(1) == rows.labels):.4f}" in output
     assert output.strip().endswith(f"accuracy: {np.mean(plain.argmax(1) == rows.labels):.4f}")
+
+
+
+def test_finetune_proxy_splits_publictest_into_changed_recordings_and_the_rest(fer_csv, tmp_path, monkeypatch):
+    from fer_core.data import load_dataset, load_zip
+
+    spec = importlib.util.spec_from_file_location("finetune_proxy", SCRIPT.parent / "finetune_proxy.py")
+    proxy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(proxy)
+    monkeypatch.setenv("FER_LAB_CACHE", str(tmp_path / "cache"))
+    assert proxy.main([str(fer_csv), str(tmp_path / "out"), "--faces", "8", "--recording", "2"]) == 0
+    tuned, test, plain = (load_zip(tmp_path / "out" / f"{name}.zip") for name in ("finetune", "test", "test_plain"))
+    assert len(tuned) + len(test) == 21 and len(test) == len(plain)  # the fixture's 21 PublicTest rows
+    assert tuned.groups is not None and all(np.sum(tuned.groups == group) <= 2 for group in tuned.groups)
+    assert np.array_equal(test.labels, plain.labels) and not np.array_equal(test.images, plain.images)
+    public = load_dataset(fer_csv).with_usage("PublicTest").images
+    assert all(any(np.array_equal(face, row) for row in public) for face in plain.images)  # kept as they were
+    changed = proxy.webcam_look(public[:3])
+    assert changed.shape == (3, 48, 48) and changed.dtype == np.uint8 and changed.mean() < public[:3].mean()
