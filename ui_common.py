@@ -20,6 +20,7 @@ from fer_core.cards import ModelCard  # noqa: E402
 from fer_core.charts import probability_bars  # noqa: E402
 from fer_core.detect import DETECTORS, FaceDetector, get_detector  # noqa: E402
 from fer_core.errors import FerError  # noqa: E402
+from fer_core.jobs import TrainingJob, training_jobs  # noqa: E402
 from fer_core.labels import DISPLAY_NAMES  # noqa: E402
 from fer_core.live import LiveAnalyser, ice_servers  # noqa: E402
 from fer_core.predict import EmotionAnalyser, EmotionClassifier, FaceResult, annotate  # noqa: E402
@@ -335,3 +336,16 @@ def stream_help() -> None:
             "firewalls WebRTC also needs a TURN server: set `TURN_URL`, `TURN_USERNAME` and "
             "`TURN_CREDENTIAL`, or a JSON list in `FER_LAB_ICE_SERVERS` (`[]` for localhost only), or "
             "`ice_servers` in `.streamlit/secrets.toml`. Meanwhile the **Snapshot** tab works without WebRTC.")
+
+
+@st.fragment(run_every=2.0)
+def waiting_turn(job: TrainingJob, key: str, note: str = "") -> None:
+    """A session's queued job while it waits: its place in its lane, and a button (``key``) to leave."""
+    jobs = training_jobs()
+    place = jobs.place(job.job_id)
+    if place is None:  # it has started, or left the queue
+        st.rerun()
+    st.info(f"Your {job.request.description} is {place.describe()}.{' ' + note if note else ''}")
+    if st.button("Leave the queue", key=key, help="Take it out of the queue; nothing runs."):
+        jobs.cancel(job.job_id)
+        st.rerun()

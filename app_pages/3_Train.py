@@ -16,7 +16,7 @@ from fer_core.models import ARCHITECTURES, describe
 from fer_core.preprocess import Preprocessing
 from fer_core.recipe import CLASS_WEIGHTS, TrainConfig
 from fer_core.store import DEFAULT_NAME, ModelStore
-from ui_common import existing_model, key_figures, name_problem, sidebar, user_errors
+from ui_common import existing_model, key_figures, name_problem, sidebar, user_errors, waiting_turn
 
 STATUS_TEXT = {"loading": "Loading and checking the data", "training": "Training", "saving": "Evaluating and saving"}
 RANDOM_START = "random weights"
@@ -60,19 +60,6 @@ def follow(job: TrainingJob) -> None:
     if cancel.button("Cancel training", key="train_cancel", help="End the run now and save nothing."):
         jobs.cancel(job.job_id)
         st.toast("Cancelling after the current batch...")
-
-
-@st.fragment(run_every=2.0)
-def waiting_turn(job: TrainingJob) -> None:
-    """This session's job while it waits: its place in the queue, and a button to leave it."""
-    place = jobs.place(job.job_id)
-    if place is None:  # it has started, or left the queue
-        st.rerun()
-    st.info(f"Your {job.request.description} is {place.describe()}. Training takes the whole CPU, so jobs take "
-            "turns; this page follows yours once it starts.")
-    if st.button("Leave the queue", key="train_leave", help="Take your training out of the queue; nothing runs."):
-        jobs.cancel(job.job_id)
-        st.rerun()
 
 
 @st.fragment(run_every=2.0)
@@ -204,7 +191,8 @@ def trained_models() -> None:
 
 
 if my_job is not None and my_job.status == WAITING:
-    waiting_turn(my_job)
+    waiting_turn(my_job, "train_leave", "Training takes the whole CPU, so jobs take turns; this page follows "
+                 "yours once it starts.")
 elif my_job is not None and my_job.running:
     follow(my_job)
 else:

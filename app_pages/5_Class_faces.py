@@ -34,6 +34,7 @@ from ui_common import (
     sidebar,
     stream_help,
     user_errors,
+    waiting_turn,
 )
 
 #: Thumbnails in a row of the gallery, and their size on screen (the 48x48 crops, enlarged).
@@ -175,18 +176,6 @@ def gallery() -> None:
     clear.button("Clear all", key="class_clear", disabled=not sure, on_click=clear_all)
 
 
-@st.fragment(run_every=2.0)
-def waiting_turn(job: TrainingJob) -> None:
-    """This session's fine-tuning while it waits: its place in the queue, and a button to leave it."""
-    place = jobs.place(job.job_id)
-    if place is None:  # it has started, or left the queue
-        st.rerun()
-    st.info(f"Your {job.request.description} is {place.describe()}.")
-    if st.button("Leave the queue", key="class_leave"):
-        jobs.cancel(job.job_id)
-        st.rerun()
-
-
 @st.fragment(run_every=1.0)
 def follow(job: TrainingJob) -> None:
     """How far this session's fine-tuning has come, refreshed every second, and a button to cancel it."""
@@ -274,7 +263,7 @@ def finetune_section() -> None:
     st.subheader("3. Fine-tune a model on them")
     job = jobs.get(st.session_state.get("class_job_id"))
     if job is not None and job.status == WAITING:
-        waiting_turn(job)
+        waiting_turn(job, "class_leave")
     elif job is not None and job.running:
         follow(job)
     else:

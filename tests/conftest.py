@@ -103,6 +103,18 @@ def overlap(a, b) -> float:
     return inter / float(aw * ah + bw * bh - inter)
 
 
+def zip_bytes(entries: dict[str, bytes]) -> bytes:
+    """A zip archive, made in memory, holding ``entries`` (name: content)."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, content in entries.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
 def mp4_bytes(frame: np.ndarray, frames: int = 10, rate: int = 5) -> bytes:
     """An H.264 MP4, made in memory, showing ``frame`` ``frames`` times at ``rate`` frames per second."""
     import io

@@ -8,7 +8,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import synthetic_face
+from conftest import synthetic_face, zip_bytes
 
 from fer_core.collection import FaceCollection
 from fer_core.data import load_zip
@@ -19,14 +19,6 @@ from fer_core.images import encode_png
 def faces(count: int, label: int = 3, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [synthetic_face(label, rng) for _ in range(count)]
-
-
-def zip_of(entries: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, content in entries.items():
-            archive.writestr(name, content)
-    return buffer.getvalue()
 
 
 def test_recordings_and_snapshots_are_counted_per_emotion():
@@ -113,16 +105,16 @@ def test_merged_zips_keep_their_recordings_apart():
 def test_a_zip_without_recording_folders_makes_each_face_a_recording():
     png = encode_png(faces(1)[0])
     collection = FaceCollection()
-    collection.merge_zip(zip_of({"happy/1.png": png, "happy/2.png": png, "sad/1.png": png}))
+    collection.merge_zip(zip_bytes({"happy/1.png": png, "happy/2.png": png, "sad/1.png": png}))
     assert collection.recording_counts() == {**dict.fromkeys(collection.counts(), 0), "happy": 2, "sad": 1}
 
 
 @pytest.mark.parametrize(("content", "message"), [
     (b"not a zip at all", "class.zip: not a readable zip file"),
-    (zip_of({"readme.txt": b"hello"}), "class.zip: no images found in class folders"),
-    (zip_of({"bored/rec-1/1.png": encode_png(np.zeros((48, 48), np.uint8))}),
+    (zip_bytes({"readme.txt": b"hello"}), "class.zip: no images found in class folders"),
+    (zip_bytes({"bored/rec-1/1.png": encode_png(np.zeros((48, 48), np.uint8))}),
      "folder 'bored/rec-1' is not an emotion class"),
-    (zip_of({"happy/rec-1/1.png": b"this is no png"}), "class.zip:happy/rec-1/1.png"),
+    (zip_bytes({"happy/rec-1/1.png": b"this is no png"}), "class.zip:happy/rec-1/1.png"),
 ], ids=["not a zip", "no class folders", "unknown class", "not an image"])
 def test_bad_zips_are_refused_with_the_reason_and_nothing_is_added(content, message):
     collection = FaceCollection()

@@ -4,7 +4,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import synthetic_dataset, write_fer_csv
+from conftest import synthetic_dataset, write_fer_csv, zip_bytes
 from PIL import Image
 
 from fer_core.data import (
@@ -119,14 +119,6 @@ def test_folder_problems_name_the_path(tmp_path):
     assert str(tmp_path / "sad" / "broken.jpg") in text
 
 
-def _zip_bytes(entries: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in entries.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
-
-
 def _png_bytes(array) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
@@ -136,7 +128,7 @@ def _png_bytes(array) -> bytes:
 def test_zip_of_class_folders_loads_in_memory(tmp_path):
     images, _ = synthetic_dataset(3)
     path = tmp_path / "faces.zip"
-    path.write_bytes(_zip_bytes({
+    path.write_bytes(zip_bytes({
         "dataset/train/happy/1.png": _png_bytes(images[0]),
         "dataset/train/fearful/2.png": _png_bytes(images[1]),
         "dataset/validation/sad/3.png": _png_bytes(images[2]),
@@ -150,7 +142,7 @@ def test_zip_of_class_folders_loads_in_memory(tmp_path):
 
 def test_zip_with_path_traversal_is_refused(tmp_path):
     path = tmp_path / "evil.zip"
-    path.write_bytes(_zip_bytes({"happy/ok.png": _png_bytes(np.zeros((48, 48), np.uint8)),
+    path.write_bytes(zip_bytes({"happy/ok.png": _png_bytes(np.zeros((48, 48), np.uint8)),
                                  "../../escaped.png": b"x"}))
     with pytest.raises(DataError, match="outside the archive"):
         load_zip(path)
@@ -264,7 +256,7 @@ def test_private_test_rows_are_never_trained_on_and_tiny_sets_are_refused():
 def test_zip_beyond_the_size_limit_or_with_a_bomb_is_refused(tmp_path):
     big = tmp_path / "big.zip"
     noise = np.random.default_rng(0).integers(0, 255, (200, 200), dtype=np.uint8)
-    big.write_bytes(_zip_bytes({f"happy/{i}.png": _png_bytes(noise) for i in range(3)}))
+    big.write_bytes(zip_bytes({f"happy/{i}.png": _png_bytes(noise) for i in range(3)}))
     with pytest.raises(DataError, match="exceeds the limit"):
         load_zip(big, max_uncompressed=50_000)
     bomb = tmp_path / "bomb.zip"
