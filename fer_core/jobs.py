@@ -10,6 +10,13 @@ time the running jobs have left, plus the time budgets of the jobs ahead of it (
 them has none: then only how many jobs come first is known). A waiting job that is cancelled leaves
 the queue, and the jobs behind it move up; when a job ends, the next one of its lane starts.
 
+Replicas of the app that share a store folder share one queue through its job board
+(:mod:`fer_core.board`, given to :class:`TrainingJobs` as ``board``): each job publishes a
+:class:`Ticket`, the order, places and expected starts count every replica's jobs, and no two
+replicas together run more jobs in a lane than it has slots (every replica must be given the same
+``$FER_LAB_LANES``). A job runs in the replica that accepted it; its session, held there by the load
+balancer, follows it.
+
 A job is a :class:`JobRequest`: what to run (a :class:`JobWork`, given the job to report progress
 through and to watch its stop events, returning the stored model's card), who asked, which model it
 saves and which stored models it reads. While a job waits or runs, those models cannot be deleted
@@ -20,21 +27,24 @@ spooled to disk) is deleted once read, or when the job is refused or cancelled b
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import heapq
 import logging
 import os
 import threading
+import time
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from fer_core.board import BOARD_FOLDER, JobBoard
 from fer_core.cards import ModelCard
 from fer_core.errors import FerError, SettingError
 from fer_core.recipe import TrainConfig
-from fer_core.store import ModelStore
+from fer_core.store import ModelStore, models_dir
 
 if TYPE_CHECKING:
     from fer_core.callbacks import TrainProgress
@@ -50,6 +60,8 @@ FINAL_STATES = ("done", "failed", "cancelled")
 DEFAULT_LANES = {"train": 1, "finetune": 1}
 #: Jobs that ended and are still shown to their pages; older ones are forgotten.
 KEEP_ENDED = 50
+#: How often (seconds) a replica with jobs on a shared board refreshes their tickets and looks for its turn.
+POLL_SECONDS = 1.0
 
 
 class JobConflictError(FerError, ValueError):
@@ -94,6 +106,65 @@ class QueuePlace:
         return f"{text}; expected to start at about {self.expected_start:%H:%M}"
 
 
+@dataclass(frozen=True)
+class Ticket:
+    """A waiting or running job as every replica sees it: what its lane's order, its place and the
+    models in use need, and what the queue's table shows."""
+
+    job_id: str
+    seq: int  #: its place in the order of submission, across replicas
+    lane: str
+    model_name: str
+    uses: frozenset[str]
+    description: str
+    owner: str
+    minutes: float | None
+    submitted_at: _dt.datetime
+    started_at: _dt.datetime | None = None
+    status: str = WAITING
+    ends_at: _dt.datetime | None = None  #: when a running job should end; None when unknown
+    fraction: float | None = None  #: share of a running training's batches done, once it reports
+
+    @property
+    def running(self) -> bool:
+        """It holds one of its lane's slots (a ticket is only ever of a job that waits or runs)."""
+        return self.started_at is not None
+
+    def models(self) -> set[str]:
+        """The models the job saves or reads."""
+        return {self.model_name, *self.uses}
+
+    def seconds_left(self) -> float | None:
+        """How long the running job should still take; None when unknown (and for a waiting job)."""
+        return None if self.ends_at is None else max(0.0, (self.ends_at - _now()).total_seconds())
+
+    def describe(self) -> str:
+        """What the job does, who asked, and since when (how long it should still take, when running)."""
+        text = f"{self.description} by {self.owner}"
+        if self.started_at is None:
+            return f"{text}, submitted at {self.submitted_at:%H:%M} ({self.status})"
+        text = f"{text}, started at {self.started_at:%H:%M} ({self.status})"
+        left = self.seconds_left()
+        return text if left is None else f"{text}; about {_minutes(left)} min left"
+
+    def to_record(self) -> dict:
+        """The ticket as JSON-ready data for the job board."""
+        return {**asdict(self), "uses": sorted(self.uses), "submitted_at": self.submitted_at.isoformat(),
+                **{name: None if getattr(self, name) is None else getattr(self, name).isoformat()
+                   for name in ("started_at", "ends_at")}}
+
+    @classmethod
+    def from_record(cls, record: Mapping) -> Ticket:
+        """A ticket read from the job board (:meth:`to_record`'s data); KeyError, TypeError or ValueError
+        for data that is not one."""
+        times = {name: None if record[name] is None else _dt.datetime.fromisoformat(record[name])
+                 for name in ("submitted_at", "started_at", "ends_at")}
+        return cls(job_id=str(record["job_id"]), seq=int(record["seq"]), lane=str(record["lane"]),
+                   model_name=str(record["model_name"]), uses=frozenset(record["uses"]),
+                   description=str(record["description"]), owner=str(record["owner"]), minutes=record["minutes"],
+                   status=str(record["status"]), fraction=record["fraction"], **times)
+
+
 def lane_slots(setting: str | None) -> dict[str, int]:
     """:data:`DEFAULT_LANES` with the slots of ``setting`` (``$FER_LAB_LANES``: ``train=1,finetune=2``)."""
     lanes = dict(DEFAULT_LANES)
@@ -121,6 +192,7 @@ class TrainingJob:
 
     request: JobRequest
     job_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    seq: int = 0  #: its place in the order of submission (set when it is queued)
     submitted_at: _dt.datetime = field(default_factory=_now)
     started_at: _dt.datetime | None = None
     status: str = WAITING
@@ -190,12 +262,16 @@ class TrainingJob:
 
     def describe(self) -> str:
         """What the job does, who asked, and since when (how long it should still take, when running)."""
-        text = f"{self.request.description} by {self.owner}"
-        if self.started_at is None:
-            return f"{text}, submitted at {self.submitted_at:%H:%M} ({self.status})"
-        text = f"{text}, started at {self.started_at:%H:%M} ({self.status})"
+        return self.ticket().describe()
+
+    def ticket(self) -> Ticket:
+        """The job as every replica sees it, now."""
         left = self.seconds_left()
-        return text if left is None else f"{text}; about {_minutes(left)} min left"
+        return Ticket(job_id=self.job_id, seq=self.seq, lane=self.lane, model_name=self.model_name,
+                      uses=self.request.uses, description=self.request.description, owner=self.owner,
+                      minutes=self.request.minutes, submitted_at=self.submitted_at, started_at=self.started_at,
+                      status=self.status, ends_at=None if left is None else _now() + _dt.timedelta(seconds=left),
+                      fraction=None if self.progress is None else self.fraction)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the job has ended (or ``timeout`` passed); True if it has ended."""
@@ -216,15 +292,22 @@ class TrainingJob:
 
 
 class TrainingJobs:
-    """The job lanes of this server process: their running and waiting jobs, and the jobs that ended lately."""
+    """The job lanes of this server process: their running and waiting jobs, and the jobs that ended lately;
+    with a job board, in one queue with the jobs of the other replicas on that board."""
 
-    def __init__(self, lanes: Mapping[str, int] = DEFAULT_LANES) -> None:
-        """``lanes``: each lane's name and how many of its jobs run at once (1 or more)."""
+    def __init__(self, lanes: Mapping[str, int] = DEFAULT_LANES, board: JobBoard | None = None,
+                 poll_seconds: float = POLL_SECONDS) -> None:
+        """``lanes``: each lane's name and how many of its jobs run at once (1 or more), across the
+        replicas of ``board`` when one is given; ``poll_seconds``: how often this process then looks
+        for its waiting jobs' turn."""
         if not lanes or min(lanes.values()) < 1:
             raise SettingError(f"every job lane needs 1 or more slots, not {dict(lanes)}")
         self.lanes = dict(lanes)
+        self.board = board
+        self._poll_seconds = poll_seconds
         self._lock = threading.Lock()
-        self._jobs: dict[str, TrainingJob] = {}  # in the order they were submitted: the queue's order
+        self._jobs: dict[str, TrainingJob] = {}  # this process's jobs, in the order they were submitted
+        self._watcher: threading.Thread | None = None
 
     def submit(self, request: JobRequest) -> TrainingJob:
         """Queue ``request``: it starts now when its lane has a free slot, else after the jobs before it.
@@ -237,11 +320,15 @@ class TrainingJobs:
             if request.lane not in self.lanes:
                 raise SettingError(f"unknown job lane {request.lane!r} (choose from {', '.join(self.lanes)})")
             job = TrainingJob(replace(request, owner=request.owner.strip() or "someone"))
-            with self._lock:
-                self._check_models(request)
+            with self._changing():
+                tickets = self._tickets()
+                self._check_models(request, tickets)
+                job.seq = 1 + max((ticket.seq for ticket in tickets), default=0)
+                self._publish(job)
                 self._jobs[job.job_id] = job
                 self._forget_ended()
                 self._start_next(request.lane)
+                self._watch_board()
         except Exception:
             if request.discard is not None:
                 request.discard()
@@ -275,26 +362,30 @@ class TrainingJobs:
                                       minutes=config.minutes, discard=discard))
 
     def get(self, job_id: str | None) -> TrainingJob | None:
-        """The job ``job_id``, while it waits or runs and for a while after it ended; else None."""
+        """This process's job ``job_id``, while it waits or runs and for a while after it ended; else None."""
         return self._jobs.get(job_id) if job_id is not None else None
 
-    def queue(self, lane: str) -> list[TrainingJob]:
-        """The jobs of ``lane`` that run (first started first), then those that wait, in order."""
-        with self._lock:
-            running, waiting = self._lane(lane)
+    def queue(self, lane: str) -> list[Ticket]:
+        """The jobs of ``lane`` that run (first started first), then those that wait, in order (every replica's)."""
+        running, waiting = _lane(self.tickets(), lane)
         return running + waiting
+
+    def tickets(self) -> list[Ticket]:
+        """Every waiting and running job, of this process and of the other replicas on its board."""
+        with self._lock:
+            return self._tickets()
 
     def place(self, job_id: str) -> QueuePlace | None:
         """Where the waiting job ``job_id`` stands in its lane; None when it does not wait."""
-        with self._lock:
-            job = self._jobs.get(job_id)
-            if job is None or job.status != WAITING:
-                return None
-            running, waiting = self._lane(job.lane)
-        ahead = waiting[:waiting.index(job)]
+        tickets = self.tickets()
+        ticket = next((ticket for ticket in tickets if ticket.job_id == job_id), None)
+        if ticket is None or ticket.running or ticket.lane not in self.lanes:
+            return None
+        running, waiting = _lane(tickets, ticket.lane)
+        ahead = waiting[:[other.job_id for other in waiting].index(job_id)]
         # Each job ahead takes the slot that frees first, for its time budget.
-        free_at = [other.seconds_left() for other in running] + [0.0] * (self.lanes[job.lane] - len(running))
-        durations = [None if other.request.minutes is None else other.request.minutes * 60 for other in ahead]
+        free_at = [other.seconds_left() for other in running] + [0.0] * (self.lanes[ticket.lane] - len(running))
+        durations = [None if other.minutes is None else other.minutes * 60 for other in ahead]
         expected = None
         if None not in free_at and None not in durations:
             heapq.heapify(free_at)
@@ -304,28 +395,28 @@ class TrainingJobs:
         return QueuePlace(len(ahead) + 1, len(running) + len(ahead), expected)
 
     def overview(self) -> list[dict[str, str]]:
-        """A table row for each running and waiting job of every lane, in queue order: lane, place,
-        what, who, since when, and when it should end (running) or start (waiting)."""
+        """A table row for each running and waiting job of every lane (of every replica), in queue order:
+        lane, place, what, who, since when, and when it should end (running) or start (waiting)."""
         rows = []
         for lane in self.lanes:
-            for job in self.queue(lane):
-                place = self.place(job.job_id)
+            for ticket in self.queue(lane):
+                place = self.place(ticket.job_id)
                 if place is None:  # running (or ended since the queue was read)
-                    left = job.seconds_left()
-                    where = f"running ({job.status}{'' if job.progress is None else f', {job.fraction:.0%}'})"
+                    left = ticket.seconds_left()
+                    where = f"running ({ticket.status}{'' if ticket.fraction is None else f', {ticket.fraction:.0%}'})"
                     expected = "end unknown" if left is None else f"ends in about {_minutes(left)} min"
                 else:
                     where = str(place.position)
                     expected = (f"starts after {place.jobs_ahead} job(s)" if place.expected_start is None
                                 else f"starts at about {place.expected_start:%H:%M}")
-                rows.append({"lane": lane, "place": where, "job": job.request.description, "by": job.owner,
-                             "since": f"{job.started_at or job.submitted_at:%H:%M}", "expected": expected})
+                rows.append({"lane": lane, "place": where, "job": ticket.description, "by": ticket.owner,
+                             "since": f"{ticket.started_at or ticket.submitted_at:%H:%M}", "expected": expected})
         return rows
 
     def cancel(self, job_id: str) -> bool:
         """Take the waiting job ``job_id`` out of its queue, or ask the running one to stop after its
         current batch and save nothing; False if it has ended (or is unknown)."""
-        with self._lock:
+        with self._changing():
             job = self._jobs.get(job_id)
             if job is None or not job.active:
                 return False
@@ -347,42 +438,56 @@ class TrainingJobs:
         return True
 
     def models_in_use(self) -> set[str]:
-        """The models that waiting and running jobs save or read."""
-        with self._lock:
-            return {name for job in self._jobs.values() if job.active for name in _models_of(job.request)}
+        """The models that waiting and running jobs (of every replica) save or read."""
+        return {name for ticket in self.tickets() for name in ticket.models()}
 
     def delete_model(self, name: str, store: ModelStore | None = None) -> None:
         """Delete the stored model ``name`` (see ``ModelStore.delete``, which refuses shipped models);
-        :class:`JobConflictError` while a waiting or running job saves or reads it."""
-        with self._lock:
-            user = next((job for job in self._jobs.values()
-                         if job.active and name.casefold() in _folded(_models_of(job.request))), None)
+        :class:`JobConflictError` while a waiting or running job (of any replica) saves or reads it."""
+        with self._changing():
+            user = next((ticket for ticket in self._tickets() if name.casefold() in _folded(ticket.models())), None)
             if user is not None:
                 raise JobConflictError(f"'{name}' is used by the {user.describe()}: delete it once that job has ended")
             (store or ModelStore()).delete(name)
 
-    def _lane(self, lane: str) -> tuple[list[TrainingJob], list[TrainingJob]]:
-        """The running and the waiting jobs of ``lane`` (under the lock)."""
-        jobs = [job for job in self._jobs.values() if job.lane == lane]
-        running = sorted((job for job in jobs if job.running), key=lambda job: job.started_at)
-        return running, [job for job in jobs if job.status == WAITING]
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Hold this process's lock and, with a board, the board's: the queue does not change meanwhile."""
+        with self._lock, (self.board.locked() if self.board is not None else contextlib.nullcontext()):
+            yield
 
-    def _check_models(self, request: JobRequest) -> None:
-        """Refuse a request that shares a model with an active job: one saves what the other saves or
-        reads (under the lock)."""
-        for job in self._jobs.values():
-            clash = next((saved for saved, other in ((request.model_name, _models_of(job.request)),
-                                                     (job.model_name, request.uses))
-                          if job.active and saved.casefold() in _folded(other)), None)
+    def _tickets(self) -> list[Ticket]:
+        """This process's active jobs and the board's other tickets, in the order they were submitted
+        (under the lock)."""
+        tickets = [job.ticket() for job in self._jobs.values() if job.active]
+        for record in self.board.others() if self.board is not None else []:
+            try:
+                tickets.append(Ticket.from_record(record))
+            except (KeyError, TypeError, ValueError):
+                logger.warning("job board %s: a ticket that cannot be read is left out: %r", self.board.folder, record)
+        return sorted(tickets, key=lambda ticket: ticket.seq)
+
+    def _check_models(self, request: JobRequest, tickets: list[Ticket]) -> None:
+        """Refuse a request that shares a model with an active job: one saves what the other saves or reads."""
+        for ticket in tickets:
+            clash = next((saved for saved, other in ((request.model_name, ticket.models()),
+                                                     (ticket.model_name, request.uses))
+                          if saved.casefold() in _folded(other)), None)
             if clash is not None:
-                raise JobConflictError(f"'{clash}' is used by the {job.describe()}: choose another model, or wait "
-                                       "until that job has ended")
+                raise JobConflictError(f"'{clash}' is used by the {ticket.describe()}: choose another model, or "
+                                       "wait until that job has ended")
 
     def _start_next(self, lane: str) -> None:
-        """Start the waiting jobs of ``lane`` that its free slots can take (under the lock)."""
-        running, waiting = self._lane(lane)
-        for job in waiting[:max(0, self.lanes[lane] - len(running))]:
+        """Start this process's waiting jobs of ``lane`` whose turn has come: those among the first
+        waiting jobs (of every replica) that the lane's free slots can take (under the lock). Another
+        replica's job among them is started by that replica."""
+        running, waiting = _lane(self._tickets(), lane)
+        for ticket in waiting[:max(0, self.lanes[lane] - len(running))]:
+            job = self._jobs.get(ticket.job_id)
+            if job is None:
+                continue
             job.status, job.started_at = ACTIVE_STATES[0], _now()
+            self._publish(job)
             threading.Thread(target=self._run, args=(job,), name=f"fer-lab-{lane}-{job.job_id}", daemon=True).start()
 
     def _run(self, job: TrainingJob) -> None:
@@ -396,13 +501,46 @@ class TrainingJobs:
             logger.exception("job %s failed", job.job_id)
             job.error = f"the {job.request.description} failed: {type(error).__name__}: {error}"
         finally:
-            with self._lock:
+            with self._changing():
                 self._end(job, status)
                 self._start_next(job.lane)
 
     def _end(self, job: TrainingJob, status: str) -> None:
         job.status = status
+        if self.board is not None:
+            self.board.withdraw(job.job_id)
         job._ended.set()
+
+    def _publish(self, job: TrainingJob) -> None:
+        """Write the job's ticket on the board, if there is one (under the lock)."""
+        if self.board is not None:
+            self.board.publish(job.job_id, job.ticket().to_record())
+
+    def _watch_board(self) -> None:
+        """With a board, start the thread that follows it while this process has jobs (under the lock)."""
+        if self.board is not None and self._watcher is None:
+            self._watcher = threading.Thread(target=self._follow_board, name="fer-lab-job-board", daemon=True)
+            self._watcher.start()
+
+    def _follow_board(self) -> None:
+        """Every ``poll_seconds``: refresh the tickets of this process's running jobs (their progress, for
+        the other replicas' tables) and start its waiting jobs whose turn has come because another
+        replica's job ended or left; ends once this process has no job waiting or running."""
+        while True:
+            time.sleep(self._poll_seconds)
+            try:
+                with self._changing():
+                    active = [job for job in self._jobs.values() if job.active]
+                    if not active:
+                        self._watcher = None
+                        return
+                    for job in active:
+                        if job.running:
+                            self._publish(job)
+                    for lane in {job.lane for job in active if job.status == WAITING}:
+                        self._start_next(lane)
+            except OSError:  # the folder went away or is full: say so, and try again
+                logger.exception("job board %s", self.board.folder)
 
     def _forget_ended(self) -> None:
         """Keep only the last :data:`KEEP_ENDED` jobs that ended (under the lock)."""
@@ -411,8 +549,11 @@ class TrainingJobs:
             del self._jobs[job_id]
 
 
-def _models_of(request: JobRequest) -> set[str]:
-    return {request.model_name, *request.uses}
+def _lane(tickets: list[Ticket], lane: str) -> tuple[list[Ticket], list[Ticket]]:
+    """The running tickets of ``lane`` (first started first) and its waiting ones (in order)."""
+    running = sorted((ticket for ticket in tickets if ticket.lane == lane and ticket.running),
+                     key=lambda ticket: ticket.started_at)
+    return running, [ticket for ticket in tickets if ticket.lane == lane and not ticket.running]
 
 
 def _folded(names: set[str] | frozenset[str]) -> set[str]:
@@ -440,9 +581,17 @@ _JOBS_LOCK = threading.Lock()
 
 
 def training_jobs() -> TrainingJobs:
-    """The job lanes shared by every session of this server process (their slots from ``$FER_LAB_LANES``)."""
+    """The job lanes shared by every session of this server process (their slots from ``$FER_LAB_LANES``),
+    in one queue with every replica that shares its model store folder: the job board in the folder's
+    ``.queue/``. A store folder that cannot be written keeps the queue to this process."""
     global _JOBS
     with _JOBS_LOCK:
         if _JOBS is None:
-            _JOBS = TrainingJobs(lane_slots(os.environ.get("FER_LAB_LANES")))
+            lanes = lane_slots(os.environ.get("FER_LAB_LANES"))
+            try:
+                board = JobBoard(models_dir() / BOARD_FOLDER)
+            except SettingError as error:
+                logger.warning("%s: training jobs queue in this process only", error)
+                board = None
+            _JOBS = TrainingJobs(lanes, board)
         return _JOBS

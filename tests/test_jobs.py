@@ -1,10 +1,13 @@
 """The job lanes (fer_core.jobs): order, lanes side by side, places and expected starts, cancel, failures,
-the models that jobs use, and the Train page's queue. Jobs here run callables that wait on events:
-no training, except where a real run's data file is checked."""
+the models that jobs use, the Train page's queue, and replicas sharing one queue on a job board
+(fer_core.board). Jobs here run callables that wait on events: no training, except where a real
+run's data file is checked."""
 
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 import tempfile
 import threading
 from dataclasses import replace
@@ -14,6 +17,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import fer_core.jobs
+from fer_core.board import BOARD_FOLDER, JobBoard
 from fer_core.callbacks import TrainProgress
 from fer_core.cards import ModelCard
 from fer_core.errors import DataError, SettingError
@@ -59,9 +63,9 @@ def jobs():
     lanes = TrainingJobs()
     yield lanes
     for lane in lanes.lanes:
-        for job in lanes.queue(lane):
-            lanes.cancel(job.job_id)
-            job.request.work.release.set()
+        for ticket in lanes.queue(lane):
+            lanes.cancel(ticket.job_id)
+            lanes.get(ticket.job_id).request.work.release.set()
 
 
 def test_a_lane_runs_its_jobs_one_at_a_time_in_the_order_they_came(jobs):
@@ -70,7 +74,7 @@ def test_a_lane_runs_its_jobs_one_at_a_time_in_the_order_they_came(jobs):
     first, second, third = (jobs.submit(request(name, gate)) for name, gate in gates.items())
     assert gates["first"].started.wait(TIMEOUT)
     assert (first.status, second.status, third.status) == ("loading", "waiting", "waiting")
-    assert jobs.queue("train") == [first, second, third]
+    assert [ticket.job_id for ticket in jobs.queue("train")] == [first.job_id, second.job_id, third.job_id]
     assert [jobs.place(job.job_id).position for job in (second, third)] == [1, 2]
     assert jobs.place(first.job_id) is None  # it runs
 
@@ -321,3 +325,96 @@ def test_train_page_queues_a_second_training_and_lets_it_leave_the_queue(tmp_pat
     assert ModelStore(root).names() == ["default", "shipped_model"]
     blocker.release.set()
     assert ended(running) == "done"
+
+
+@pytest.fixture
+def replicas(tmp_path):
+    """Two replicas' job lanes on one job board (a store folder's ``.queue``); all jobs released at the end."""
+    boards = [JobBoard(tmp_path / "models" / BOARD_FOLDER) for _ in range(2)]
+    lanes = [TrainingJobs(board=board, poll_seconds=0.05) for board in boards]
+    yield lanes
+    for replica in lanes:
+        for job in list(replica._jobs.values()):
+            replica.cancel(job.job_id)
+            job.request.work.release.set()
+            job.wait(TIMEOUT)
+    for board in boards:
+        board.close()
+
+
+def test_replicas_on_one_board_run_one_queue(replicas):
+    a, b = replicas
+    gates = {name: Gate() for name in ("first", "second", "third")}
+    first = a.submit(request("first", gates["first"], minutes=10, owner="Ada"))
+    assert gates["first"].started.wait(TIMEOUT)
+    second = b.submit(request("second", gates["second"], minutes=5, uses=frozenset({"start"})))
+    third = a.submit(request("third", gates["third"]))
+    assert (second.status, third.status) == ("waiting", "waiting")  # the lane's one slot is taken on a
+
+    # Every replica sees one queue: the same order, places and expected starts.
+    for replica in (a, b):
+        assert [ticket.job_id for ticket in replica.queue("train")] == [first.job_id, second.job_id, third.job_id]
+        assert [row["place"] for row in replica.overview()] == ["running (loading)", "1", "2"]
+        assert replica.overview()[0]["by"] == "Ada"
+        assert minutes_from_now(replica.place(second.job_id).expected_start) == pytest.approx(10, abs=0.1)
+        assert minutes_from_now(replica.place(third.job_id).expected_start) == pytest.approx(15, abs=0.1)
+        assert replica.models_in_use() == {"first", "second", "third", "start"}
+    # Models that another replica's jobs save or read are theirs until those jobs end.
+    with pytest.raises(JobConflictError, match="'first' is used by the training of 'first' by Ada"):
+        b.submit(request("first", Gate()))
+    with pytest.raises(JobConflictError, match="'start' is used by the training of 'second'"):
+        a.delete_model("start")
+
+    # A job that ends on one replica gives the next one its turn on the other.
+    gates["first"].release.set()
+    assert ended(first) == "done"
+    assert gates["second"].started.wait(TIMEOUT), "b did not start its job when a's ended"
+    assert not gates["third"].started.is_set() and a.place(third.job_id).position == 1
+    assert b.cancel(second.job_id)
+    gates["second"].release.set()
+    assert ended(second) == "cancelled"
+    assert gates["third"].started.wait(TIMEOUT)
+    gates["third"].release.set()
+    assert ended(third) == "done"
+    assert a.queue("train") == b.queue("train") == []
+
+
+def test_a_replica_that_dies_does_not_hold_its_lane(replicas, tmp_path):
+    """A replica killed while its job runs: its ticket is dropped, and the next job starts elsewhere."""
+    folder = tmp_path / "models" / BOARD_FOLDER
+    script = ("import sys, time\n"
+              "from fer_core.board import JobBoard\n"
+              "from fer_core.jobs import JobRequest, TrainingJobs\n"
+              f"jobs = TrainingJobs(board=JobBoard({str(folder)!r}))\n"
+              "jobs.submit(JobRequest(lane='train', model_name='doomed', description='doomed', "
+              "work=lambda job: time.sleep(120)))\n"
+              "print('running', flush=True)\n"
+              "time.sleep(120)\n")
+    dying = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert dying.stdout.readline().strip() == "running"
+        a, _ = replicas
+        gate = Gate()
+        waiting = a.submit(request("next", gate))
+        assert a.place(waiting.job_id).position == 1
+        assert [row["job"] for row in a.overview()] == ["doomed", "training of 'next'"]
+    finally:
+        dying.kill()
+        dying.wait(TIMEOUT)
+    assert gate.started.wait(TIMEOUT), "the dead replica's job still holds the lane"
+    assert [ticket.model_name for ticket in a.queue("train")] == ["next"]
+    assert [path.name for path in folder.glob("job-*.json")] == [f"job-{waiting.job_id}.json"]
+
+
+def test_the_app_queues_on_the_store_folders_board_unless_it_cannot_write_there(tmp_path, monkeypatch):
+    monkeypatch.setenv("FER_LAB_MODELS", str(tmp_path / "models"))
+    monkeypatch.setattr(fer_core.jobs, "_JOBS", None)
+    jobs = fer_core.jobs.training_jobs()
+    assert jobs.board is not None and jobs.board.folder == tmp_path / "models" / BOARD_FOLDER
+    jobs.board.close()
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("FER_LAB_MODELS", str(tmp_path / "file"))
+    monkeypatch.setattr(fer_core.jobs, "_JOBS", None)
+    assert fer_core.jobs.training_jobs().board is None
+    with pytest.raises(SettingError, match="cannot hold the shared training queue"):
+        JobBoard(tmp_path / "file" / BOARD_FOLDER)
