@@ -116,6 +116,8 @@ def sidebar() -> Selection:
         st.session_state["_detector"] = st.session_state["detector"]
         st.selectbox("Face detector", list(DETECTORS), key="_detector", on_change=_remember, args=("detector",),
                      format_func=lambda name: DETECTOR_LABELS.get(name, name))
+        if os.environ.get("FER_LAB_REPLICA"):  # set by deploy/: which replica holds this session
+            st.caption(f"Served by replica {os.environ['FER_LAB_REPLICA']}")
     return Selection(st.session_state["model"], st.session_state["detector"])
 
 
