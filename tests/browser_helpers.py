@@ -28,7 +28,7 @@ if not CHROMIUM.exists():
 pytest.importorskip("playwright", reason="playwright is missing (pip install playwright)")
 
 from conftest import ASTRONAUT_FACE  # noqa: E402
-from playwright.sync_api import BrowserContext, Page, sync_playwright  # noqa: E402
+from playwright.sync_api import BrowserContext, Page, Playwright  # noqa: E402
 from playwright.sync_api import TimeoutError as PlaywrightTimeout  # noqa: E402
 
 from fer_core.samples import astronaut, sample_frame  # noqa: E402
@@ -78,24 +78,23 @@ def save_untrained_models(root: Path, names: tuple[str, ...] = ("default", "seco
 
 
 @contextlib.contextmanager
-def chromium(workdir: Path, profile: str = "chromium-profile") -> Iterator[BrowserContext]:
+def chromium(playwright: Playwright, workdir: Path, profile: str = "chromium-profile") -> Iterator[BrowserContext]:
     """Headless Chromium (its own profile, so its own cookies) whose camera plays ~2 s of the astronaut's
     face (640x480), looped."""
     camera = workdir / "astronaut.y4m"
     if not camera.exists():
         write_y4m(camera, CAMERA_FRAME)
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(workdir / profile), executable_path=str(CHROMIUM), headless=True,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-                  f"--use-file-for-fake-video-capture={camera}"],
-            viewport={"width": 1280, "height": 1000})
-        try:
-            yield context
-        finally:
-            context.close()
+    context = playwright.chromium.launch_persistent_context(
+        str(workdir / profile), executable_path=str(CHROMIUM), headless=True,
+        args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync",
+              "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+              f"--use-file-for-fake-video-capture={camera}"],
+        viewport={"width": 1280, "height": 1000})
+    try:
+        yield context
+    finally:
+        context.close()
 
 
 @contextlib.contextmanager

@@ -45,7 +45,7 @@ from browser_helpers import (
     video_frame,
 )
 from conftest import synthetic_dataset, write_fer_csv
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, expect, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from fer_core.labels import DISPLAY_NAMES, EMOTIONS
@@ -107,7 +107,7 @@ def app(models, workdir) -> Iterator[tuple[str, subprocess.Popen]]:
 
 @pytest.fixture(scope="module")
 def browser(workdir):
-    with chromium(workdir) as context:
+    with sync_playwright() as playwright, chromium(playwright, workdir) as context:
         yield context
 
 
