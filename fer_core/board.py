@@ -49,6 +49,8 @@ class JobBoard:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             self.process, self._alive = self._announce()
+            for path in self.folder.glob(f"*{_ALIVE_SUFFIX}"):  # the files of processes that ended, deleted
+                self._alive_process(path.name.removesuffix(_ALIVE_SUFFIX))
         except OSError as error:
             raise SettingError(f"{self.folder}: cannot hold the shared training queue "
                                f"({error.strerror or error})") from error

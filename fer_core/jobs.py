@@ -377,7 +377,10 @@ class TrainingJobs:
 
     def place(self, job_id: str) -> QueuePlace | None:
         """Where the waiting job ``job_id`` stands in its lane; None when it does not wait."""
-        tickets = self.tickets()
+        return self._place(job_id, self.tickets())
+
+    def _place(self, job_id: str, tickets: list[Ticket]) -> QueuePlace | None:
+        """:meth:`place` among ``tickets``."""
         ticket = next((ticket for ticket in tickets if ticket.job_id == job_id), None)
         if ticket is None or ticket.running or ticket.lane not in self.lanes:
             return None
@@ -397,11 +400,12 @@ class TrainingJobs:
     def overview(self) -> list[dict[str, str]]:
         """A table row for each running and waiting job of every lane (of every replica), in queue order:
         lane, place, what, who, since when, and when it should end (running) or start (waiting)."""
-        rows = []
+        rows, tickets = [], self.tickets()
         for lane in self.lanes:
-            for ticket in self.queue(lane):
-                place = self.place(ticket.job_id)
-                if place is None:  # running (or ended since the queue was read)
+            running, waiting = _lane(tickets, lane)
+            for ticket in running + waiting:
+                place = self._place(ticket.job_id, tickets)
+                if place is None:  # running
                     left = ticket.seconds_left()
                     where = f"running ({ticket.status}{'' if ticket.fraction is None else f', {ticket.fraction:.0%}'})"
                     expected = "end unknown" if left is None else f"ends in about {_minutes(left)} min"

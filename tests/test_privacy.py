@@ -24,6 +24,7 @@ import streamlit_webrtc
 from conftest import mp4_bytes
 from streamlit.testing.v1 import AppTest
 
+from fer_core.board import BOARD_FOLDER
 from fer_core.images import encode_png
 from fer_core.jobs import training_jobs
 from fer_core.samples import astronaut, sample_frame
@@ -177,10 +178,13 @@ def test_an_uploaded_training_set_is_deleted_once_loaded(model_store, temp_dir, 
     assert job.wait(timeout=300), "training did not finish in time"
     assert job.status == "done", job.error
     assert leftovers(temp_dir) == []
-    # Only the trained model itself is kept.
-    new = set(files_under(model_store.root)) - set(models_before)
-    assert {Path(path).name for path in new} <= {"privacy_test.keras", "privacy_test.json", "privacy_test.tflite"}
-    assert {Path(path).name for path in new} >= {"privacy_test.keras", "privacy_test.json"}
+    # Only the trained model itself is kept, beside the shared training queue's empty lock files (its
+    # ticket, which named the job and who started it, was deleted when the job ended).
+    new = set(map(Path, files_under(model_store.root))) - set(map(Path, models_before))
+    queue = {path for path in new if path.parent.name == BOARD_FOLDER}
+    assert all(path.stat().st_size == 0 for path in queue) and not any(path.suffix == ".json" for path in queue)
+    assert {path.name for path in new - queue} <= {"privacy_test.keras", "privacy_test.json", "privacy_test.tflite"}
+    assert {path.name for path in new - queue} >= {"privacy_test.keras", "privacy_test.json"}
 
 
 def test_an_uploaded_training_set_is_deleted_when_it_cannot_be_used(model_store, temp_dir):
