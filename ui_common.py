@@ -61,9 +61,12 @@ def _keep_keras_state_of_other_threads() -> None:
     own, so their Keras state goes with them anyway. Keras is not imported for this: classifying
     faces does not need it (LiteRT), and it costs some 500 MB. Every page calls this through
     :func:`sidebar`, after its imports, so a page that loads Keras (Train) is covered in the same run.
+    While another thread (a job starting) is still importing Keras, its module is there but incomplete:
+    the import statement waits until it is complete.
     """
-    keras = sys.modules.get("keras")
-    if keras is not None:
+    if "keras" in sys.modules:
+        import keras
+
         keras.backend.clear_session = lambda free_memory=True: None
 
 
