@@ -15,8 +15,10 @@ import re
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -32,6 +34,9 @@ from playwright.sync_api import BrowserContext, Page, Playwright  # noqa: E402
 from playwright.sync_api import TimeoutError as PlaywrightTimeout  # noqa: E402
 
 from fer_core.samples import astronaut, sample_frame  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 LABEL = r"(Angry|Disgust|Fear|Happy|Sad|Surprise|Neutral) \d+%"
 #: What the fake camera films (640x480, the astronaut photo scaled to 480x480 in the middle) and her face in it.
@@ -59,6 +64,39 @@ def free_port() -> int:
 
 def log_tail(log: Path) -> str:
     return log.read_text(errors="replace")[-3000:]
+
+
+@contextlib.contextmanager
+def started(command: list[str], env: dict[str, str], log: Path, ready: Callable[[], T | None],
+            seconds: float) -> Iterator[tuple[subprocess.Popen, T]]:
+    """``command`` run from the project's root, its output in ``log``, once ``ready()`` returns a value
+    (the test fails if it exits first or ``seconds`` pass): the process and that value; stopped (TERM,
+    then KILL) on exit."""
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + seconds
+        while (value := ready()) is None:
+            if process.poll() is not None:
+                pytest.fail(f"{command[0]} exited with status {process.returncode}:\n{log_tail(log)}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"{command[0]} was not ready in {seconds} s:\n{log_tail(log)}")
+            time.sleep(0.5)
+        yield process, value
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)
+
+
+def answers(url: str) -> bool:
+    """Whether ``url`` answers 200."""
+    with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as answer:
+        return answer.status == 200
+    return False
 
 
 def save_untrained_models(root: Path, names: tuple[str, ...] = ("default", "second")) -> Path:

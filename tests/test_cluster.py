@@ -18,7 +18,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,19 +28,19 @@ if shutil.which("haproxy") is None:
 
 # Imported before Playwright: importing browser_helpers skips this module when there is no browser.
 from browser_helpers import (  # noqa: E402
+    ROOT,
     check_live_stream,
     check_photo_upload,
     chromium,
     free_port,
-    log_tail,
     new_page,
     open_from_home,
     save_untrained_models,
+    started,
 )
 from conftest import synthetic_dataset, write_fer_csv  # noqa: E402
 from playwright.sync_api import BrowserContext, Page, Playwright, expect, sync_playwright  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "deploy" / "local_cluster.sh"
 CLUSTER_START_SECONDS = 180
 READY = re.compile(r"^FER Lab: (http://\S+) ", re.MULTILINE)
@@ -53,29 +52,14 @@ SERVED_BY = re.compile(r"^Served by replica (r\d+)$")
 def local_cluster(models: Path, logs: Path, replicas: int = 2) -> Iterator[tuple[str, subprocess.Popen, str]]:
     """``deploy/local_cluster.sh`` on a free port with the model store ``models``: its URL, its process and
     what it printed once ready; stopped (TERM) on exit."""
+    logs.mkdir(parents=True, exist_ok=True)
     output = logs / "local_cluster.out"
     env = {**os.environ, "FER_LAB_MODELS": str(models), "FER_LAB_ICE_SERVERS": "[]", "TF_CPP_MIN_LOG_LEVEL": "2",
            "PYTHON": sys.executable}
-    logs.mkdir(parents=True, exist_ok=True)
-    with output.open("wb") as handle:
-        process = subprocess.Popen([str(SCRIPT), "--replicas", str(replicas), "--port", str(free_port()),
-                                    "--logs", str(logs)], cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + CLUSTER_START_SECONDS
-        while (ready := READY.search(output.read_text())) is None:
-            if process.poll() is not None:
-                pytest.fail(f"local_cluster.sh exited with status {process.returncode}:\n{log_tail(output)}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"local_cluster.sh was not ready in {CLUSTER_START_SECONDS} s:\n{log_tail(output)}")
-            time.sleep(0.5)
+    command = [str(SCRIPT), "--replicas", str(replicas), "--port", str(free_port()), "--logs", str(logs)]
+    with started(command, env, output, lambda: READY.search(output.read_text()), CLUSTER_START_SECONDS) as (
+            process, ready):
         yield ready.group(1), process, output.read_text()
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
 
 
 @pytest.fixture(scope="module")

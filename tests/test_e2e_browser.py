@@ -20,7 +20,6 @@ import re
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,16 +30,17 @@ import pytest
 from browser_helpers import (
     START,
     STOP,
+    answers,
     check_live_stream,
     check_no_exception,
     check_photo_upload,
     chromium,
     free_port,
-    log_tail,
     new_page,
     open_from_home,
     readout,
     save_untrained_models,
+    started,
     stream_and_count_faces,
     video_frame,
 )
@@ -50,7 +50,6 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from fer_core.labels import DISPLAY_NAMES, EMOTIONS
 
-ROOT = Path(__file__).resolve().parent.parent
 SERVER_START_SECONDS = 60
 
 
@@ -59,38 +58,18 @@ def serve_app(models: Path, log: Path) -> Iterator[tuple[str, subprocess.Popen]]
     """``streamlit run app.py`` on a free port with the model store ``models``; stopped on exit."""
     port = free_port()
     env = {**os.environ, "FER_LAB_MODELS": str(models), "FER_LAB_ICE_SERVERS": "[]", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none"],
-            cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
     url = f"http://localhost:{port}"
-    try:
-        deadline = time.monotonic() + SERVER_START_SECONDS
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the app exited with status {process.returncode}:\n{log_tail(log)}")
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
-                if answer.status == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(f"no answer from {url}/_stcore/health in {SERVER_START_SECONDS} s:\n{log_tail(log)}")
-            time.sleep(0.5)
+    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port",
+               str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+               "--server.fileWatcherType", "none"]
+    with started(command, env, log, lambda: url if answers(f"{url}/_stcore/health") else None,
+                 SERVER_START_SECONDS) as (process, _):
         yield url, process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("e2e")
-
 
 
 @pytest.fixture(scope="module")
