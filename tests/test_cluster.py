@@ -39,7 +39,8 @@ from browser_helpers import (  # noqa: E402
     started,
 )
 from conftest import synthetic_dataset, write_fer_csv  # noqa: E402
-from playwright.sync_api import BrowserContext, Page, Playwright, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import BrowserContext, Locator, Page, Playwright, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import TimeoutError as PlaywrightTimeout  # noqa: E402
 
 SCRIPT = ROOT / "deploy" / "local_cluster.sh"
 CLUSTER_START_SECONDS = 180
@@ -157,16 +158,31 @@ def test_two_sessions_land_on_different_replicas_and_keep_their_own(cluster, fir
         assert served_by(first) == first_replica
 
 
-def start_training(page: Page, data: Path, name: str, owner: str) -> None:
-    """Fill the Train page's form (ds_cnn, up to 500 epochs, ``data`` uploaded) and press Start training."""
-    page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(str(data))
-    page.get_by_text(data.name, exact=True).wait_for()
-    page.get_by_role("combobox", name="Architecture").click()
+def click_until(button: Locator, done: Locator, tries: int = 4, seconds: float = 15) -> None:
+    """Click ``button`` until ``done`` shows (waiting ``seconds`` after each click): a click while the page
+    reruns is lost."""
+    for _ in range(tries):
+        with contextlib.suppress(PlaywrightTimeout):
+            button.click(timeout=5_000)
+        with contextlib.suppress(PlaywrightTimeout):
+            done.first.wait_for(timeout=seconds * 1000)
+            return
+    done.first.wait_for(timeout=5_000)
+
+
+def start_training(page: Page, data: Path, name: str, owner: str, started: Locator) -> None:
+    """Fill the Train page's form (ds_cnn, up to 500 epochs, ``data`` uploaded) and press Start training
+    until ``started`` shows."""
+    form = page.locator('[data-testid="stElementContainer"][data-stale="false"]')  # drawn by the latest run
+    form.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(str(data))
+    form.get_by_text(data.name, exact=True).wait_for()
+    form.get_by_role("combobox", name="Architecture").click()
     page.get_by_role("option", name=re.compile(r"^ds_cnn: ")).click()
-    page.get_by_label("Epochs", exact=True).fill("500")
-    page.get_by_label("Save as (model name)").fill(name)
-    page.get_by_label("Your name (shown to others while you train)").fill(owner)
-    page.get_by_role("button", name="Start training").click()
+    expect(form.get_by_role("combobox", name="Architecture")).to_have_value(re.compile(r"^ds_cnn: "), timeout=30_000)
+    form.get_by_label("Epochs", exact=True).fill("500")
+    form.get_by_label("Save as (model name)").fill(name)
+    form.get_by_label("Your name (shown to others while you train)").fill(owner)
+    click_until(form.get_by_role("button", name="Start training"), started, tries=3, seconds=40)
 
 
 def test_one_training_queue_and_one_model_store_for_both_replicas(cluster, first_browser, second_browser, workdir):
@@ -177,24 +193,24 @@ def test_one_training_queue_and_one_model_store_for_both_replicas(cluster, first
         open_from_home(first, url, "Train")
         open_from_home(second, url, "Train")
         assert served_by(first) != served_by(second)
-        start_training(first, data, "shared_model", "Ada")
-        first.get_by_role("button", name="Stop and save").wait_for(timeout=120_000)  # it runs
+        start_training(first, data, "shared_model", "Ada", first.get_by_role("button", name="Stop and save"))
 
         # The other replica's queue shows it, and a training started there waits behind it.
         table = second.get_by_test_id("stDataFrame")
         table.wait_for()
         expect(table).to_contain_text("training of 'shared_model' (ds_cnn)")
         expect(table).to_contain_text("Ada")
-        start_training(second, data, "waiting_model", "Bo")
-        second.get_by_text(re.compile(r"^Your training of 'waiting_model' \(ds_cnn\) is number 1 in the queue")
-                           ).wait_for(timeout=60_000)
-        second.get_by_role("button", name="Leave the queue").click()
-        second.get_by_text("Training of 'waiting_model' was cancelled; nothing was saved.").wait_for()
+        start_training(second, data, "waiting_model", "Bo", second.get_by_text(
+            re.compile(r"^Your training of 'waiting_model' \(ds_cnn\) is number 1 in the queue")))
+        click_until(second.get_by_role("button", name="Leave the queue"),
+                    second.get_by_text("Training of 'waiting_model' was cancelled; nothing was saved."))
 
         # Saved on the first replica, listed on the second without a restart.
         assert "shared_model" not in model_options(second)
-        first.get_by_role("button", name="Stop and save").click()
-        first.get_by_text(re.compile(r"^Saved as 'shared_model'")).wait_for(timeout=180_000)
+        saved = first.get_by_text(re.compile(r"^Saved as 'shared_model'"))
+        click_until(first.get_by_role("button", name="Stop and save"),
+                    first.get_by_role("button", name="Stop and save", disabled=True).or_(saved))
+        saved.wait_for(timeout=180_000)
         second.get_by_test_id("stSidebarNav").get_by_role("link", name="Compare models").click()
         second.get_by_role("heading", name="Compare models").wait_for()
         assert "shared_model" in model_options(second)
