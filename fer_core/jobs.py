@@ -511,9 +511,9 @@ class TrainingJobs:
 
     def _end(self, job: TrainingJob, status: str) -> None:
         job.status = status
+        job._ended.set()
         if self.board is not None:
             self.board.withdraw(job.job_id)
-        job._ended.set()
 
     def _publish(self, job: TrainingJob) -> None:
         """Write the job's ticket on the board, if there is one (under the lock)."""
