@@ -22,7 +22,6 @@ client's locks are released when its lease runs out, about 90 s).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import socket
@@ -32,6 +31,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from fer_core.errors import SettingError
+
+try:
+    import fcntl
+except ImportError:  # Windows has no flock: there the queue stays in one process
+    fcntl = None
 
 #: The board's folder inside a model store folder (a leading '.' is never a model name).
 BOARD_FOLDER = ".queue"
@@ -44,8 +48,11 @@ class JobBoard:
     """The tickets of every live process in one folder, and the lock under which they change."""
 
     def __init__(self, folder: str | os.PathLike) -> None:
-        """Join the board in ``folder`` (made if missing); one that cannot be written is a :class:`SettingError`."""
+        """Join the board in ``folder`` (made if missing); one that cannot be written, or a system without
+        flock, is a :class:`SettingError`."""
         self.folder = Path(folder)
+        if fcntl is None:
+            raise SettingError("a training queue shared by several processes needs flock (Linux or macOS)")
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             self.process, self._alive = self._announce()

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+import fer_core.board
 import fer_core.jobs
 from fer_core.board import BOARD_FOLDER, JobBoard
 from fer_core.callbacks import TrainProgress
@@ -406,7 +407,7 @@ def test_a_replica_that_dies_does_not_hold_its_lane(replicas, tmp_path):
     assert [path.name for path in folder.glob("job-*.json")] == [f"job-{waiting.job_id}.json"]
 
 
-def test_the_app_queues_on_the_store_folders_board_unless_it_cannot_write_there(tmp_path, monkeypatch):
+def test_the_app_queues_on_the_store_folders_board_unless_it_cannot_write_or_lock_there(tmp_path, monkeypatch):
     monkeypatch.setenv("FER_LAB_MODELS", str(tmp_path / "models"))
     monkeypatch.setattr(fer_core.jobs, "_JOBS", None)
     jobs = fer_core.jobs.training_jobs()
@@ -418,3 +419,6 @@ def test_the_app_queues_on_the_store_folders_board_unless_it_cannot_write_there(
     assert fer_core.jobs.training_jobs().board is None
     with pytest.raises(SettingError, match="cannot hold the shared training queue"):
         JobBoard(tmp_path / "file" / BOARD_FOLDER)
+    monkeypatch.setattr(fer_core.board, "fcntl", None)  # as on Windows
+    with pytest.raises(SettingError, match="needs flock"):
+        JobBoard(tmp_path / "models" / BOARD_FOLDER)
