@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,10 +23,11 @@ from fer_core.detect import DETECTORS, FaceDetector, get_detector  # noqa: E402
 from fer_core.errors import FerError  # noqa: E402
 from fer_core.jobs import TrainingJob, training_jobs  # noqa: E402
 from fer_core.labels import DISPLAY_NAMES  # noqa: E402
-from fer_core.live import LiveAnalyser, ice_servers  # noqa: E402
+from fer_core.live import CAMERA_CONSTRAINTS, LiveAnalyser, ice_servers  # noqa: E402
 from fer_core.predict import EmotionAnalyser, EmotionClassifier, FaceResult, annotate  # noqa: E402
 from fer_core.preprocess import Preprocessing  # noqa: E402
 from fer_core.store import DEFAULT_NAME, ModelStore, check_name  # noqa: E402
+from fer_core.streams import StreamBoard  # noqa: E402
 
 if TYPE_CHECKING:
     from fer_core.class_faces import FaceRecorder
@@ -278,7 +280,8 @@ def live_analyser(analyser: EmotionAnalyser, detect_every: int, key: str = "live
             and live.analyser.detector is analyser.detector and live.detect_every == detect_every
             and live.recorder is recorder)
     if not same:
-        live = LiveAnalyser(analyser, detect_every=detect_every, recorder=recorder)
+        live = LiveAnalyser(analyser, detect_every=detect_every, recorder=recorder, board=stream_board(),
+                            owner=stream_owner())
         st.session_state[key] = live
     return live
 
@@ -293,8 +296,49 @@ def rtc_configuration() -> dict | None:
     return None if servers is None else {"iceServers": servers}
 
 
+@st.cache_resource
+def stream_board() -> StreamBoard:
+    """The live streams of this server process: their limit and fair analysis shares (``fer_core.streams``)."""
+    return StreamBoard.from_environment()
+
+
+def stream_owner() -> str:
+    """This browser session's name on the stream board (one stream a session, whichever page)."""
+    if "_stream_owner" not in st.session_state:
+        st.session_state["_stream_owner"] = uuid.uuid4().hex
+    return st.session_state["_stream_owner"]
+
+
+def server_full_message() -> None:
+    """What a session is told instead of a stream when the server carries its most streams."""
+    board = stream_board()
+    st.warning(f"The server is carrying its most live streams ({board.limit}), so yours cannot start now. "
+               "Use the **Snapshot** tab meanwhile, or try again when a stream has ended.", icon="⏸️")
+    if st.button("Try again", key="stream-try-again"):
+        st.rerun()
+
+
+def stream_notices(live: LiveAnalyser) -> None:
+    """For a page's live readout: rerun the page when the server refused this stream (the page then says
+    why), and say when the server is busy enough that only some of the stream's frames are analysed."""
+    stats = live.stats()
+    if stats.refused:
+        st.rerun()
+    if stats.analysed_every >= 1.5:
+        st.caption(f"The server is busy ({stream_board().streams()} live streams): it reads the faces on one "
+                   f"frame in {stats.analysed_every:.0f} of this stream, and the frames between keep the last "
+                   "boxes.")
+
+
 def live_stream(key: str, live: LiveAnalyser) -> bool:
-    """The browser's camera sent over WebRTC through ``live`` and shown annotated; True while it plays."""
+    """The browser's camera sent over WebRTC through ``live`` and shown annotated; True while it plays.
+
+    When the server already carries its most streams (:func:`stream_board`), the session is told so
+    instead, and False is returned."""
+    board = stream_board()
+    if not board.admits(live.owner):
+        server_full_message()
+        return False
 
     def video_frame_callback(frame: av.VideoFrame) -> av.VideoFrame:
         """Runs in streamlit-webrtc's worker thread, once per received frame."""
@@ -309,9 +353,11 @@ def live_stream(key: str, live: LiveAnalyser) -> bool:
     # Looked up at each call, not imported by name: the tests replace the streamer.
     context = streamlit_webrtc.webrtc_streamer(
         key=key, mode=streamlit_webrtc.WebRtcMode.SENDRECV, rtc_configuration=configuration,
-        video_frame_callback=video_frame_callback, media_stream_constraints={"video": True, "audio": False},
+        video_frame_callback=video_frame_callback, media_stream_constraints=CAMERA_CONSTRAINTS,
         async_processing=True)
     st.session_state[f"_{key}_drawn_in"] = st.session_state.get(PAGE_RUNS)
+    if not context.state.playing:
+        board.release(live.owner)
     return bool(context.state.playing)
 
 

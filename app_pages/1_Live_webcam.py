@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from fer_core.charts import probability_bars
 from fer_core.images import load_image
-from fer_core.labels import DISPLAY_NAMES
+from fer_core.labels import DISPLAY_NAMES, EMOTIONS
 from fer_core.live import LiveAnalyser
 from ui_common import (
     analyser_or_stop,
@@ -17,6 +16,7 @@ from ui_common import (
     show_faces,
     sidebar,
     stream_help,
+    stream_notices,
     user_errors,
 )
 
@@ -26,12 +26,13 @@ model = require_model(chosen)
 analyser = analyser_or_stop(model, chosen.detector, live=True)  # the detector's fast settings, for the stream
 
 
-@st.fragment(run_every=0.5)
+@st.fragment(run_every=1.0)
 def live_readout(live: LiveAnalyser) -> None:
-    """Speed, faces analysed and the main face's probabilities, refreshed twice a second."""
+    """Speed, faces analysed and the main face's probabilities, refreshed every second."""
     update = live.latest()
     if update is not None:
         st.session_state["live_update"] = update
+    stream_notices(live)
     stats = live.stats()
     fps, cost, analysed, skipped = st.columns(4)
     fps.metric("Frames per second", f"{stats.fps:.1f}")
@@ -45,8 +46,10 @@ def live_readout(live: LiveAnalyser) -> None:
         st.caption("No face in view.")
         return
     main = max(update.faces, key=lambda tracked: tracked.face.box[2] * tracked.face.box[3])
-    title = f"Main face: {DISPLAY_NAMES[main.face.label]} {main.face.score:.0%}"
-    st.plotly_chart(probability_bars(main.face.probabilities, title=title), key="live-bars")
+    st.markdown(f"**Main face: {DISPLAY_NAMES[main.face.label]} {main.face.score:.0%}**")
+    for name in EMOTIONS:  # bars, not a chart: redrawn every second in every viewer's browser
+        probability = main.face.probabilities[name]
+        st.progress(probability, text=f"{DISPLAY_NAMES[name]} {probability:.0%}")
 
 
 stream_tab, snapshot_tab = st.tabs(["Live stream", "Snapshot"])

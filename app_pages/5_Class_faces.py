@@ -22,6 +22,7 @@ from fer_core.errors import FerError
 from fer_core.images import load_image
 from fer_core.jobs import WAITING, TrainingJob, training_jobs
 from fer_core.labels import DISPLAY_NAMES, EMOTIONS
+from fer_core.live import LiveAnalyser
 from fer_core.store import ModelStore
 from ui_common import (
     analyser_or_stop,
@@ -33,6 +34,7 @@ from ui_common import (
     require_model,
     sidebar,
     stream_help,
+    stream_notices,
     user_errors,
     waiting_turn,
 )
@@ -65,9 +67,10 @@ def thumbnail(face: np.ndarray) -> np.ndarray:
 
 
 @st.fragment(run_every=0.5)
-def recording_panel(faces: int, seconds: float) -> None:
+def recording_panel(live: LiveAnalyser, faces: int, seconds: float) -> None:
     """The Record button and the counter of the recording under way; the whole page reruns when a
     recording has ended, to show its faces in the gallery."""
+    stream_notices(live)
     emotion = st.session_state["class_emotion"]
     status = recorder.status()
     if status.finished != st.session_state.setdefault("class_recordings_seen", status.finished):
@@ -113,7 +116,7 @@ def record() -> None:
             playing = live_stream("fer-class-faces", live)
         with control_column:
             if playing:
-                recording_panel(faces, seconds)
+                recording_panel(live, faces, seconds)
             else:
                 st.caption("Press START and allow the camera, pick an emotion, then press Record: the main face "
                            "is kept, cropped as the model sees it, while a counter runs on the stream.")

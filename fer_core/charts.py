@@ -18,14 +18,17 @@ NAMES = [DISPLAY_NAMES[name] for name in EMOTIONS]
 
 
 def probability_bars(probabilities: dict[str, float], title: str | None = None, height: int = 260) -> go.Figure:
-    """Horizontal bars of the seven class probabilities, in the class colours."""
-    frame = pd.DataFrame({"emotion": NAMES, "probability": [probabilities[name] for name in EMOTIONS]})
-    figure = px.bar(frame, x="probability", y="emotion", color="emotion", orientation="h",
-                    color_discrete_map=COLOR_MAP, range_x=[0, 1], title=title, text_auto=".0%")
-    figure.update_layout(showlegend=False, height=height, margin=dict(l=0, r=0, t=30 if title else 0, b=0),
-                         yaxis=dict(categoryorder="array", categoryarray=NAMES[::-1], title=None),
-                         xaxis=dict(tickformat=".0%", title=None))
-    return figure
+    """Horizontal bars of the seven class probabilities, in the class colours.
+
+    Built from graph objects rather than plotly express, which takes some 50 ms of CPU per figure:
+    the live readout draws one twice a second for every stream."""
+    values = [probabilities[name] for name in EMOTIONS][::-1]  # the first class on top
+    bars = go.Bar(x=values, y=NAMES[::-1], orientation="h", marker_color=[COLOR_MAP[name] for name in NAMES[::-1]],
+                  text=[f"{value:.0%}" for value in values], textposition="auto",
+                  hovertemplate="%{y}: %{x:.1%}<extra></extra>")
+    return go.Figure(bars, layout=dict(
+        title=title, height=height, showlegend=False, margin=dict(l=0, r=0, t=30 if title else 0, b=0),
+        xaxis=dict(range=[0, 1], tickformat=".0%", title=None), yaxis=dict(title=None)))
 
 
 def emotions_over_time(table: pd.DataFrame, title: str | None = None) -> go.Figure:

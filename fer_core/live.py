@@ -5,7 +5,9 @@ and in between classifies the faces again at their tracked boxes. Boxes of conse
 joined into tracks by overlap (IoU), and each track's probabilities are smoothed with an
 exponential moving average so labels do not flicker. When analysis takes longer than the frames
 keep coming, frames are passed through with the last known boxes instead of being analysed, so the
-picture stays live on a slow CPU. Results for a UI thread go through a :class:`queue.Queue`.
+picture stays live on a slow CPU. With a :class:`fer_core.streams.StreamBoard`, a stream holds one of
+the server's stream slots while its frames come, and its analysis takes only its fair share of the
+server's analysis time. Results for a UI thread go through a :class:`queue.Queue`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 
 from fer_core.detect import Detection
@@ -29,8 +32,16 @@ from fer_core.predict import EmotionAnalyser, FaceResult, annotate
 
 if TYPE_CHECKING:
     from fer_core.class_faces import FaceRecorder
+    from fer_core.streams import StreamBoard
 
 Box = tuple[int, int, int, int]
+#: What the pages ask of the browser's camera: 640x480 at 15 frames a second is plenty for finding
+#: and reading faces, and a 720p camera sent as it is costs the server about three times more
+#: (decoding, conversions, encoding). "ideal" lets a camera without that mode send its nearest one.
+CAMERA_CONSTRAINTS = {
+    "video": {"width": {"ideal": 640}, "height": {"ideal": 480}, "frameRate": {"ideal": 15, "max": 15}},
+    "audio": False,
+}
 
 
 def iou(a: Box, b: Box) -> float:
@@ -143,6 +154,8 @@ class LiveStats:
     faces_analysed: int = 0
     fps: float = 0.0
     analysis_ms: float = 0.0
+    analysed_every: float = 1.0  #: frames per analysed frame, lately (1: every frame analysed)
+    refused: bool = False  #: the server was full when this stream's frames came (see StreamBoard)
 
 
 @dataclass
@@ -160,6 +173,9 @@ class LiveAnalyser:
     ``smoothing``: weight of the past in each track's moving average, 0 (none) to below 1.
     ``max_load``: the share of wall time analysis may take; frames arriving before the analyser
     is due again are only annotated with the last boxes.
+    ``board`` and ``owner``: the server's streams; each frame renews ``owner``'s slot on the board,
+    and analysis takes at most the board's fair share (and ``max_load``). When the board is full,
+    frames are passed through with a notice and ``stats().refused`` is set.
     ``recorder``: given every analysed frame and its face boxes, and draws on every frame (the
     Class faces page records faces with it).
     """
@@ -167,7 +183,7 @@ class LiveAnalyser:
     def __init__(self, analyser: EmotionAnalyser, *, detect_every: int = 3, smoothing: float = 0.6,
                  max_load: float = 0.8, iou_threshold: float = 0.3, max_missed: int = 2,
                  clock: Callable[[], float] = time.monotonic, queue_size: int = 4,
-                 recorder: FaceRecorder | None = None):
+                 board: StreamBoard | None = None, owner: str = "stream", recorder: FaceRecorder | None = None):
         if detect_every < 1:
             raise ValueError("detect_every must be at least 1")
         if not 0.0 < max_load <= 1.0:
@@ -177,6 +193,8 @@ class LiveAnalyser:
         self.max_load = max_load
         self.results: queue.Queue[LiveUpdate] = queue.Queue(maxsize=queue_size)
         self.recorder = recorder
+        self.board = board
+        self.owner = owner
         self._clock = clock
         self._tracker = FaceTracker(iou_threshold, max_missed)
         self.smoothing = smoothing
@@ -185,6 +203,7 @@ class LiveAnalyser:
         self._last_faces: list[TrackedFace] = []
         self._due = 0.0
         self._frame_times: deque[float] = deque(maxlen=60)
+        self._frames_analysed: deque[bool] = deque(maxlen=60)
 
     @property
     def smoothing(self) -> float:
@@ -206,7 +225,13 @@ class LiveAnalyser:
         now = self._clock()
         with self._lock:
             self._count_frame(now)
+            self._stats.refused = self.board is not None and not self.board.claim(self.owner)
+            if self._stats.refused:
+                self._stats.skipped += 1
+                return server_full_notice(image)
             analyse = now >= self._due
+            self._frames_analysed.append(analyse)
+            self._stats.analysed_every = len(self._frames_analysed) / max(1, sum(self._frames_analysed))
             if analyse:
                 faces = self._analyse(image, now)
             else:
@@ -230,8 +255,9 @@ class LiveAnalyser:
             self.recorder.offer(image, detections, self.analyser.preprocessing)
         faces += self._tracker.held()
         cost = self._clock() - started
-        # Rest long enough that analysis takes at most max_load of the wall time.
-        self._due = started + cost / self.max_load
+        # Rest long enough that analysis takes at most its share of the wall time.
+        share = self.max_load if self.board is None else min(self.max_load, self.board.share())
+        self._due = started + cost / share
         self._stats.analysed += 1
         self._stats.faces_analysed += len(faces)
         self._stats.analysis_ms = cost * 1000.0 if self._stats.analysed == 1 else (
@@ -259,6 +285,15 @@ class LiveAnalyser:
                 update = self.results.get_nowait()
         except queue.Empty:
             return update
+
+
+def server_full_notice(image: np.ndarray) -> np.ndarray:
+    """A frame with a notice that it is not analysed because the server carries its most streams."""
+    shown = image.copy()
+    shown[:36] = 0
+    cv2.putText(shown, "Server full: not analysed. Use Snapshot.", (8, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.7,
+                (255, 255, 255), 2, cv2.LINE_AA)
+    return shown
 
 
 def ice_servers(environ: Mapping[str, str] = os.environ, secrets: Mapping | None = None) -> list[dict] | None:

@@ -23,6 +23,7 @@ from sklearn.metrics import confusion_matrix
 from streamlit.delta_generator import DeltaGenerator
 from streamlit.testing.v1 import AppTest
 
+import ui_common
 from fer_core.cards import Scores, Training, make_card
 from fer_core.charts import confusion_matrix_figure
 from fer_core.data import load_dataset
@@ -30,11 +31,13 @@ from fer_core.detect import get_detector
 from fer_core.evaluate import evaluation_rows, report_from_predictions
 from fer_core.images import encode_png
 from fer_core.jobs import training_jobs
+from fer_core.live import CAMERA_CONSTRAINTS
 from fer_core.models import build_ensemble, build_model, copy_in_precision
 from fer_core.predict import FaceResult
 from fer_core.preprocess import Preprocessing, images_to_input
 from fer_core.samples import astronaut
 from fer_core.store import ModelStore
+from fer_core.streams import StreamBoard
 from ui_common import EXPLANATION_LABELS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,7 +157,25 @@ def test_live_page_streams_annotated_frames_and_shows_the_readout(store, monkeyp
     assert at.session_state["live_analyser"].smoothing == pytest.approx(0.3)
     analysed = {metric.label: metric.value for metric in at.metric}
     assert analysed["Faces analysed"] == "1"
-    assert len(plotly_figures(at)) == 1  # the main face's probabilities
+    bars = at.get("progress")  # the main face's probabilities
+    assert len(bars) == 7 and abs(sum(bar.proto.value for bar in bars) - 100) <= 7  # each rounded to a percent
+    assert calls[-1]["media_stream_constraints"] == CAMERA_CONSTRAINTS
+
+
+def test_live_page_over_the_stream_limit_says_so_and_offers_the_snapshot(store, monkeypatch):
+    board = StreamBoard(1, 0.4)
+    assert board.claim("another session")
+    monkeypatch.setattr(ui_common, "stream_board", lambda: board)
+    calls = []
+    stopped = SimpleNamespace(state=SimpleNamespace(playing=False))
+    monkeypatch.setattr(streamlit_webrtc, "webrtc_streamer", lambda **options: calls.append(options) or stopped)
+    at = open_app(LIVE)
+    assert calls == []  # no stream offered
+    assert any("its most live streams (1)" in warning.value for warning in at.warning)
+    assert len(at.camera_input) == 1  # the Snapshot fallback
+    board.release("another session")
+    at.button(key="stream-try-again").click().run()
+    assert len(calls) == 1 and not at.warning
 
 
 def test_live_page_snapshot_fallback_analyses_a_camera_photo(store, monkeypatch):
