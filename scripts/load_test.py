@@ -110,19 +110,18 @@ def serve(port: int, cpus: str, log: Path, env: dict[str, str]) -> Iterator[tupl
         deadline = time.monotonic() + 90
         while True:
             if process.poll() is not None:
-                raise SystemExit(f"the app exited with status {process.returncode}; see {log}")
+                raise SystemExit(f"the app exited with status {process.returncode}:\n{log.read_text()[-2000:]}")
             with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
                 break
             if time.monotonic() > deadline:
-                raise SystemExit(f"no answer from {url} in 90 s; see {log}")
+                raise SystemExit(f"no answer from {url} in 90 s:\n{log.read_text()[-2000:]}")
             time.sleep(0.5)
         yield url, process.pid
     finally:
         process.terminate()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        process.kill()  # when it did not stop (nothing happens when it did)
 
 
 def faces_analysed(page) -> int:
