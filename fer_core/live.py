@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 
 Box = tuple[int, int, int, int]
 #: What the pages ask of the browser's camera: 640x480 at 15 frames a second is plenty for finding
-#: and reading faces, and a 720p camera sent as it is costs the server about three times more
-#: (decoding, conversions, encoding). "ideal" lets a camera without that mode send its nearest one.
+#: and reading faces, and at 1280x720 decoding, conversions and encoding take twice as long
+#: (scripts/frame_costs.py). "ideal" lets a camera without that mode send its nearest one.
 CAMERA_CONSTRAINTS = {
     "video": {"width": {"ideal": 640}, "height": {"ideal": 480}, "frameRate": {"ideal": 15, "max": 15}},
     "audio": False,

@@ -20,8 +20,6 @@ import time
 from pathlib import Path
 
 import av
-import cv2
-import numpy as np
 from aiortc.codecs.vpx import Vp8Decoder, Vp8Encoder, vp8_depayload
 from aiortc.jitterbuffer import JitterFrame
 
@@ -30,21 +28,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fer_core.detect import get_detector  # noqa: E402
 from fer_core.live import LiveAnalyser  # noqa: E402
 from fer_core.predict import EmotionAnalyser, EmotionClassifier  # noqa: E402
-from fer_core.samples import sample_frame  # noqa: E402
+from fer_core.samples import camera_frames  # noqa: E402
 from fer_core.store import ModelStore  # noqa: E402
 
 STEPS = ("decode", "to BGR", "analysis", "from BGR", "encode")
 
 
-def camera_frames(width: int, height: int, count: int) -> list[av.VideoFrame]:
-    """``count`` frames of the astronaut at ``width`` x ``height`` with Gaussian noise of 2 gray levels."""
-    base = cv2.resize(sample_frame(), (width, height), interpolation=cv2.INTER_AREA)
-    rng = np.random.default_rng(0)
+def video_frames(width: int, height: int, count: int) -> list[av.VideoFrame]:
+    """``count`` camera frames of the astronaut at ``width`` x ``height`` with sensor noise of 2 gray levels,
+    15 a second."""
     frames = []
-    for index in range(count):
-        noisy = np.clip(base + rng.normal(0.0, 2.0, base.shape), 0, 255).astype(np.uint8)
-        frame = av.VideoFrame.from_ndarray(noisy, format="bgr24")
-        frame.pts, frame.time_base = index * 6000, fractions.Fraction(1, 90000)  # 15 fps
+    for index, picture in enumerate(camera_frames(width, height, count, noise=2.0)):
+        frame = av.VideoFrame.from_ndarray(picture, format="bgr24")
+        frame.pts, frame.time_base = index * 6000, fractions.Fraction(1, 90000)
         frames.append(frame)
     return frames
 
@@ -55,7 +51,7 @@ def frame_costs(analyser: EmotionAnalyser, width: int, height: int, frames: int 
     live = LiveAnalyser(analyser, detect_every=3, max_load=1.0)
     totals = dict.fromkeys(STEPS, 0.0)
     counted = 0
-    for index, sent in enumerate(camera_frames(width, height, frames + 10)):
+    for index, sent in enumerate(video_frames(width, height, frames + 10)):
         payloads, timestamp = browser.encode(sent)
         packet = JitterFrame(data=b"".join(vp8_depayload(payload) for payload in payloads), timestamp=timestamp)
         times = [time.perf_counter()]

@@ -34,13 +34,12 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fer_core.samples import sample_frame  # noqa: E402
+from fer_core.samples import camera_frames, write_y4m  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 PAGE = "Live_webcam"
@@ -59,18 +58,6 @@ class LoadRow:
     busy_cpus: list[float]  #: each CPU's busy share over the measurement (all processes)
     refused: int  #: tabs told that the server carries its most streams
     seconds: float
-
-
-def write_camera(path: Path, width: int, height: int, fps: int, seconds: float = 4.0, noise: float = 2.0) -> None:
-    """A looping fake-camera video (YUV4MPEG2, what Chromium plays): the astronaut's face, with sensor noise
-    (Gaussian, ``noise`` gray levels) so that video coding works as hard as on a real camera."""
-    frame = cv2.resize(sample_frame(), (width, height), interpolation=cv2.INTER_AREA)
-    rng = np.random.default_rng(0)
-    with path.open("wb") as handle:
-        handle.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
-        for _ in range(round(seconds * fps)):
-            noisy = np.clip(frame + rng.normal(0.0, noise, frame.shape), 0, 255).astype(np.uint8)
-            handle.write(b"FRAME\n" + cv2.cvtColor(noisy, cv2.COLOR_BGR2YUV_I420).tobytes())
 
 
 def cpu_seconds(pid: int) -> float:
@@ -250,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as scratch:
         camera = Path(scratch) / "camera.y4m"
-        write_camera(camera, width, height, args.fps)
+        # 4 s looped, with sensor noise so that video coding works as hard as on a real camera.
+        write_y4m(camera, camera_frames(width, height, count=4 * args.fps, noise=2.0), args.fps)
         print(f"camera {width}x{height} at {args.fps} fps; server on CPUs {args.server_cpus}, "
               f"browsers on {args.browser_cpus}; {args.seconds:.0f} s a row")
         print_header()

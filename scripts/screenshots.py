@@ -23,17 +23,7 @@ import cv2
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fer_core.samples import astronaut, sample_frame  # noqa: E402
-
-
-def write_y4m(path: Path, seconds: float = 3.0, fps: int = 10) -> None:
-    """The sample 640x480 frame as a YUV 4:2:0 video, the format Chromium's fake camera plays."""
-    frame = sample_frame()
-    planes = cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420).tobytes()
-    with path.open("wb") as handle:
-        handle.write(f"YUV4MPEG2 W{frame.shape[1]} H{frame.shape[0]} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
-        for _ in range(int(seconds * fps)):
-            handle.write(b"FRAME\n" + planes)
+from fer_core.samples import astronaut, camera_frames, write_y4m  # noqa: E402
 
 
 def resident_mb(pid: int) -> float:
@@ -67,7 +57,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp())
     camera, photo = work / "camera.y4m", work / "astronaut.png"
-    write_y4m(camera)
+    write_y4m(camera, camera_frames(count=30), fps=10)
     cv2.imwrite(str(photo), astronaut())
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

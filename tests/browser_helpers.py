@@ -33,7 +33,7 @@ from conftest import ASTRONAUT_FACE  # noqa: E402
 from playwright.sync_api import BrowserContext, Page, Playwright  # noqa: E402
 from playwright.sync_api import TimeoutError as PlaywrightTimeout  # noqa: E402
 
-from fer_core.samples import astronaut, sample_frame  # noqa: E402
+from fer_core.samples import astronaut, sample_frame, write_y4m  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -44,16 +44,6 @@ CAMERA_FRAME = sample_frame()
 FACE_IN_CAMERA = tuple(round(v * 480 / 512) + offset for v, offset in zip(ASTRONAUT_FACE, (80, 0, 0, 0)))
 START = re.compile(r"^start$", re.IGNORECASE)
 STOP = re.compile(r"^stop$", re.IGNORECASE)
-
-
-def write_y4m(path: Path, frame: np.ndarray, seconds: float = 2.0, fps: int = 10) -> None:
-    """A still BGR frame as raw YUV 4:2:0 video (YUV4MPEG2), the format Chromium's fake camera plays."""
-    height, width = frame.shape[:2]
-    planes = cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420).tobytes()  # the Y plane, then U, then V
-    with path.open("wb") as handle:
-        handle.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
-        for _ in range(int(seconds * fps)):
-            handle.write(b"FRAME\n" + planes)
 
 
 def free_port() -> int:
@@ -121,7 +111,7 @@ def chromium(playwright: Playwright, workdir: Path, profile: str = "chromium-pro
     face (640x480), looped."""
     camera = workdir / "astronaut.y4m"
     if not camera.exists():
-        write_y4m(camera, CAMERA_FRAME)
+        write_y4m(camera, [CAMERA_FRAME] * 20, fps=10)
     context = playwright.chromium.launch_persistent_context(
         str(workdir / profile), executable_path=str(CHROMIUM), headless=True,
         args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
