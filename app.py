@@ -8,8 +8,8 @@ import streamlit as st
 # (segmentation fault in srtp_init). The Live webcam page needs it, so it is loaded first, here.
 import streamlit_webrtc  # noqa: F401, I001
 
-from fer_core.labels import DISPLAY_NAMES, EMOTIONS
-from fer_core.store import ModelStore
+from fer_core.base.labels import DISPLAY_NAMES, EMOTIONS
+from fer_core.registry.store import ModelStore
 from ui_common import PRIVACY_NOTE, key_figures, sidebar, user_errors
 
 # The pages live in app_pages/, not pages/: Streamlit runs any script in a pages/ folder on its own

@@ -17,20 +17,20 @@ import streamlit_webrtc
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from fer_core.cards import ModelCard  # noqa: E402
-from fer_core.charts import probability_bars  # noqa: E402
-from fer_core.detect import DETECTORS, FaceDetector, get_detector  # noqa: E402
-from fer_core.errors import FerError  # noqa: E402
-from fer_core.jobs import TrainingJob, training_jobs  # noqa: E402
-from fer_core.labels import DISPLAY_NAMES  # noqa: E402
-from fer_core.live import CAMERA_CONSTRAINTS, LiveAnalyser, ice_servers  # noqa: E402
-from fer_core.predict import EmotionAnalyser, EmotionClassifier, FaceResult, annotate  # noqa: E402
-from fer_core.preprocess import Preprocessing  # noqa: E402
-from fer_core.store import DEFAULT_NAME, ModelStore, check_name  # noqa: E402
-from fer_core.streams import StreamBoard  # noqa: E402
+from fer_core.registry.cards import ModelCard  # noqa: E402
+from fer_core.service.charts import probability_bars  # noqa: E402
+from fer_core.faces.detect import DETECTORS, FaceDetector, get_detector  # noqa: E402
+from fer_core.base.errors import FerError  # noqa: E402
+from fer_core.service.jobs import TrainingJob, training_jobs  # noqa: E402
+from fer_core.base.labels import DISPLAY_NAMES  # noqa: E402
+from fer_core.inference.live import CAMERA_CONSTRAINTS, LiveAnalyser, ice_servers  # noqa: E402
+from fer_core.inference.predict import EmotionAnalyser, EmotionClassifier, FaceResult, annotate  # noqa: E402
+from fer_core.faces.preprocess import Preprocessing  # noqa: E402
+from fer_core.registry.store import DEFAULT_NAME, ModelStore, check_name  # noqa: E402
+from fer_core.inference.streams import StreamBoard  # noqa: E402
 
 if TYPE_CHECKING:
-    from fer_core.class_faces import FaceRecorder
+    from fer_core.service.class_faces import FaceRecorder
 
 PRIVACY_NOTE = ("Privacy: camera frames, photos and videos are processed in memory and never stored. Faces "
                 "collected on the Class faces page stay in your browser session's memory until you download them. "
@@ -44,7 +44,7 @@ DETECTOR_LABELS = {
 DEFAULT_DETECTOR = "haar"
 #: Session key of the count of this session's page runs, whole ones (fragments rerun on their own).
 PAGE_RUNS = "_page_runs"
-#: fer_core.explain.EXPLANATIONS by name: a short name and what the map shows. Said here so a page
+#: fer_core.inference.explain.EXPLANATIONS by name: a short name and what the map shows. Said here so a page
 #: need not load TensorFlow to offer them.
 EXPLANATION_LABELS = {
     "grad_cam": ("Grad-CAM", "the regions that raised the class's score"),
@@ -155,7 +155,7 @@ def model_version(model: str) -> float:
 def load_analyser(model: str, detector: str, live: bool = False, thorough: bool = False) -> EmotionAnalyser:
     """An analyser for a stored model and a detector, both loaded once per server.
 
-    ``live`` picks the detector's fast settings for video (``fer_core.detect.LIVE_OPTIONS``); still
+    ``live`` picks the detector's fast settings for video (``fer_core.faces.detect.LIVE_OPTIONS``); still
     images need the full settings, which also find small faces. ``thorough`` reads each face in
     shifted views too: slower, a little more accurate.
     """
@@ -236,7 +236,7 @@ def show_faces(image: np.ndarray, results: list[FaceResult], analyser: EmotionAn
             title = f"Face {index}: {DISPLAY_NAMES[face.label]} {face.score:.0%}"
             st.plotly_chart(probability_bars(face.probabilities, title=title), key=f"{key}-bars-{index}")
             if explain and analyser is not None:
-                from fer_core.explain import explain_face  # loads Keras and TensorFlow on first use
+                from fer_core.inference.explain import explain_face  # loads Keras and TensorFlow on first use
 
                 show_explanation(explain_face(analyser.classifier.model, image, face.box, analyser.preprocessing,
                                               face.label, method=explain), explain, face.label)
@@ -244,7 +244,7 @@ def show_faces(image: np.ndarray, results: list[FaceResult], analyser: EmotionAn
 
 
 def show_explanation(picture: np.ndarray, method: str, label: str, width: int | str = 192) -> None:
-    """An explanation map (BGR, from ``fer_core.explain``) captioned with its method, a key of
+    """An explanation map (BGR, from ``fer_core.inference.explain``) captioned with its method, a key of
     :data:`EXPLANATION_LABELS`, and the class it explains."""
     st.image(picture, channels="BGR", width=width,
              caption=f"{EXPLANATION_LABELS[method][0]} for {DISPLAY_NAMES[label]}")
@@ -298,7 +298,7 @@ def rtc_configuration() -> dict | None:
 
 @st.cache_resource
 def stream_board() -> StreamBoard:
-    """The live streams of this server process: their limit and fair analysis shares (``fer_core.streams``)."""
+    """The live streams of this server process: their limit and fair analysis shares (``fer_core.inference.streams``)."""
     return StreamBoard.from_environment()
 
 

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import streamlit as st
 
-from fer_core.charts import confusion_matrix_figure, training_curves
-from fer_core.data import resolve_server_path, server_data_roots, spool_upload
-from fer_core.ensemble import starting_networks
-from fer_core.errors import DataError, FerError
-from fer_core.jobs import ACTIVE_STATES, WAITING, TrainingJob, training_jobs
-from fer_core.models import ARCHITECTURES, describe
-from fer_core.preprocess import Preprocessing
-from fer_core.recipe import CLASS_WEIGHTS, TrainConfig
-from fer_core.store import DEFAULT_NAME, ModelStore
+from fer_core.service.charts import confusion_matrix_figure, training_curves
+from fer_core.datasets.data import resolve_server_path, server_data_roots, spool_upload
+from fer_core.training.ensemble import starting_networks
+from fer_core.base.errors import DataError, FerError
+from fer_core.service.jobs import ACTIVE_STATES, WAITING, TrainingJob, training_jobs
+from fer_core.training.networks import ARCHITECTURES, describe
+from fer_core.faces.preprocess import Preprocessing
+from fer_core.training.recipe import CLASS_WEIGHTS, TrainConfig
+from fer_core.registry.store import DEFAULT_NAME, ModelStore
 from ui_common import existing_model, key_figures, name_problem, sidebar, user_errors, waiting_turn
 
 STATUS_TEXT = {"loading": "Loading and checking the data", "training": "Training", "saving": "Evaluating and saving"}

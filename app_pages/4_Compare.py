@@ -11,14 +11,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from fer_core.cards import Metrics
-from fer_core.charts import clicked_cell, confusion_matrix_figure, per_class_scores
-from fer_core.data import FaceDataset, load_dataset, resolve_server_path, server_data_roots, spool_upload
-from fer_core.errors import DataError
-from fer_core.evaluate import CELL_PAGE, Evaluation, card_evaluation, evaluation_rows
-from fer_core.labels import DISPLAY_NAMES, EMOTIONS
-from fer_core.report import html_report
-from fer_core.store import ModelStore
+from fer_core.registry.cards import Metrics
+from fer_core.service.charts import clicked_cell, confusion_matrix_figure, per_class_scores
+from fer_core.datasets.data import FaceDataset, load_dataset, resolve_server_path, server_data_roots, spool_upload
+from fer_core.base.errors import DataError
+from fer_core.evaluation.evaluate import CELL_PAGE, Evaluation, card_evaluation, evaluation_rows
+from fer_core.base.labels import DISPLAY_NAMES, EMOTIONS
+from fer_core.evaluation.report import html_report
+from fer_core.registry.store import ModelStore
 from ui_common import explanation_choice, load_classifier, show_explanation, sidebar, user_errors
 
 if TYPE_CHECKING:
@@ -180,7 +180,7 @@ def explanation(model: str, row: int, face: np.ndarray, label: str, method: str)
     maps = evaluation["maps"]
     key = (model, row, method)
     if key not in maps:
-        from fer_core.explain import explain_cropped  # loads Keras and TensorFlow on first use
+        from fer_core.inference.explain import explain_cropped  # loads Keras and TensorFlow on first use
 
         classifier, preprocessing, _ = load_classifier(model)
         maps[key] = explain_cropped(classifier.model, face, preprocessing, label, method)

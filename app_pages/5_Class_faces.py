@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import streamlit as st
 
-from fer_core.charts import confusion_matrix_figure
-from fer_core.class_faces import (
+from fer_core.service.charts import confusion_matrix_figure
+from fer_core.service.class_faces import (
     RECORDING_FACES,
     RECORDING_SECONDS,
     FaceRecorder,
@@ -17,13 +17,13 @@ from fer_core.class_faces import (
     main_face_crop,
     submit_finetune,
 )
-from fer_core.collection import FaceCollection
-from fer_core.errors import FerError
-from fer_core.images import load_image
-from fer_core.jobs import WAITING, TrainingJob, training_jobs
-from fer_core.labels import DISPLAY_NAMES, EMOTIONS
-from fer_core.live import LiveAnalyser
-from fer_core.store import ModelStore
+from fer_core.datasets.collection import FaceCollection
+from fer_core.base.errors import FerError
+from fer_core.faces.images import load_image
+from fer_core.service.jobs import WAITING, TrainingJob, training_jobs
+from fer_core.base.labels import DISPLAY_NAMES, EMOTIONS
+from fer_core.inference.live import LiveAnalyser
+from fer_core.registry.store import ModelStore
 from ui_common import (
     analyser_or_stop,
     existing_model,

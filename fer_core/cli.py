@@ -1,6 +1,6 @@
 """The command line: train, cross-validate, ensemble, evaluate, predict, bench and list models.
 
-Bad input (a :class:`~fer_core.errors.FerError`) ends a command with ``error: ...`` naming the file,
+Bad input (a :class:`~fer_core.base.errors.FerError`) ends a command with ``error: ...`` naming the file,
 model or setting, and exit status 2, never a traceback; any other exception is a bug and keeps
 its traceback.
 """
@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from fer_core.errors import FerError  # noqa: E402
+from fer_core.base.errors import FerError  # noqa: E402
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from fer_core.callbacks import TrainProgress
-    from fer_core.cards import ModelCard
-    from fer_core.data import FaceDataset
-    from fer_core.recipe import TrainConfig
+    from fer_core.training.callbacks import TrainProgress
+    from fer_core.registry.cards import ModelCard
+    from fer_core.datasets.data import FaceDataset
+    from fer_core.training.recipe import TrainConfig
 
 
 def _print_json(value) -> None:
@@ -40,7 +40,7 @@ def _runtime(classifier) -> str:
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """The recipe the ``train`` command's options describe (checked by the training service)."""
-    from fer_core.recipe import TrainConfig
+    from fer_core.training.recipe import TrainConfig
 
     return TrainConfig(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                        weight_decay=args.weight_decay, augment=not args.no_augment, class_weight=args.class_weight,
@@ -60,8 +60,8 @@ def _print_epoch(progress: TrainProgress) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from fer_core.store import ModelStore
-    from fer_core.train import TrainingData, run_training
+    from fer_core.registry.store import ModelStore
+    from fer_core.training.train import TrainingData, run_training
 
     config, name = train_config(args), args.name or args.arch
     checkpoints = Path(args.checkpoint_dir or Path("checkpoints") / name)
@@ -89,11 +89,11 @@ def cmd_crossval(args: argparse.Namespace) -> int:
     ``accuracy: MEAN +- STD``. With ``--name``, a final model trained on all the data is stored."""
     from itertools import count
 
-    from fer_core.data import load_dataset, stratified_split
-    from fer_core.evaluate import cross_validate, evaluate_probabilities, format_cross_validation
-    from fer_core.preprocess import Preprocessing, images_to_input
-    from fer_core.store import ModelStore
-    from fer_core.train import TrainingData, run_training, train
+    from fer_core.datasets.data import load_dataset, stratified_split
+    from fer_core.evaluation.evaluate import cross_validate, evaluate_probabilities, format_cross_validation
+    from fer_core.faces.preprocess import Preprocessing, images_to_input
+    from fer_core.registry.store import ModelStore
+    from fer_core.training.train import TrainingData, run_training, train
 
     config = train_config(args).validate(args.name)
     preprocessing = Preprocessing.from_dict(config.preprocessing)
@@ -144,9 +144,9 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
-    from fer_core.data import load_dataset
-    from fer_core.ensemble import ensemble_members, save_ensemble, validation_faces
-    from fer_core.store import ModelStore, check_name
+    from fer_core.datasets.data import load_dataset
+    from fer_core.training.ensemble import ensemble_members, save_ensemble, validation_faces
+    from fer_core.registry.store import ModelStore, check_name
 
     store = ModelStore(args.store)
     members = ensemble_members(store, args.members, check_name(args.name))
@@ -160,9 +160,9 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    from fer_core.data import load_dataset
-    from fer_core.ensemble import save_compact, single_networks, validation_faces
-    from fer_core.store import ModelStore, check_name
+    from fer_core.datasets.data import load_dataset
+    from fer_core.training.ensemble import save_compact, single_networks, validation_faces
+    from fer_core.registry.store import ModelStore, check_name
 
     store = ModelStore(args.store)
     [network] = single_networks(store, [args.model], "a compact copy")
@@ -179,9 +179,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     ``accuracy: BEFORE -> AFTER`` on the faces held out from its training."""
     import time
 
-    from fer_core.data import load_dataset
-    from fer_core.finetune import finetune
-    from fer_core.store import ModelStore
+    from fer_core.datasets.data import load_dataset
+    from fer_core.training.finetune import finetune
+    from fer_core.registry.store import ModelStore
 
     dataset = load_dataset(args.data)
     print(f"fine-tuning {args.start} on {len(dataset)} faces of {Path(args.data).name}, "
@@ -227,11 +227,11 @@ def _write_output(path: Path, content: bytes) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score a stored model on labelled faces; the last line printed is ``accuracy: 0.xxxx``."""
-    from fer_core.data import load_dataset
-    from fer_core.detect import LargestFaceCropper, get_detector
-    from fer_core.evaluate import evaluate_faces, evaluation_rows
-    from fer_core.predict import EmotionClassifier
-    from fer_core.store import ModelStore
+    from fer_core.datasets.data import load_dataset
+    from fer_core.faces.detect import LargestFaceCropper, get_detector
+    from fer_core.evaluation.evaluate import evaluate_faces, evaluation_rows
+    from fer_core.inference.predict import EmotionClassifier
+    from fer_core.registry.store import ModelStore
 
     stored = ModelStore(args.store).load(args.model)
     preprocessing = stored.card.preprocessing
@@ -249,7 +249,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         _write_output(Path(args.json), (json.dumps(report.to_dict(), indent=2) + "\n").encode())
     if args.report:
-        from fer_core.report import html_report
+        from fer_core.evaluation.report import html_report
 
         page = html_report(evaluation, stored.name, f"{Path(args.data).name} ({usage} rows)")
         _write_output(Path(args.report), page.encode())
@@ -259,9 +259,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Analyse each image; one that cannot be read is reported and skipped, and makes the exit status 2."""
-    from fer_core.images import encode_png, load_image
-    from fer_core.predict import EmotionAnalyser, annotate
-    from fer_core.store import ModelStore
+    from fer_core.faces.images import encode_png, load_image
+    from fer_core.inference.predict import EmotionAnalyser, annotate
+    from fer_core.registry.store import ModelStore
 
     analyser = EmotionAnalyser.from_store(args.model, args.detector, args.flip_tta, ModelStore(args.store),
                                           shift_tta=args.shift_tta)
@@ -289,12 +289,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from fer_core import bench
-    from fer_core.detect import get_detector
-    from fer_core.images import load_image
-    from fer_core.predict import EmotionAnalyser
-    from fer_core.samples import sample_frame
-    from fer_core.store import ModelStore
+    from fer_core.inference import bench
+    from fer_core.faces.detect import get_detector
+    from fer_core.faces.images import load_image
+    from fer_core.inference.predict import EmotionAnalyser
+    from fer_core.faces.samples import sample_frame
+    from fer_core.registry.store import ModelStore
 
     analyser = EmotionAnalyser.from_store(args.model, args.detector, args.flip_tta, ModelStore(args.store),
                                           backend=args.backend, shift_tta=args.shift_tta,
@@ -331,7 +331,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from fer_core.store import ModelStore
+    from fer_core.registry.store import ModelStore
 
     cards = ModelStore(args.store).cards()
     if args.json:
@@ -372,7 +372,7 @@ def _at_least(minimum: float, kind: type = int):
 def _architecture(name: str) -> str:
     """A registered architecture name. The registry is imported only here, when ``--arch`` is
     given: it loads Keras and TensorFlow, which the inference commands do not need."""
-    from fer_core.models import ARCHITECTURES
+    from fer_core.training.networks import ARCHITECTURES
 
     if name not in ARCHITECTURES:
         known = ", ".join(sorted(ARCHITECTURES))
@@ -389,7 +389,7 @@ SHIFT_HELP = ("also average each face moved one pixel up, down, left and right (
 def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
     """The options of a training recipe that ``train`` and ``crossval`` share, and the data (with
     its cache) that it learns from."""
-    from fer_core.recipe import CLASS_WEIGHTS, PRECISIONS, SCHEDULES, TrainConfig
+    from fer_core.training.recipe import CLASS_WEIGHTS, PRECISIONS, SCHEDULES, TrainConfig
 
     parser.add_argument("--arch", required=True, type=_architecture,
                         help="network architecture, e.g. fer_vgg; a wrong name lists them all")
@@ -415,8 +415,8 @@ def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
-    from fer_core.detect import DETECTORS
-    from fer_core.recipe import TrainConfig
+    from fer_core.faces.detect import DETECTORS
+    from fer_core.training.recipe import TrainConfig
 
     # Usage lines name the command as it was run: the installed `fer-lab` or `python -m fer_core`.
     program = "fer-lab" if Path(sys.argv[0]).stem == "fer-lab" else "python -m fer_core"

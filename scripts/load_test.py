@@ -39,7 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fer_core.samples import camera_frames, write_y4m  # noqa: E402
+from fer_core.faces.samples import camera_frames, write_y4m  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 PAGE = "Live_webcam"

@@ -20,8 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fer_core.data import load_dataset  # noqa: E402
-from fer_core.evaluate import evaluate_probabilities, evaluation_rows  # noqa: E402
+from fer_core.datasets.data import load_dataset  # noqa: E402
+from fer_core.evaluation.evaluate import evaluate_probabilities, evaluation_rows  # noqa: E402
 
 
 def fer_package_input(faces: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -23,7 +23,7 @@ import cv2
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fer_core.samples import astronaut, camera_frames, write_y4m  # noqa: E402
+from fer_core.faces.samples import astronaut, camera_frames, write_y4m  # noqa: E402
 
 
 def resident_mb(pid: int) -> float:

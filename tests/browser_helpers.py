@@ -33,7 +33,7 @@ from conftest import ASTRONAUT_FACE  # noqa: E402
 from playwright.sync_api import BrowserContext, Page, Playwright  # noqa: E402
 from playwright.sync_api import TimeoutError as PlaywrightTimeout  # noqa: E402
 
-from fer_core.samples import astronaut, sample_frame, write_y4m  # noqa: E402
+from fer_core.faces.samples import astronaut, sample_frame, write_y4m  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -92,10 +92,10 @@ def answers(url: str) -> bool:
 def save_untrained_models(root: Path, names: tuple[str, ...] = ("default", "second")) -> Path:
     """A model store at ``root`` holding an untrained ds_cnn under each of ``names``: these tests check
     the pipeline, not accuracy."""
-    from fer_core.cards import Training, make_card
-    from fer_core.models import build_model
-    from fer_core.preprocess import Preprocessing
-    from fer_core.store import ModelStore
+    from fer_core.registry.cards import Training, make_card
+    from fer_core.training.networks import build_model
+    from fer_core.faces.preprocess import Preprocessing
+    from fer_core.registry.store import ModelStore
 
     for name in names:
         model = build_model("ds_cnn")

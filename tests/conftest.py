@@ -17,7 +17,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from fer_core.labels import EMOTIONS  # noqa: E402
+from fer_core.base.labels import EMOTIONS  # noqa: E402
 
 
 def synthetic_face(label: int, rng: np.random.Generator, size: int = 48) -> np.ndarray:
@@ -66,10 +66,10 @@ def fer_csv(tmp_path):
 @pytest.fixture
 def model_store(tmp_path, monkeypatch):
     """A temporary store holding untrained ``default`` (ds_cnn) and ``tiny`` (mini_xception) models."""
-    from fer_core.cards import Training, make_card
-    from fer_core.models import build_model
-    from fer_core.preprocess import Preprocessing
-    from fer_core.store import ModelStore
+    from fer_core.registry.cards import Training, make_card
+    from fer_core.training.networks import build_model
+    from fer_core.faces.preprocess import Preprocessing
+    from fer_core.registry.store import ModelStore
 
     root = tmp_path / "models"
     monkeypatch.setenv("FER_LAB_MODELS", str(root))
@@ -84,7 +84,7 @@ def model_store(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def astronaut_bgr() -> np.ndarray:
-    from fer_core.samples import astronaut
+    from fer_core.faces.samples import astronaut
 
     return astronaut()
 

@@ -24,20 +24,20 @@ from streamlit.delta_generator import DeltaGenerator
 from streamlit.testing.v1 import AppTest
 
 import ui_common
-from fer_core.cards import Scores, Training, make_card
-from fer_core.charts import confusion_matrix_figure
-from fer_core.data import load_dataset
-from fer_core.detect import get_detector
-from fer_core.evaluate import evaluation_rows, report_from_predictions
-from fer_core.images import encode_png
-from fer_core.jobs import training_jobs
-from fer_core.live import CAMERA_CONSTRAINTS
-from fer_core.models import build_ensemble, build_model, copy_in_precision
-from fer_core.predict import FaceResult
-from fer_core.preprocess import Preprocessing, images_to_input
-from fer_core.samples import astronaut
-from fer_core.store import ModelStore
-from fer_core.streams import StreamBoard
+from fer_core.registry.cards import Scores, Training, make_card
+from fer_core.service.charts import confusion_matrix_figure
+from fer_core.datasets.data import load_dataset
+from fer_core.faces.detect import get_detector
+from fer_core.evaluation.evaluate import evaluation_rows, report_from_predictions
+from fer_core.faces.images import encode_png
+from fer_core.service.jobs import training_jobs
+from fer_core.inference.live import CAMERA_CONSTRAINTS
+from fer_core.training.networks import build_ensemble, build_model, copy_in_precision
+from fer_core.inference.predict import FaceResult
+from fer_core.faces.preprocess import Preprocessing, images_to_input
+from fer_core.faces.samples import astronaut
+from fer_core.registry.store import ModelStore
+from fer_core.inference.streams import StreamBoard
 from ui_common import EXPLANATION_LABELS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -219,7 +219,7 @@ def test_upload_page_analyses_photos_explains_them_and_reports_bad_files(store):
 
 
 def test_the_pages_offer_every_explanation_method_of_the_engine():
-    from fer_core.explain import EXPLANATIONS
+    from fer_core.inference.explain import EXPLANATIONS
 
     assert list(EXPLANATION_LABELS) == list(EXPLANATIONS)
 
@@ -300,16 +300,16 @@ def test_train_page_trains_a_tiny_dataset_to_a_saved_model(store):
 
 
 def test_stop_and_save_ends_a_run_early_and_saves_its_best_weights(store, monkeypatch):
-    import fer_core.train
+    import fer_core.training.train
 
     clicked = threading.Event()
-    load = fer_core.train.load_dataset
+    load = fer_core.training.train.load_dataset
 
     def load_after_the_click(*args, **kwargs):  # the job waits for the click, however fast it would train
         clicked.wait(60)
         return load(*args, **kwargs)
 
-    monkeypatch.setattr(fer_core.train, "load_dataset", load_after_the_click)
+    monkeypatch.setattr(fer_core.training.train, "load_dataset", load_after_the_click)
     at = open_app(TRAIN)
     at.file_uploader(key="train_upload").set_value(("faces.csv", fer_csv(), "text/csv"))
     at.selectbox(key="train_arch").set_value("ds_cnn")
@@ -487,11 +487,11 @@ def test_train_page_refuses_the_default_name_and_an_existing_name_unless_replaci
 
 
 def test_upload_page_keys_photo_results_on_the_model_its_file_the_detector_and_thoroughness(store, monkeypatch):
-    import fer_core.predict
+    import fer_core.inference.predict
 
     shifted = []
-    views = fer_core.predict.shifted_views
-    monkeypatch.setattr(fer_core.predict, "shifted_views", lambda faces: shifted.append(len(faces)) or views(faces))
+    views = fer_core.inference.predict.shifted_views
+    monkeypatch.setattr(fer_core.inference.predict, "shifted_views", lambda faces: shifted.append(len(faces)) or views(faces))
     at = open_app(UPLOAD)
     at.file_uploader[0].set_value([("astronaut.png", encode_png(astronaut()), "image/png")]).run()
     at.sidebar.selectbox(key="_model").set_value("small").run()
@@ -651,10 +651,10 @@ def image_captions(at: AppTest) -> list[str]:
 
 
 def test_compare_page_opens_the_faces_of_a_cell_page_by_page_and_explains_them(store, monkeypatch):
-    from fer_core import explain
-    from fer_core.evaluate import Evaluation
+    from fer_core.inference import explain
+    from fer_core.evaluation.evaluate import Evaluation
 
-    monkeypatch.setattr("fer_core.evaluate.CELL_PAGE", 2)
+    monkeypatch.setattr("fer_core.evaluation.evaluate.CELL_PAGE", 2)
     always_answer(store, "default", 3)  # every face: Happy
     maps_made = []
     monkeypatch.setattr(explain, "explain_cropped", lambda *args, **kwargs: maps_made.append(args) or
@@ -709,7 +709,7 @@ def test_compare_page_opens_the_faces_of_a_cell_page_by_page_and_explains_them(s
 
 
 def test_a_click_on_a_matrix_is_read_as_its_cell():
-    from fer_core.charts import clicked_cell
+    from fer_core.service.charts import clicked_cell
 
     # the selection state Streamlit 1.67 reported for a click on the cell true Sad, predicted Disgust
     clicked = {"selection": {"points": [{"curve_number": 1, "point_number": 36, "point_index": 36, "x": "Disgust",

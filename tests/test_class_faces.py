@@ -1,4 +1,4 @@
-"""The Class faces page and its engine (fer_core.class_faces): faces recorded from the live path as the
+"""The Class faces page and its engine (fer_core.service.class_faces): faces recorded from the live path as the
 classifier crops them, the gallery, zips out and in, and fine-tuning in the background, before and after."""
 
 from __future__ import annotations
@@ -17,18 +17,18 @@ import streamlit_webrtc
 from conftest import ASTRONAUT_FACE, overlap, synthetic_face
 from streamlit.testing.v1 import AppTest
 
-from fer_core.class_faces import FaceRecorder, finetune_problem, main_face_crop, submit_finetune
-from fer_core.collection import FaceCollection
-from fer_core.data import load_zip
-from fer_core.detect import Detection
-from fer_core.errors import DataError
-from fer_core.jobs import TrainingJobs, training_jobs
-from fer_core.labels import EMOTIONS
-from fer_core.live import LiveAnalyser
-from fer_core.predict import EmotionAnalyser
-from fer_core.preprocess import Preprocessing, crop_faces, resize_face
-from fer_core.samples import astronaut
-from fer_core.store import ModelStore
+from fer_core.service.class_faces import FaceRecorder, finetune_problem, main_face_crop, submit_finetune
+from fer_core.datasets.collection import FaceCollection
+from fer_core.datasets.data import load_zip
+from fer_core.faces.detect import Detection
+from fer_core.base.errors import DataError
+from fer_core.service.jobs import TrainingJobs, training_jobs
+from fer_core.base.labels import EMOTIONS
+from fer_core.inference.live import LiveAnalyser
+from fer_core.inference.predict import EmotionAnalyser
+from fer_core.faces.preprocess import Preprocessing, crop_faces, resize_face
+from fer_core.faces.samples import astronaut
+from fer_core.registry.store import ModelStore
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "app.py"

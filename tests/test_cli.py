@@ -10,12 +10,12 @@ import pytest
 from conftest import synthetic_face
 from PIL import Image
 
-from fer_core.cards import Metrics, Scores, Training, make_card
+from fer_core.registry.cards import Metrics, Scores, Training, make_card
 from fer_core.cli import main
-from fer_core.errors import SettingError
-from fer_core.images import encode_png
-from fer_core.labels import EMOTIONS
-from fer_core.recipe import TrainConfig
+from fer_core.base.errors import SettingError
+from fer_core.faces.images import encode_png
+from fer_core.base.labels import EMOTIONS
+from fer_core.training.recipe import TrainConfig
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def test_models_lists_the_store(model_store, capsys):
 
 
 def test_models_keeps_long_names_apart_from_their_architecture(model_store, capsys):
-    from fer_core.preprocess import Preprocessing
+    from fer_core.faces.preprocess import Preprocessing
 
     model = model_store.load("tiny").model
     metrics = Metrics(accuracy=0.5, macro_f1=0.4, n=0, per_class={}, confusion_matrix=[],
@@ -129,7 +129,7 @@ def test_train_saves_to_the_store(model_store, fer_csv, tmp_path, capsys, monkey
 def test_timing_works_without_the_resource_module(monkeypatch):
     import importlib
 
-    from fer_core import bench
+    from fer_core.inference import bench
 
     monkeypatch.setitem(sys.modules, "resource", None)  # as on Windows: importing it fails
     importlib.reload(bench)
@@ -154,7 +154,7 @@ def test_module_entry_point_fails_cleanly_on_a_missing_file(model_store, tmp_pat
 
 
 def test_evaluate_backends_agree(model_store, fer_csv, tmp_path, capsys):
-    from fer_core.predict import to_tflite
+    from fer_core.inference.predict import to_tflite
 
     stored = model_store.load("default")
     model_store.save("default", stored.model, stored.card, to_tflite(stored.model))
@@ -249,7 +249,7 @@ def test_train_fine_tunes_a_stored_network_with_weight_averaging(model_store, fe
 ], ids=["defaults", "train-page", "distillation"])
 def test_the_reproduce_command_parses_back_to_its_recipe(config):
     from fer_core.cli import build_parser, train_config
-    from fer_core.recipe import reproduce_command
+    from fer_core.training.recipe import reproduce_command
 
     command = reproduce_command(config, "my faces.csv.gz", "mine")
     words = shlex.split(command)
@@ -263,7 +263,7 @@ def test_the_reproduce_command_parses_back_to_its_recipe(config):
 
 
 def test_a_recipe_the_command_line_cannot_express_has_no_reproduce_command():
-    from fer_core.recipe import reproduce_command
+    from fer_core.training.recipe import reproduce_command
 
     with pytest.raises(SettingError, match="no option for warmup_epochs"):
         reproduce_command(TrainConfig(warmup_epochs=0.0), "faces.csv", "mine")
@@ -413,7 +413,7 @@ def test_crossval_bad_options_end_with_a_clear_error_before_training(model_store
 
 
 def test_finetune_stores_the_model_and_ends_with_before_and_after(model_store, tmp_path, capsys):
-    from fer_core.collection import FaceCollection
+    from fer_core.datasets.collection import FaceCollection
 
     collection = FaceCollection()
     rng = np.random.default_rng(0)

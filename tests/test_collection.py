@@ -1,4 +1,4 @@
-"""fer_core.collection: faces collected per emotion and recording, their zip, and zips merged back."""
+"""fer_core.datasets.collection: faces collected per emotion and recording, their zip, and zips merged back."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from conftest import synthetic_face, zip_bytes
 
-from fer_core.collection import FaceCollection
-from fer_core.data import load_zip
-from fer_core.errors import DataError
-from fer_core.images import encode_png
+from fer_core.datasets.collection import FaceCollection
+from fer_core.datasets.data import load_zip
+from fer_core.base.errors import DataError
+from fer_core.faces.images import encode_png
 
 
 def faces(count: int, label: int = 3, seed: int = 0) -> list[np.ndarray]:

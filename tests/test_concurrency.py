@@ -6,14 +6,14 @@ import cv2
 import numpy as np
 import pytest
 
-from fer_core.predict import EmotionAnalyser
-from fer_core.samples import sample_frame
+from fer_core.inference.predict import EmotionAnalyser
+from fer_core.faces.samples import sample_frame
 
 
 @pytest.mark.parametrize(("detector", "lite"), [("haar", True), ("mtcnn", False)])
 def test_sixteen_threads_match_sequential_results(model_store, detector, lite):
     if lite:
-        from fer_core.predict import to_tflite
+        from fer_core.inference.predict import to_tflite
 
         stored = model_store.load("default")
         model_store.save("default", stored.model, stored.card, to_tflite(stored.model))

@@ -10,9 +10,9 @@ import pytest
 from conftest import synthetic_dataset, write_fer_csv
 from PIL import Image
 
-from fer_core.data import FaceDataset, load_dataset, load_image_folder, stratified_folds
-from fer_core.errors import DataError, FerError, SettingError
-from fer_core.evaluate import (
+from fer_core.datasets.data import FaceDataset, load_dataset, load_image_folder, stratified_folds
+from fer_core.base.errors import DataError, FerError, SettingError
+from fer_core.evaluation.evaluate import (
     cross_validate,
     cross_validation_summary,
     format_cross_validation,

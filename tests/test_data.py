@@ -7,7 +7,7 @@ import pytest
 from conftest import synthetic_dataset, write_fer_csv, zip_bytes
 from PIL import Image
 
-from fer_core.data import (
+from fer_core.datasets.data import (
     FaceDataset,
     load_dataset,
     load_fer2013_csv,
@@ -18,8 +18,8 @@ from fer_core.data import (
     stratified_split,
     train_validation,
 )
-from fer_core.errors import DataError, FerError
-from fer_core.labels import label_from_name
+from fer_core.base.errors import DataError, FerError
+from fer_core.base.labels import label_from_name
 
 
 def _row(label="3", pixels=None):
@@ -198,7 +198,7 @@ def test_stratified_split_and_folds():
 
 
 def test_server_paths_are_confined_to_the_data_folders(tmp_path, monkeypatch):
-    from fer_core.data import resolve_server_path
+    from fer_core.datasets.data import resolve_server_path
 
     monkeypatch.delenv("FER_LAB_DATA_DIR", raising=False)
     with pytest.raises(DataError, match="set FER_LAB_DATA_DIR"):
@@ -273,8 +273,8 @@ def test_photos_are_cropped_to_their_largest_face_when_asked(tmp_path, astronaut
     cropped as the live path crops it, and a photo without a face is kept whole and counted."""
     import cv2
 
-    from fer_core.detect import LargestFaceCropper, get_detector
-    from fer_core.preprocess import Preprocessing, crop_face, resize_face, to_gray
+    from fer_core.faces.detect import LargestFaceCropper, get_detector
+    from fer_core.faces.preprocess import Preprocessing, crop_face, resize_face, to_gray
 
     (tmp_path / "photos" / "happy").mkdir(parents=True)
     (tmp_path / "photos" / "sad").mkdir()

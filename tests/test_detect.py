@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from conftest import ASTRONAUT_FACE, overlap
 
-from fer_core.detect import DETECTORS, get_detector
-from fer_core.errors import SettingError
+from fer_core.faces.detect import DETECTORS, get_detector
+from fer_core.base.errors import SettingError
 
 
 @pytest.fixture(scope="module", params=["haar", "mtcnn"])
@@ -60,8 +60,8 @@ def test_registry_and_unknown_name():
 
 
 def test_live_settings_find_the_same_faces(astronaut_bgr):
-    from fer_core.detect import LIVE_OPTIONS
-    from fer_core.samples import sample_frame
+    from fer_core.faces.detect import LIVE_OPTIONS
+    from fer_core.faces.samples import sample_frame
 
     for name in LIVE_OPTIONS:
         full, live = get_detector(name), get_detector(name, live=True)
@@ -77,8 +77,8 @@ def test_live_settings_still_find_the_face_when_webrtc_scales_the_stream_down():
     """WebRTC sends 320x240 on a slow link or CPU: the smallest face scales with the frame."""
     import cv2
 
-    from fer_core.detect import LIVE_OPTIONS
-    from fer_core.samples import sample_frame
+    from fer_core.faces.detect import LIVE_OPTIONS
+    from fer_core.faces.samples import sample_frame
 
     for name in LIVE_OPTIONS:
         live = get_detector(name, live=True)

@@ -48,7 +48,7 @@ from conftest import synthetic_dataset, write_fer_csv
 from playwright.sync_api import Page, expect, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from fer_core.labels import DISPLAY_NAMES, EMOTIONS
+from fer_core.base.labels import DISPLAY_NAMES, EMOTIONS
 
 SERVER_START_SECONDS = 60
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from conftest import synthetic_dataset, write_fer_csv
 
-from fer_core.cards import Training
+from fer_core.registry.cards import Training
 from fer_core.cli import main
-from fer_core.explain import grad_cam
-from fer_core.models import (
+from fer_core.inference.explain import grad_cam
+from fer_core.training.networks import (
     Int8Conv2D,
     build_augmentation,
     build_ensemble,
@@ -21,8 +21,8 @@ from fer_core.models import (
     int8_copy,
     with_augmentation,
 )
-from fer_core.predict import EmotionClassifier
-from fer_core.preprocess import Preprocessing
+from fer_core.inference.predict import EmotionClassifier
+from fer_core.faces.preprocess import Preprocessing
 
 
 @pytest.fixture(scope="module")
@@ -146,9 +146,9 @@ def test_compact_refuses_an_ensemble(model_store, fer_csv, capsys):
 
 
 def test_an_ensemble_is_stored_only_in_float16_or_int8(model_store, fer_csv):
-    from fer_core.data import load_dataset
-    from fer_core.ensemble import ensemble_members, save_ensemble
-    from fer_core.errors import DataError
+    from fer_core.datasets.data import load_dataset
+    from fer_core.training.ensemble import ensemble_members, save_ensemble
+    from fer_core.base.errors import DataError
 
     members = ensemble_members(model_store, ["default", "tiny"], "pair")
     with pytest.raises(DataError, match="stored as float16 or int8, not 'int4'"):

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from conftest import synthetic_dataset
 
-from fer_core.data import FaceDataset
-from fer_core.evaluate import cross_validate, evaluate_probabilities, report_from_predictions
+from fer_core.datasets.data import FaceDataset
+from fer_core.evaluation.evaluate import cross_validate, evaluate_probabilities, report_from_predictions
 
 
 def test_confusion_matrix_equals_a_hand_computed_one():

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from fer_core.errors import SettingError
-from fer_core.explain import (
+from fer_core.base.errors import SettingError
+from fer_core.inference.explain import (
     EXPLANATIONS,
     _guided,
     _guided_gradients,
@@ -13,7 +13,7 @@ from fer_core.explain import (
     last_conv_layer,
     overlay,
 )
-from fer_core.preprocess import Preprocessing
+from fer_core.faces.preprocess import Preprocessing
 
 
 def test_grad_cam_map_for_every_architecture_style(model_store, astronaut_bgr):
@@ -38,7 +38,7 @@ def test_overlay_and_explain_face(model_store, astronaut_bgr):
 
 @pytest.mark.parametrize("method", ["guided_backprop", "guided_grad_cam"])
 def test_guided_maps_for_single_networks_and_ensembles(model_store, method):
-    from fer_core.models import build_ensemble
+    from fer_core.training.networks import build_ensemble
 
     face = np.random.default_rng(1).random((48, 48, 1)).astype(np.float32)
     single = model_store.load("tiny").model

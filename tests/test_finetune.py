@@ -1,4 +1,4 @@
-"""fer_core.finetune: held-out recordings, the loss over the classes shown, and fine-tuned models stored with
+"""fer_core.training.finetune: held-out recordings, the loss over the classes shown, and fine-tuned models stored with
 their before/after figures."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from conftest import synthetic_dataset, synthetic_face
 
-from fer_core.data import FaceDataset
-from fer_core.errors import FerError, ModelNotFoundError
-from fer_core.finetune import FineTuneSettings, finetune, hold_out, present_classes_loss
-from fer_core.labels import EMOTIONS
+from fer_core.datasets.data import FaceDataset
+from fer_core.base.errors import FerError, ModelNotFoundError
+from fer_core.training.finetune import FineTuneSettings, finetune, hold_out, present_classes_loss
+from fer_core.base.labels import EMOTIONS
 
 QUICK = FineTuneSettings(steps=3, batch_size=16)
 
@@ -106,9 +106,9 @@ def test_with_no_interpolation_the_starting_weights_are_stored(model_store):
 
 
 def test_an_int8_ensemble_is_fine_tuned_member_by_member_and_stored_as_one(model_store):
-    from fer_core.cards import Member, Training, make_card
-    from fer_core.ensemble import stored_copy
-    from fer_core.models import build_ensemble
+    from fer_core.registry.cards import Member, Training, make_card
+    from fer_core.training.ensemble import stored_copy
+    from fer_core.training.networks import build_ensemble
 
     members = [model_store.load(name) for name in ("default", "tiny")]
     pair = build_ensemble([stored_copy(member.model, member.card.arch, "int8", member.name) for member in members])
@@ -147,7 +147,7 @@ def test_an_unknown_start_is_refused(model_store):
 
 
 def test_an_int8_network_comes_back_as_float32_close_to_the_original():
-    from fer_core.models import build_model, float32_copy, int8_copy
+    from fer_core.training.networks import build_model, float32_copy, int8_copy
 
     network = build_model("ds_cnn")
     faces = np.random.default_rng(0).random((4, 48, 48, 1), dtype=np.float32)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer_core.errors import ImageError
-from fer_core.images import encode_png, load_image
+from fer_core.base.errors import ImageError
+from fer_core.faces.images import encode_png, load_image
 
 
 def _encode(image: Image.Image, fmt: str, **options) -> bytes:

@@ -1,6 +1,6 @@
-"""The job lanes (fer_core.jobs): order, lanes side by side, places and expected starts, cancel, failures,
+"""The job lanes (fer_core.service.jobs): order, lanes side by side, places and expected starts, cancel, failures,
 the models that jobs use, the Train page's queue, and replicas sharing one queue on a job board
-(fer_core.board). Jobs here run callables that wait on events: no training, except where a real
+(fer_core.service.board). Jobs here run callables that wait on events: no training, except where a real
 run's data file is checked."""
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-import fer_core.board
-import fer_core.jobs
-from fer_core.board import BOARD_FOLDER, JobBoard
-from fer_core.callbacks import TrainProgress
-from fer_core.cards import ModelCard
-from fer_core.errors import DataError, SettingError
-from fer_core.jobs import JobConflictError, JobRequest, TrainingJob, TrainingJobs, lane_slots
-from fer_core.recipe import TrainConfig
-from fer_core.store import SHIPPED_MANIFEST, ModelStore
+import fer_core.service.board
+import fer_core.service.jobs
+from fer_core.service.board import BOARD_FOLDER, JobBoard
+from fer_core.training.callbacks import TrainProgress
+from fer_core.registry.cards import ModelCard
+from fer_core.base.errors import DataError, SettingError
+from fer_core.service.jobs import JobConflictError, JobRequest, TrainingJob, TrainingJobs, lane_slots
+from fer_core.training.recipe import TrainConfig
+from fer_core.registry.store import SHIPPED_MANIFEST, ModelStore
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 10
@@ -285,7 +285,7 @@ def test_train_page_queues_a_second_training_and_lets_it_leave_the_queue(tmp_pat
         stored(ModelStore(root), name, keras_hash=name)
     (root / SHIPPED_MANIFEST).write_text('{"shipped_model": "shipped_model"}')
     jobs = TrainingJobs()
-    monkeypatch.setattr(fer_core.jobs, "_JOBS", jobs)
+    monkeypatch.setattr(fer_core.service.jobs, "_JOBS", jobs)
     blocker = Gate()
     running = jobs.submit(request("blocker", blocker, owner="Ada", minutes=30))
     spooled_before = set(Path(tempfile.gettempdir()).glob("fer_lab_upload_*"))
@@ -384,8 +384,8 @@ def test_a_replica_that_dies_does_not_hold_its_lane(replicas, tmp_path):
     """A replica killed while its job runs: its ticket is dropped, and the next job starts elsewhere."""
     folder = tmp_path / "models" / BOARD_FOLDER
     script = ("import sys, time\n"
-              "from fer_core.board import JobBoard\n"
-              "from fer_core.jobs import JobRequest, TrainingJobs\n"
+              "from fer_core.service.board import JobBoard\n"
+              "from fer_core.service.jobs import JobRequest, TrainingJobs\n"
               f"jobs = TrainingJobs(board=JobBoard({str(folder)!r}))\n"
               "jobs.submit(JobRequest(lane='train', model_name='doomed', description='doomed', "
               "work=lambda job: time.sleep(120)))\n"
@@ -409,16 +409,16 @@ def test_a_replica_that_dies_does_not_hold_its_lane(replicas, tmp_path):
 
 def test_the_app_queues_on_the_store_folders_board_unless_it_cannot_write_or_lock_there(tmp_path, monkeypatch):
     monkeypatch.setenv("FER_LAB_MODELS", str(tmp_path / "models"))
-    monkeypatch.setattr(fer_core.jobs, "_JOBS", None)
-    jobs = fer_core.jobs.training_jobs()
+    monkeypatch.setattr(fer_core.service.jobs, "_JOBS", None)
+    jobs = fer_core.service.jobs.training_jobs()
     assert jobs.board is not None and jobs.board.folder == tmp_path / "models" / BOARD_FOLDER
     jobs.board.close()
     (tmp_path / "file").write_text("not a folder")
     monkeypatch.setenv("FER_LAB_MODELS", str(tmp_path / "file"))
-    monkeypatch.setattr(fer_core.jobs, "_JOBS", None)
-    assert fer_core.jobs.training_jobs().board is None
+    monkeypatch.setattr(fer_core.service.jobs, "_JOBS", None)
+    assert fer_core.service.jobs.training_jobs().board is None
     with pytest.raises(SettingError, match="cannot hold the shared training queue"):
         JobBoard(tmp_path / "file" / BOARD_FOLDER)
-    monkeypatch.setattr(fer_core.board, "fcntl", None)  # as on Windows
+    monkeypatch.setattr(fer_core.service.board, "fcntl", None)  # as on Windows
     with pytest.raises(SettingError, match="needs flock"):
         JobBoard(tmp_path / "models" / BOARD_FOLDER)

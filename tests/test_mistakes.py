@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from conftest import synthetic_dataset
 
-from fer_core.data import FaceDataset
-from fer_core.errors import SettingError
-from fer_core.evaluate import Evaluation, card_evaluation, card_metrics, evaluate_classifier, evaluate_faces
-from fer_core.preprocess import Preprocessing
+from fer_core.datasets.data import FaceDataset
+from fer_core.base.errors import SettingError
+from fer_core.evaluation.evaluate import Evaluation, card_evaluation, card_metrics, evaluate_classifier, evaluate_faces
+from fer_core.faces.preprocess import Preprocessing
 
 
 def _evaluation(n: int = 210, seed: int = 0) -> Evaluation:

@@ -1,7 +1,7 @@
 import pytest
 
-from fer_core.errors import SettingError
-from fer_core.models import ARCHITECTURES, build_augmentation, build_model, describe, with_augmentation
+from fer_core.base.errors import SettingError
+from fer_core.training.networks import ARCHITECTURES, build_augmentation, build_model, describe, with_augmentation
 
 # Parameter ranges around the size each builder's docstring gives.
 EXPECTED_PARAMETERS = {

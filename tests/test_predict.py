@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from conftest import ASTRONAUT_FACE, overlap
 
-from fer_core.cards import Metrics, Scores
-from fer_core.labels import EMOTIONS
-from fer_core.predict import EmotionAnalyser, EmotionClassifier, FaceResult, annotate, shifted_views
+from fer_core.registry.cards import Metrics, Scores
+from fer_core.base.labels import EMOTIONS
+from fer_core.inference.predict import EmotionAnalyser, EmotionClassifier, FaceResult, annotate, shifted_views
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_float_and_invalid_arrays(analyser, astronaut_bgr):
 
 
 def test_all_faces_of_a_frame_in_one_batch(model_store, astronaut_bgr):
-    from fer_core.samples import sample_frame
+    from fer_core.faces.samples import sample_frame
 
     calls = []
     analyser = EmotionAnalyser.from_store("default", "haar", store=model_store)
@@ -136,7 +136,7 @@ def test_face_result_json_shape():
 
 
 def test_litert_path_matches_tensorflow_and_is_used_from_the_store(model_store):
-    from fer_core.predict import to_tflite
+    from fer_core.inference.predict import to_tflite
 
     stored = model_store.load("default")
     lite = to_tflite(stored.model)
@@ -157,7 +157,7 @@ def test_lite_file_is_used_only_with_the_keras_file_it_was_saved_with(model_stor
     import os
     import shutil
 
-    from fer_core.predict import to_tflite
+    from fer_core.inference.predict import to_tflite
 
     stored = model_store.load("tiny")
     model_store.save("tiny", stored.model, stored.card, to_tflite(stored.model))
@@ -190,15 +190,15 @@ def test_litert_inference_imports_neither_keras_nor_tensorflow(model_store):
     import subprocess
     import sys
 
-    from fer_core.predict import to_tflite
+    from fer_core.inference.predict import to_tflite
 
     stored = model_store.load("default")
     model_store.save("default", stored.model, stored.card, to_tflite(stored.model))
     script = """
 import sys
-import fer_core.charts, fer_core.data, fer_core.evaluate, fer_core.live, fer_core.video, ui_common  # inference pages
-from fer_core.predict import EmotionAnalyser
-from fer_core.samples import astronaut
+import fer_core.service.charts, fer_core.datasets.data, fer_core.evaluation.evaluate, fer_core.inference.live, fer_core.service.video, ui_common  # inference pages
+from fer_core.inference.predict import EmotionAnalyser
+from fer_core.faces.samples import astronaut
 analyser = EmotionAnalyser.from_store("default", "haar")
 assert analyser.classifier.backend == "litert"
 assert len(analyser.analyse(astronaut())) == 1
@@ -213,8 +213,8 @@ assert "keras" in sys.modules
 def test_damaged_keras_file_beside_a_lite_file_is_reported_at_load(model_store):
     import json
 
-    from fer_core.errors import ModelNotFoundError
-    from fer_core.predict import to_tflite
+    from fer_core.base.errors import ModelNotFoundError
+    from fer_core.inference.predict import to_tflite
 
     stored = model_store.load("tiny")
     model_store.save("tiny", stored.model, stored.card, to_tflite(stored.model))

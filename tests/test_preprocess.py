@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fer_core.preprocess import Preprocessing, crop_face, faces_to_input, prepare_faces, to_gray
+from fer_core.faces.preprocess import Preprocessing, crop_face, faces_to_input, prepare_faces, to_gray
 
 
 @pytest.mark.parametrize("shape", [(20, 30), (20, 30, 1), (20, 30, 3), (20, 30, 4)])

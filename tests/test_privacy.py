@@ -24,10 +24,10 @@ import streamlit_webrtc
 from conftest import mp4_bytes
 from streamlit.testing.v1 import AppTest
 
-from fer_core.board import BOARD_FOLDER
-from fer_core.images import encode_png
-from fer_core.jobs import training_jobs
-from fer_core.samples import astronaut, sample_frame
+from fer_core.service.board import BOARD_FOLDER
+from fer_core.faces.images import encode_png
+from fer_core.service.jobs import training_jobs
+from fer_core.faces.samples import astronaut, sample_frame
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 LIVE, UPLOAD, TRAIN = (f"app_pages/{name}.py" for name in ("1_Live_webcam", "2_Upload", "3_Train"))

@@ -8,10 +8,10 @@ import numpy as np
 from conftest import synthetic_dataset
 from PIL import Image
 
-from fer_core.data import FaceDataset
-from fer_core.evaluate import Evaluation
-from fer_core.labels import DISPLAY_NAMES, EMOTIONS
-from fer_core.report import html_report
+from fer_core.datasets.data import FaceDataset
+from fer_core.evaluation.evaluate import Evaluation
+from fer_core.base.labels import DISPLAY_NAMES, EMOTIONS
+from fer_core.evaluation.report import html_report
 
 PNG_PREFIX = "data:image/png;base64,"
 

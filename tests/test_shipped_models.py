@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from fer_core.labels import EMOTIONS
-from fer_core.models import ARCHITECTURES
-from fer_core.store import DEFAULT_NAME, PROJECT_MODELS, SHIPPED_MANIFEST, ModelStore
+from fer_core.base.labels import EMOTIONS
+from fer_core.training.networks import ARCHITECTURES
+from fer_core.registry.store import DEFAULT_NAME, PROJECT_MODELS, SHIPPED_MANIFEST, ModelStore
 
 SHIPPED = ModelStore(PROJECT_MODELS)
 RESEARCH_ARCHITECTURES = ("mini_xception", "ds_cnn", "simple_cnn", "alexnet_small", "modified_cnn")
@@ -21,7 +21,7 @@ def test_the_default_and_every_research_architecture_ship():
 @pytest.mark.parametrize("name", SHIPPED.names())
 def test_shipped_model_has_its_card_and_lite_file_within_the_size_limit(name):
     card = SHIPPED.card(name)
-    # every field, in this version's layout: a card of an older one is rewritten through fer_core.cards
+    # every field, in this version's layout: a card of an older one is rewritten through fer_core.registry.cards
     assert SHIPPED.resolve(name).with_suffix(".json").read_text() == card.to_json()
     assert card.labels == list(EMOTIONS)
     assert card.arch in (*ARCHITECTURES, "ensemble")

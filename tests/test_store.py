@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from fer_core.cards import SCHEMA_VERSION, ModelCard, Training
-from fer_core.errors import ModelNotFoundError, SettingError
-from fer_core.labels import EMOTIONS
-from fer_core.preprocess import Preprocessing
-from fer_core.store import SHIPPED_MANIFEST, ModelStore, check_name
+from fer_core.registry.cards import SCHEMA_VERSION, ModelCard, Training
+from fer_core.base.errors import ModelNotFoundError, SettingError
+from fer_core.base.labels import EMOTIONS
+from fer_core.faces.preprocess import Preprocessing
+from fer_core.registry.store import SHIPPED_MANIFEST, ModelStore, check_name
 
 #: A card as versions before ``schema_version`` wrote it (no total minutes, weights type, backend nor
 #: hashes), with a key of some other version beside.

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from test_live_video import FRAME, FakeClock, one_hot, stub_live
 
-from fer_core.errors import SettingError
-from fer_core.live import CAMERA_CONSTRAINTS
-from fer_core.streams import ANALYSIS_SHARE, MAX_STREAM_SHARE, STREAMS_PER_CORE, StreamBoard, usable_cores
+from fer_core.base.errors import SettingError
+from fer_core.inference.live import CAMERA_CONSTRAINTS
+from fer_core.inference.streams import ANALYSIS_SHARE, MAX_STREAM_SHARE, STREAMS_PER_CORE, StreamBoard, usable_cores
 
 
 def test_a_full_board_refuses_new_streams_until_a_slot_is_released_or_its_lease_ends():

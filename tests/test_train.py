@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from conftest import synthetic_dataset
 
-from fer_core.data import FaceDataset, train_validation
-from fer_core.errors import DataError, SettingError
-from fer_core.models import ARCHITECTURES, build_model
-from fer_core.preprocess import Preprocessing
-from fer_core.recipe import TrainConfig
-from fer_core.store import ModelStore
-from fer_core.train import TrainingData, class_weights, dataset_inputs, resolve_precision, run_training, train
+from fer_core.datasets.data import FaceDataset, train_validation
+from fer_core.base.errors import DataError, SettingError
+from fer_core.training.networks import ARCHITECTURES, build_model
+from fer_core.faces.preprocess import Preprocessing
+from fer_core.training.recipe import TrainConfig
+from fer_core.registry.store import ModelStore
+from fer_core.training.train import TrainingData, class_weights, dataset_inputs, resolve_precision, run_training, train
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +227,7 @@ def test_every_architecture_trains_with_a_last_batch_of_one_face(arch):
 def test_learning_rate_warms_up_then_anneals_over_the_epochs_that_fit():
     from types import SimpleNamespace
 
-    from fer_core.callbacks import WarmupSchedule
+    from fer_core.training.callbacks import WarmupSchedule
 
     config = TrainConfig(epochs=10, learning_rate=1e-2, warmup_epochs=2, minutes=10)
     monitor = SimpleNamespace(budget_seconds=lambda: 600.0, epoch_seconds=[100.0], started=0.0)
@@ -257,7 +257,7 @@ def _constant_teacher(answer: int = 0):
 
 
 def test_distillation_loss_blends_the_labels_with_the_softened_teacher():
-    from fer_core.distill import DistillationLoss
+    from fer_core.training.distill import DistillationLoss
 
     rng = np.random.default_rng(0)
     student, teacher = rng.dirichlet(np.ones(7), 4).astype(np.float32), rng.dirichlet(np.ones(7), 4).astype(np.float32)
@@ -293,7 +293,7 @@ def test_distillation_makes_the_student_follow_its_teacher():
 def test_the_teacher_answers_in_a_training_step_as_at_inference():
     import keras
 
-    from fer_core.distill import distillation_trainer
+    from fer_core.training.distill import distillation_trainer
 
     teacher = keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Flatten(), keras.layers.Dropout(0.5),
                                 keras.layers.Dense(7, activation="softmax")], name="teacher")
@@ -356,7 +356,7 @@ def test_fine_tuning_starts_from_the_given_weights(tiny_dataset):
 def test_the_constant_schedule_holds_the_peak_after_the_warm_up(tiny_dataset):
     from types import SimpleNamespace
 
-    from fer_core.callbacks import WarmupSchedule
+    from fer_core.training.callbacks import WarmupSchedule
 
     config = TrainConfig(epochs=10, learning_rate=1e-2, warmup_epochs=2, schedule="constant")
     schedule = WarmupSchedule(config, 100, SimpleNamespace(budget_seconds=lambda: None, epoch_seconds=[]))
@@ -371,7 +371,7 @@ def test_weight_averaging_keeps_the_mean_of_the_last_epochs_and_resumes(tmp_path
 
     import keras
 
-    from fer_core.callbacks import WeightAverage
+    from fer_core.training.callbacks import WeightAverage
 
     network = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     schedule, monitor = SimpleNamespace(planned_epochs=4), SimpleNamespace(stopped="completed")
@@ -412,7 +412,7 @@ def test_weight_averaging_keeps_the_mean_of_the_last_epochs_and_resumes(tmp_path
 def test_recomputed_batch_norm_statistics_are_the_mean_over_the_faces():
     import keras
 
-    from fer_core.callbacks import recompute_batch_norm
+    from fer_core.training.callbacks import recompute_batch_norm
 
     inputs = keras.Input((4, 4, 2))
     features = keras.layers.Conv2D(3, 3, padding="same")(inputs)
