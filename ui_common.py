@@ -17,20 +17,21 @@ import streamlit_webrtc
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from fer_core.registry.cards import ModelCard  # noqa: E402
-from fer_core.service.charts import probability_bars  # noqa: E402
-from fer_core.faces.detect import DETECTORS, FaceDetector, get_detector  # noqa: E402
 from fer_core.base.errors import FerError  # noqa: E402
-from fer_core.service.jobs import TrainingJob, training_jobs  # noqa: E402
 from fer_core.base.labels import DISPLAY_NAMES  # noqa: E402
+from fer_core.faces.detect import DETECTORS, FaceDetector, get_detector  # noqa: E402
+from fer_core.faces.preprocess import Preprocessing  # noqa: E402
 from fer_core.inference.live import CAMERA_CONSTRAINTS, LiveAnalyser, ice_servers  # noqa: E402
 from fer_core.inference.predict import EmotionAnalyser, EmotionClassifier, FaceResult, annotate  # noqa: E402
-from fer_core.faces.preprocess import Preprocessing  # noqa: E402
-from fer_core.registry.store import DEFAULT_NAME, ModelStore, check_name  # noqa: E402
 from fer_core.inference.streams import StreamBoard  # noqa: E402
+from fer_core.registry.cards import ModelCard  # noqa: E402
+from fer_core.registry.store import DEFAULT_NAME, ModelStore, check_name  # noqa: E402
+from fer_core.service.charts import probability_bars  # noqa: E402
+from fer_core.service.jobs import Job  # noqa: E402
+from fer_core.service.queue import job_queue  # noqa: E402
 
 if TYPE_CHECKING:
-    from fer_core.service.class_faces import FaceRecorder
+    from fer_core.datasets.recorder import FaceRecorder
 
 PRIVACY_NOTE = ("Privacy: camera frames, photos and videos are processed in memory and never stored. Faces "
                 "collected on the Class faces page stay in your browser session's memory until you download them. "
@@ -390,9 +391,9 @@ def stream_help() -> None:
 
 
 @st.fragment(run_every=2.0)
-def waiting_turn(job: TrainingJob, key: str, note: str = "") -> None:
+def waiting_turn(job: Job, key: str, note: str = "") -> None:
     """A session's queued job while it waits: its place in its lane, and a button (``key``) to leave."""
-    jobs = training_jobs()
+    jobs = job_queue()
     place = jobs.place(job.job_id)
     if place is None:  # it has started, or left the queue
         st.rerun()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from fer_core.faces.images import load_image
 from fer_core.base.labels import DISPLAY_NAMES, EMOTIONS
+from fer_core.faces.images import load_image
 from fer_core.inference.live import LiveAnalyser
 from ui_common import (
     analyser_or_stop,

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from fer_core.service.charts import emotions_over_time
-from fer_core.faces.images import encode_png, load_image
 from fer_core.base.labels import DISPLAY_NAMES, EMOTIONS
+from fer_core.faces.images import encode_png, load_image
 from fer_core.inference.predict import EmotionAnalyser, FaceResult
+from fer_core.service.charts import emotions_over_time
 from fer_core.service.video import VideoAnalysis, analyse_video
 from ui_common import (
     PRIVACY_NOTE,

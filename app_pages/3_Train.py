@@ -7,15 +7,17 @@ from pathlib import Path
 
 import streamlit as st
 
-from fer_core.service.charts import confusion_matrix_figure, training_curves
-from fer_core.datasets.data import resolve_server_path, server_data_roots, spool_upload
-from fer_core.training.ensemble import starting_networks
 from fer_core.base.errors import DataError, FerError
-from fer_core.service.jobs import ACTIVE_STATES, WAITING, TrainingJob, training_jobs
-from fer_core.training.networks import ARCHITECTURES, describe
 from fer_core.faces.preprocess import Preprocessing
-from fer_core.training.recipe import CLASS_WEIGHTS, TrainConfig
 from fer_core.registry.store import DEFAULT_NAME, ModelStore
+from fer_core.service.charts import confusion_matrix_figure, training_curves
+from fer_core.service.jobs import ACTIVE_STATES, WAITING, Job
+from fer_core.service.queue import job_queue
+from fer_core.service.uploads import resolve_server_path, server_data_roots, spool_upload
+from fer_core.service.work import submit_training
+from fer_core.training.ensemble import starting_networks
+from fer_core.training.networks import ARCHITECTURES, describe
+from fer_core.training.recipe import CLASS_WEIGHTS, TrainConfig
 from ui_common import existing_model, key_figures, name_problem, sidebar, user_errors, waiting_turn
 
 STATUS_TEXT = {"loading": "Loading and checking the data", "training": "Training", "saving": "Evaluating and saving"}
@@ -27,12 +29,12 @@ STOP_REASONS = {"completed": "all epochs ran", "early_stopping": "validation acc
 
 sidebar()
 st.title("Train a network")
-jobs = training_jobs()
+jobs = job_queue()
 my_job = jobs.get(st.session_state.get("train_job_id"))
 
 
 @st.fragment(run_every=1.0)
-def follow(job: TrainingJob) -> None:
+def follow(job: Job) -> None:
     """Progress, ETA, live curves and stop buttons of this session's running job, refreshed every second."""
     status = job.status  # read once: the job's thread may end it meanwhile
     if status not in ACTIVE_STATES:
@@ -73,7 +75,7 @@ def queue_overview() -> None:
                "fine-tunes in another, side by side." + ("" if rows else " No job is running or waiting."))
 
 
-def show_outcome(job: TrainingJob) -> None:
+def show_outcome(job: Job) -> None:
     """How this session's last job ended: the saved model's figures, or why it did not finish."""
     if job.status == "failed":
         st.error(job.error)
@@ -156,7 +158,7 @@ def training_form() -> None:
             data_path, description, delete = resolve_server_path(path_text), Path(path_text).name, False
         else:
             raise DataError("choose the training data first: upload a file or give a path")
-        job = jobs.submit_training(data_path, config, name, owner=owner or "someone", data_description=description,
+        job = submit_training(jobs, data_path, config, name, owner=owner or "someone", data_description=description,
                                    delete_data=delete)
         st.session_state["train_job_id"] = job.job_id
         st.rerun()

@@ -11,14 +11,16 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from fer_core.registry.cards import Metrics
-from fer_core.service.charts import clicked_cell, confusion_matrix_figure, per_class_scores
-from fer_core.datasets.data import FaceDataset, load_dataset, resolve_server_path, server_data_roots, spool_upload
 from fer_core.base.errors import DataError
-from fer_core.evaluation.evaluate import CELL_PAGE, Evaluation, card_evaluation, evaluation_rows
 from fer_core.base.labels import DISPLAY_NAMES, EMOTIONS
+from fer_core.datasets.dataset import FaceDataset
+from fer_core.datasets.load import load_dataset
+from fer_core.evaluation.evaluate import CELL_PAGE, Evaluation, card_evaluation, evaluation_rows
 from fer_core.evaluation.report import html_report
+from fer_core.registry.cards import Metrics
 from fer_core.registry.store import ModelStore
+from fer_core.service.charts import clicked_cell, confusion_matrix_figure, per_class_scores
+from fer_core.service.uploads import resolve_server_path, server_data_roots, spool_upload
 from ui_common import explanation_choice, load_classifier, show_explanation, sidebar, user_errors
 
 if TYPE_CHECKING:

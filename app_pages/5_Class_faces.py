@@ -7,23 +7,17 @@ import cv2
 import numpy as np
 import streamlit as st
 
-from fer_core.service.charts import confusion_matrix_figure
-from fer_core.service.class_faces import (
-    RECORDING_FACES,
-    RECORDING_SECONDS,
-    FaceRecorder,
-    FineTuneWork,
-    finetune_problem,
-    main_face_crop,
-    submit_finetune,
-)
-from fer_core.datasets.collection import FaceCollection
 from fer_core.base.errors import FerError
-from fer_core.faces.images import load_image
-from fer_core.service.jobs import WAITING, TrainingJob, training_jobs
 from fer_core.base.labels import DISPLAY_NAMES, EMOTIONS
+from fer_core.datasets.collection import FaceCollection
+from fer_core.datasets.recorder import RECORDING_FACES, RECORDING_SECONDS, FaceRecorder, main_face_crop
+from fer_core.faces.images import load_image
 from fer_core.inference.live import LiveAnalyser
 from fer_core.registry.store import ModelStore
+from fer_core.service.charts import confusion_matrix_figure
+from fer_core.service.jobs import WAITING, Job
+from fer_core.service.queue import job_queue
+from fer_core.service.work import FineTuneWork, finetune_problem, submit_finetune
 from ui_common import (
     analyser_or_stop,
     existing_model,
@@ -51,7 +45,7 @@ RESPONSIBLE_USE = (
 st.title("Class faces")
 chosen = sidebar()
 model = require_model(chosen)
-jobs = training_jobs()
+jobs = job_queue()
 collection: FaceCollection = st.session_state.setdefault("class_collection", FaceCollection())
 if "class_recorder" not in st.session_state:
     st.session_state["class_recorder"] = FaceRecorder(collection)
@@ -180,7 +174,7 @@ def gallery() -> None:
 
 
 @st.fragment(run_every=1.0)
-def follow(job: TrainingJob) -> None:
+def follow(job: Job) -> None:
     """How far this session's fine-tuning has come, refreshed every second, and a button to cancel it."""
     if not job.active:
         st.rerun()
@@ -196,7 +190,7 @@ def use_model(name: str) -> None:
     st.session_state["model"] = name
 
 
-def show_outcome(job: TrainingJob) -> None:
+def show_outcome(job: Job) -> None:
     """How this session's last fine-tuning ended: both models' accuracy and confusion matrices on the
     held-out faces, or why it did not finish."""
     if job.status == "failed":

@@ -12,20 +12,27 @@ import json
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# The modules every command may use load at once (about 0.4 s); a command imports the heavy ones
+# it needs, marked where it does: scikit-learn (2 s) for scoring, Keras and TensorFlow (10 s) for training.
 from fer_core.base.errors import FerError  # noqa: E402
+from fer_core.datasets.load import load_dataset  # noqa: E402
+from fer_core.faces.detect import DETECTORS, LargestFaceCropper, get_detector  # noqa: E402
+from fer_core.faces.images import encode_png, load_image  # noqa: E402
+from fer_core.faces.samples import sample_frame  # noqa: E402
+from fer_core.inference import bench  # noqa: E402
+from fer_core.inference.predict import EmotionAnalyser, EmotionClassifier, annotate, classifier_ms_per_face  # noqa: E402
+from fer_core.registry.store import ModelStore, check_name  # noqa: E402
+from fer_core.training.recipe import CLASS_WEIGHTS, PRECISIONS, SCHEDULES, TrainConfig, TrainingData  # noqa: E402
 
 if TYPE_CHECKING:
-    import numpy as np
-
-    from fer_core.training.callbacks import TrainProgress
     from fer_core.registry.cards import ModelCard
-    from fer_core.datasets.data import FaceDataset
-    from fer_core.training.recipe import TrainConfig
+    from fer_core.training.callbacks import TrainProgress
 
 
 def _print_json(value) -> None:
@@ -40,7 +47,6 @@ def _runtime(classifier) -> str:
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """The recipe the ``train`` command's options describe (checked by the training service)."""
-    from fer_core.training.recipe import TrainConfig
 
     return TrainConfig(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                        weight_decay=args.weight_decay, augment=not args.no_augment, class_weight=args.class_weight,
@@ -60,8 +66,7 @@ def _print_epoch(progress: TrainProgress) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from fer_core.registry.store import ModelStore
-    from fer_core.training.train import TrainingData, run_training
+    from fer_core.training.train import run_training  # Keras and TensorFlow: training commands only
 
     config, name = train_config(args), args.name or args.arch
     checkpoints = Path(args.checkpoint_dir or Path("checkpoints") / name)
@@ -84,35 +89,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_crossval(args: argparse.Namespace) -> int:
-    """k-fold cross-validation of a recipe: per fold a fresh network trained on the other folds (its
-    validation faces taken from them too) and scored on the fold; the last line printed is
+    """k-fold cross-validation of a recipe (see ``training.crossval``); the last line printed is
     ``accuracy: MEAN +- STD``. With ``--name``, a final model trained on all the data is stored."""
-    from itertools import count
-
-    from fer_core.datasets.data import load_dataset, stratified_split
-    from fer_core.evaluation.evaluate import cross_validate, evaluate_probabilities, format_cross_validation
-    from fer_core.faces.preprocess import Preprocessing, images_to_input
-    from fer_core.registry.store import ModelStore
-    from fer_core.training.train import TrainingData, run_training, train
+    from fer_core.evaluation.evaluate import format_cross_validation  # scikit-learn: scoring commands only
+    from fer_core.training.crossval import cross_validate_recipe  # Keras and TensorFlow: training commands only
+    from fer_core.training.train import run_training  # Keras and TensorFlow: training commands only
 
     config = train_config(args).validate(args.name)
-    preprocessing = Preprocessing.from_dict(config.preprocessing)
     dataset = load_dataset(args.data, cache=args.cache, persons=args.groups)
-    folds = count(1)
-
-    def fit_and_predict(train_part: FaceDataset, test_part: FaceDataset) -> np.ndarray:
-        fold = f"fold {next(folds)}/{args.folds}"
-        learn, validation = stratified_split(train_part, 0.1, config.seed)
-        print(f"{fold}: training {config.arch} on {len(learn)} faces, validating on {len(validation)}, "
-              f"testing on {len(test_part)}", flush=True)
-        result = train(learn, config, validation=validation, listener=_print_epoch)
-        probabilities = result.model.predict(images_to_input(test_part.images, preprocessing), verbose=0)
-        scores = evaluate_probabilities(test_part, probabilities)
-        print(f"{fold}: accuracy {scores.accuracy:.4f}, macro-F1 {scores.macro_f1:.4f} "
-              f"({result.stopped} after {result.epochs_run} epochs, {result.minutes:.1f} min)", flush=True)
-        return probabilities
-
-    summary = cross_validate(dataset, fit_and_predict, args.folds, config.seed)
+    summary = cross_validate_recipe(dataset, config, args.folds, listener=_print_epoch,
+                                    say=lambda line: print(line, flush=True))
     if args.json:
         _write_output(Path(args.json), (json.dumps(summary, indent=2) + "\n").encode())
     if args.name:
@@ -144,9 +130,11 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
-    from fer_core.datasets.data import load_dataset
-    from fer_core.training.ensemble import ensemble_members, save_ensemble, validation_faces
-    from fer_core.registry.store import ModelStore, check_name
+    from fer_core.training.ensemble import (  # Keras and TensorFlow: training commands only
+        ensemble_members,
+        save_ensemble,
+        validation_faces,
+    )
 
     store = ModelStore(args.store)
     members = ensemble_members(store, args.members, check_name(args.name))
@@ -160,9 +148,11 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    from fer_core.datasets.data import load_dataset
-    from fer_core.training.ensemble import save_compact, single_networks, validation_faces
-    from fer_core.registry.store import ModelStore, check_name
+    from fer_core.training.ensemble import (  # Keras and TensorFlow: training commands only
+        save_compact,
+        single_networks,
+        validation_faces,
+    )
 
     store = ModelStore(args.store)
     [network] = single_networks(store, [args.model], "a compact copy")
@@ -177,11 +167,8 @@ def cmd_compact(args: argparse.Namespace) -> int:
 def cmd_finetune(args: argparse.Namespace) -> int:
     """Fine-tune a stored model on a class's own faces and store it; the last line printed is
     ``accuracy: BEFORE -> AFTER`` on the faces held out from its training."""
-    import time
 
-    from fer_core.datasets.data import load_dataset
-    from fer_core.training.finetune import finetune
-    from fer_core.registry.store import ModelStore
+    from fer_core.training.finetune import finetune  # Keras and TensorFlow: training commands only
 
     dataset = load_dataset(args.data)
     print(f"fine-tuning {args.start} on {len(dataset)} faces of {Path(args.data).name}, "
@@ -227,11 +214,7 @@ def _write_output(path: Path, content: bytes) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score a stored model on labelled faces; the last line printed is ``accuracy: 0.xxxx``."""
-    from fer_core.datasets.data import load_dataset
-    from fer_core.faces.detect import LargestFaceCropper, get_detector
-    from fer_core.evaluation.evaluate import evaluate_faces, evaluation_rows
-    from fer_core.inference.predict import EmotionClassifier
-    from fer_core.registry.store import ModelStore
+    from fer_core.evaluation.evaluate import evaluate_faces, evaluation_rows  # scikit-learn: scoring commands only
 
     stored = ModelStore(args.store).load(args.model)
     preprocessing = stored.card.preprocessing
@@ -249,7 +232,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         _write_output(Path(args.json), (json.dumps(report.to_dict(), indent=2) + "\n").encode())
     if args.report:
-        from fer_core.evaluation.report import html_report
+        from fer_core.evaluation.report import html_report  # scikit-learn: scoring commands only
 
         page = html_report(evaluation, stored.name, f"{Path(args.data).name} ({usage} rows)")
         _write_output(Path(args.report), page.encode())
@@ -259,9 +242,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Analyse each image; one that cannot be read is reported and skipped, and makes the exit status 2."""
-    from fer_core.faces.images import encode_png, load_image
-    from fer_core.inference.predict import EmotionAnalyser, annotate
-    from fer_core.registry.store import ModelStore
 
     analyser = EmotionAnalyser.from_store(args.model, args.detector, args.flip_tta, ModelStore(args.store),
                                           shift_tta=args.shift_tta)
@@ -289,13 +269,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from fer_core.inference import bench
-    from fer_core.faces.detect import get_detector
-    from fer_core.faces.images import load_image
-    from fer_core.inference.predict import EmotionAnalyser
-    from fer_core.faces.samples import sample_frame
-    from fer_core.registry.store import ModelStore
-
     analyser = EmotionAnalyser.from_store(args.model, args.detector, args.flip_tta, ModelStore(args.store),
                                           backend=args.backend, shift_tta=args.shift_tta,
                                           live=not args.full_detector)
@@ -305,7 +278,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
           f"({'full size' if args.full_detector else 'live settings'}), frame {frame.shape[1]}x{frame.shape[0]}, "
           f"{len(analyser.analyse(frame))} face(s)")
     for batch in (1, 32):
-        ms = bench.classifier_ms_per_face(analyser.classifier, batch, min(seconds, 2.0))
+        ms = classifier_ms_per_face(analyser.classifier, batch, min(seconds, 2.0))
         print(f"classifier at batch {batch}: {ms:.3f} ms per face, {1000 / ms:.0f} faces/s")
     every = bench.pipeline_fps(analyser, frame, seconds)
     print(f"pipeline, detecting on every frame: {every['ms_per_frame']:.2f} ms per frame, {every['fps']:.1f} fps")
@@ -331,8 +304,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from fer_core.registry.store import ModelStore
-
     cards = ModelStore(args.store).cards()
     if args.json:
         _print_json([card.to_dict() for card in cards])
@@ -372,7 +343,7 @@ def _at_least(minimum: float, kind: type = int):
 def _architecture(name: str) -> str:
     """A registered architecture name. The registry is imported only here, when ``--arch`` is
     given: it loads Keras and TensorFlow, which the inference commands do not need."""
-    from fer_core.training.networks import ARCHITECTURES
+    from fer_core.training.networks import ARCHITECTURES  # Keras and TensorFlow: training commands only
 
     if name not in ARCHITECTURES:
         known = ", ".join(sorted(ARCHITECTURES))
@@ -389,7 +360,6 @@ SHIFT_HELP = ("also average each face moved one pixel up, down, left and right (
 def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
     """The options of a training recipe that ``train`` and ``crossval`` share, and the data (with
     its cache) that it learns from."""
-    from fer_core.training.recipe import CLASS_WEIGHTS, PRECISIONS, SCHEDULES, TrainConfig
 
     parser.add_argument("--arch", required=True, type=_architecture,
                         help="network architecture, e.g. fer_vgg; a wrong name lists them all")
@@ -415,8 +385,6 @@ def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
-    from fer_core.faces.detect import DETECTORS
-    from fer_core.training.recipe import TrainConfig
 
     # Usage lines name the command as it was run: the installed `fer-lab` or `python -m fer_core`.
     program = "fer-lab" if Path(sys.argv[0]).stem == "fer-lab" else "python -m fer_core"

@@ -29,9 +29,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fer_core.datasets.data import FaceDataset, load_dataset  # noqa: E402
-from fer_core.faces.images import encode_png  # noqa: E402
 from fer_core.base.labels import EMOTIONS  # noqa: E402
+from fer_core.datasets.dataset import FaceDataset  # noqa: E402
+from fer_core.datasets.load import load_dataset  # noqa: E402
+from fer_core.faces.images import encode_png  # noqa: E402
 
 
 def webcam_look(faces: np.ndarray, seed: int = 0) -> np.ndarray:

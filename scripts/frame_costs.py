@@ -26,9 +26,9 @@ from aiortc.jitterbuffer import JitterFrame
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fer_core.faces.detect import get_detector  # noqa: E402
+from fer_core.faces.samples import camera_frames  # noqa: E402
 from fer_core.inference.live import LiveAnalyser  # noqa: E402
 from fer_core.inference.predict import EmotionAnalyser, EmotionClassifier  # noqa: E402
-from fer_core.faces.samples import camera_frames  # noqa: E402
 from fer_core.registry.store import ModelStore  # noqa: E402
 
 STEPS = ("decode", "to BGR", "analysis", "from BGR", "encode")

@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fer_core.datasets.data import load_dataset  # noqa: E402
+from fer_core.datasets.load import load_dataset  # noqa: E402
 from fer_core.evaluation.evaluate import evaluate_probabilities, evaluation_rows  # noqa: E402
 
 

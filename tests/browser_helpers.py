@@ -92,10 +92,10 @@ def answers(url: str) -> bool:
 def save_untrained_models(root: Path, names: tuple[str, ...] = ("default", "second")) -> Path:
     """A model store at ``root`` holding an untrained ds_cnn under each of ``names``: these tests check
     the pipeline, not accuracy."""
-    from fer_core.registry.cards import Training, make_card
-    from fer_core.training.networks import build_model
     from fer_core.faces.preprocess import Preprocessing
+    from fer_core.registry.cards import Training, make_card
     from fer_core.registry.store import ModelStore
+    from fer_core.training.networks import build_model
 
     for name in names:
         model = build_model("ds_cnn")

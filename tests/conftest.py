@@ -66,10 +66,10 @@ def fer_csv(tmp_path):
 @pytest.fixture
 def model_store(tmp_path, monkeypatch):
     """A temporary store holding untrained ``default`` (ds_cnn) and ``tiny`` (mini_xception) models."""
-    from fer_core.registry.cards import Training, make_card
-    from fer_core.training.networks import build_model
     from fer_core.faces.preprocess import Preprocessing
+    from fer_core.registry.cards import Training, make_card
     from fer_core.registry.store import ModelStore
+    from fer_core.training.networks import build_model
 
     root = tmp_path / "models"
     monkeypatch.setenv("FER_LAB_MODELS", str(root))

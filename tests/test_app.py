@@ -24,20 +24,20 @@ from streamlit.delta_generator import DeltaGenerator
 from streamlit.testing.v1 import AppTest
 
 import ui_common
-from fer_core.registry.cards import Scores, Training, make_card
-from fer_core.service.charts import confusion_matrix_figure
-from fer_core.datasets.data import load_dataset
-from fer_core.faces.detect import get_detector
+from fer_core.datasets.load import load_dataset
 from fer_core.evaluation.evaluate import evaluation_rows, report_from_predictions
+from fer_core.faces.detect import get_detector
 from fer_core.faces.images import encode_png
-from fer_core.service.jobs import training_jobs
-from fer_core.inference.live import CAMERA_CONSTRAINTS
-from fer_core.training.networks import build_ensemble, build_model, copy_in_precision
-from fer_core.inference.predict import FaceResult
 from fer_core.faces.preprocess import Preprocessing, images_to_input
 from fer_core.faces.samples import astronaut
-from fer_core.registry.store import ModelStore
+from fer_core.inference.live import CAMERA_CONSTRAINTS
+from fer_core.inference.predict import FaceResult
 from fer_core.inference.streams import StreamBoard
+from fer_core.registry.cards import Scores, Training, make_card
+from fer_core.registry.store import ModelStore
+from fer_core.service.charts import confusion_matrix_figure
+from fer_core.service.queue import job_queue
+from fer_core.training.networks import build_ensemble, build_model, copy_in_precision
 from ui_common import EXPLANATION_LABELS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -272,7 +272,7 @@ def test_train_page_trains_a_tiny_dataset_to_a_saved_model(store):
     at.text_input(key="train_owner").set_value("Ada")
     at.button(key="train_start").click().run()
     assert not at.exception
-    job = training_jobs().get(at.session_state["train_job_id"])
+    job = job_queue().get(at.session_state["train_job_id"])
     assert job.model_name == "tiny_test" and job.active
 
     # A second session sees who trains what in the queue (tests/test_jobs.py queues a second training).
@@ -317,7 +317,7 @@ def test_stop_and_save_ends_a_run_early_and_saves_its_best_weights(store, monkey
     at.selectbox(key="train_batch").set_value(32)
     at.text_input(key="train_name").set_value("stopped_model")
     at.button(key="train_start").click().run()
-    job = training_jobs().get(at.session_state["train_job_id"])
+    job = job_queue().get(at.session_state["train_job_id"])
     assert job.model_name == "stopped_model" and job.active
     at.button(key="train_finish").click().run()
     clicked.set()
@@ -328,7 +328,7 @@ def test_stop_and_save_ends_a_run_early_and_saves_its_best_weights(store, monkey
     card = store.card("stopped_model")
     assert card.training.stopped == "finished" and card.training.epochs_run == 1
     assert "stopped by you; the best epoch, or the weight average, so far kept" in at.success[0].value
-    assert not training_jobs().finish(job.job_id)  # no longer running
+    assert not job_queue().finish(job.job_id)  # no longer running
 
 
 def test_compare_page_draws_matrices_for_two_models_from_their_cards(store):
@@ -458,7 +458,7 @@ def test_live_snapshot_uses_the_full_detector_settings_to_find_a_small_face(stor
 
 
 def test_train_page_refuses_the_default_name_and_an_existing_name_unless_replacing(store):
-    jobs = training_jobs()
+    jobs = job_queue()
     at = open_app(TRAIN)
     at.file_uploader(key="train_upload").set_value(("faces.csv", fer_csv(), "text/csv"))
     at.selectbox(key="train_arch").set_value("ds_cnn")
@@ -651,8 +651,8 @@ def image_captions(at: AppTest) -> list[str]:
 
 
 def test_compare_page_opens_the_faces_of_a_cell_page_by_page_and_explains_them(store, monkeypatch):
-    from fer_core.inference import explain
     from fer_core.evaluation.evaluate import Evaluation
+    from fer_core.inference import explain
 
     monkeypatch.setattr("fer_core.evaluation.evaluate.CELL_PAGE", 2)
     always_answer(store, "default", 3)  # every face: Happy

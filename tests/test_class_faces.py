@@ -1,4 +1,4 @@
-"""The Class faces page and its engine (fer_core.service.class_faces): faces recorded from the live path as the
+"""The Class faces page and its engine (fer_core.datasets.recorder, fer_core.service.work): faces recorded from the live path as the
 classifier crops them, the gallery, zips out and in, and fine-tuning in the background, before and after."""
 
 from __future__ import annotations
@@ -17,18 +17,19 @@ import streamlit_webrtc
 from conftest import ASTRONAUT_FACE, overlap, synthetic_face
 from streamlit.testing.v1 import AppTest
 
-from fer_core.service.class_faces import FaceRecorder, finetune_problem, main_face_crop, submit_finetune
-from fer_core.datasets.collection import FaceCollection
-from fer_core.datasets.data import load_zip
-from fer_core.faces.detect import Detection
 from fer_core.base.errors import DataError
-from fer_core.service.jobs import TrainingJobs, training_jobs
 from fer_core.base.labels import EMOTIONS
-from fer_core.inference.live import LiveAnalyser
-from fer_core.inference.predict import EmotionAnalyser
+from fer_core.datasets.collection import FaceCollection
+from fer_core.datasets.folders import load_zip
+from fer_core.datasets.recorder import FaceRecorder, main_face_crop
+from fer_core.faces.detect import Detection
 from fer_core.faces.preprocess import Preprocessing, crop_faces, resize_face
 from fer_core.faces.samples import astronaut
+from fer_core.inference.live import LiveAnalyser
+from fer_core.inference.predict import EmotionAnalyser
 from fer_core.registry.store import ModelStore
+from fer_core.service.queue import JobQueue, job_queue
+from fer_core.service.work import finetune_problem, submit_finetune
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "app.py"
@@ -182,7 +183,7 @@ def test_fine_tuning_needs_two_emotions_and_one_recorded_twice():
     recorded_faces(collection, {"sad": 1})
     assert "recorded twice" in finetune_problem(collection)
     with pytest.raises(DataError, match="two emotions"):
-        submit_finetune(TrainingJobs(), FaceCollection(), "tiny", "x", minutes=1)
+        submit_finetune(JobQueue(), FaceCollection(), "tiny", "x", minutes=1)
     recorded_faces(collection, {"sad": 1})
     assert finetune_problem(collection) is None
 
@@ -190,7 +191,7 @@ def test_fine_tuning_needs_two_emotions_and_one_recorded_twice():
 def test_a_fine_tuning_job_scores_both_models_on_the_held_out_recordings(model_store):
     collection = FaceCollection()
     recorded_faces(collection, {"happy": 3, "sad": 2, "neutral": 1})
-    jobs = TrainingJobs()
+    jobs = JobQueue()
     with pytest.raises(DataError, match="cannot save over it"):
         submit_finetune(jobs, collection, "tiny", "TINY", minutes=0.05, store=model_store)
     job = submit_finetune(jobs, collection, "tiny", "tiny_class", minutes=0.05, owner="Ada", store=model_store)
@@ -336,7 +337,7 @@ def test_the_form_fine_tunes_and_the_new_model_is_scored_before_and_after_and_ch
     at.number_input(key="class_minutes").set_value(0.1)
     at.button(key="class_finetune").click().run()
     assert not at.exception
-    job = training_jobs().get(at.session_state["class_job_id"])
+    job = job_queue().get(at.session_state["class_job_id"])
     assert job.lane == "finetune"
     assert job.wait(timeout=300), "fine-tuning did not finish in time"
     at.run()

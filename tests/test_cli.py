@@ -10,11 +10,11 @@ import pytest
 from conftest import synthetic_face
 from PIL import Image
 
-from fer_core.registry.cards import Metrics, Scores, Training, make_card
-from fer_core.cli import main
 from fer_core.base.errors import SettingError
-from fer_core.faces.images import encode_png
 from fer_core.base.labels import EMOTIONS
+from fer_core.cli import main
+from fer_core.faces.images import encode_png
+from fer_core.registry.cards import Metrics, Scores, Training, make_card
 from fer_core.training.recipe import TrainConfig
 
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from conftest import synthetic_face, zip_bytes
 
-from fer_core.datasets.collection import FaceCollection
-from fer_core.datasets.data import load_zip
 from fer_core.base.errors import DataError
+from fer_core.datasets.collection import FaceCollection
+from fer_core.datasets.folders import load_zip
 from fer_core.faces.images import encode_png
 
 

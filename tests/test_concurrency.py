@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from fer_core.inference.predict import EmotionAnalyser
 from fer_core.faces.samples import sample_frame
+from fer_core.inference.predict import EmotionAnalyser
 
 
 @pytest.mark.parametrize(("detector", "lite"), [("haar", True), ("mtcnn", False)])

@@ -10,8 +10,11 @@ import pytest
 from conftest import synthetic_dataset, write_fer_csv
 from PIL import Image
 
-from fer_core.datasets.data import FaceDataset, load_dataset, load_image_folder, stratified_folds
 from fer_core.base.errors import DataError, FerError, SettingError
+from fer_core.datasets.dataset import FaceDataset
+from fer_core.datasets.folders import load_image_folder
+from fer_core.datasets.load import load_dataset
+from fer_core.datasets.splits import stratified_folds
 from fer_core.evaluation.evaluate import (
     cross_validate,
     cross_validation_summary,

@@ -7,19 +7,14 @@ import pytest
 from conftest import synthetic_dataset, write_fer_csv, zip_bytes
 from PIL import Image
 
-from fer_core.datasets.data import (
-    FaceDataset,
-    load_dataset,
-    load_fer2013_csv,
-    load_image_folder,
-    load_zip,
-    spool_upload,
-    stratified_folds,
-    stratified_split,
-    train_validation,
-)
 from fer_core.base.errors import DataError, FerError
 from fer_core.base.labels import label_from_name
+from fer_core.datasets.dataset import FaceDataset
+from fer_core.datasets.fer2013 import load_fer2013_csv
+from fer_core.datasets.folders import load_image_folder, load_zip
+from fer_core.datasets.load import load_dataset
+from fer_core.datasets.splits import stratified_folds, stratified_split, train_validation
+from fer_core.service.uploads import spool_upload
 
 
 def _row(label="3", pixels=None):
@@ -198,7 +193,7 @@ def test_stratified_split_and_folds():
 
 
 def test_server_paths_are_confined_to_the_data_folders(tmp_path, monkeypatch):
-    from fer_core.datasets.data import resolve_server_path
+    from fer_core.service.uploads import resolve_server_path
 
     monkeypatch.delenv("FER_LAB_DATA_DIR", raising=False)
     with pytest.raises(DataError, match="set FER_LAB_DATA_DIR"):

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from conftest import ASTRONAUT_FACE, overlap
 
-from fer_core.faces.detect import DETECTORS, get_detector
 from fer_core.base.errors import SettingError
+from fer_core.faces.detect import DETECTORS, get_detector
 
 
 @pytest.fixture(scope="module", params=["haar", "mtcnn"])

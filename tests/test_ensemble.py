@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 from conftest import synthetic_dataset, write_fer_csv
 
-from fer_core.registry.cards import Training
 from fer_core.cli import main
+from fer_core.faces.preprocess import Preprocessing
 from fer_core.inference.explain import grad_cam
+from fer_core.inference.predict import EmotionClassifier
+from fer_core.registry.cards import Training
+from fer_core.registry.layers import Int8Conv2D
 from fer_core.training.networks import (
-    Int8Conv2D,
     build_augmentation,
     build_ensemble,
     build_model,
@@ -21,8 +23,6 @@ from fer_core.training.networks import (
     int8_copy,
     with_augmentation,
 )
-from fer_core.inference.predict import EmotionClassifier
-from fer_core.faces.preprocess import Preprocessing
 
 
 @pytest.fixture(scope="module")
@@ -146,9 +146,9 @@ def test_compact_refuses_an_ensemble(model_store, fer_csv, capsys):
 
 
 def test_an_ensemble_is_stored_only_in_float16_or_int8(model_store, fer_csv):
-    from fer_core.datasets.data import load_dataset
-    from fer_core.training.ensemble import ensemble_members, save_ensemble
     from fer_core.base.errors import DataError
+    from fer_core.datasets.load import load_dataset
+    from fer_core.training.ensemble import ensemble_members, save_ensemble
 
     members = ensemble_members(model_store, ["default", "tiny"], "pair")
     with pytest.raises(DataError, match="stored as float16 or int8, not 'int4'"):

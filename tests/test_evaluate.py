@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from conftest import synthetic_dataset
 
-from fer_core.datasets.data import FaceDataset
+from fer_core.datasets.dataset import FaceDataset
 from fer_core.evaluation.evaluate import cross_validate, evaluate_probabilities, report_from_predictions
 
 

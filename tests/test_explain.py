@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from fer_core.base.errors import SettingError
+from fer_core.faces.preprocess import Preprocessing
 from fer_core.inference.explain import (
     EXPLANATIONS,
     _guided,
@@ -13,7 +14,6 @@ from fer_core.inference.explain import (
     last_conv_layer,
     overlay,
 )
-from fer_core.faces.preprocess import Preprocessing
 
 
 def test_grad_cam_map_for_every_architecture_style(model_store, astronaut_bgr):

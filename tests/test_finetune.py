@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from conftest import synthetic_dataset, synthetic_face
 
-from fer_core.datasets.data import FaceDataset
 from fer_core.base.errors import FerError, ModelNotFoundError
-from fer_core.training.finetune import FineTuneSettings, finetune, hold_out, present_classes_loss
 from fer_core.base.labels import EMOTIONS
+from fer_core.datasets.dataset import FaceDataset
+from fer_core.training.finetune import FineTuneSettings, finetune, hold_out, present_classes_loss
 
 QUICK = FineTuneSettings(steps=3, batch_size=16)
 

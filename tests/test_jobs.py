@@ -17,14 +17,16 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import fer_core.service.board
-import fer_core.service.jobs
-from fer_core.service.board import BOARD_FOLDER, JobBoard
-from fer_core.training.callbacks import TrainProgress
-from fer_core.registry.cards import ModelCard
+import fer_core.service.queue
 from fer_core.base.errors import DataError, SettingError
-from fer_core.service.jobs import JobConflictError, JobRequest, TrainingJob, TrainingJobs, lane_slots
-from fer_core.training.recipe import TrainConfig
+from fer_core.registry.cards import ModelCard
 from fer_core.registry.store import SHIPPED_MANIFEST, ModelStore
+from fer_core.service.board import BOARD_FOLDER, JobBoard
+from fer_core.service.jobs import Job, JobConflictError, JobRequest, lane_slots
+from fer_core.service.queue import JobQueue
+from fer_core.service.work import submit_training
+from fer_core.training.callbacks import TrainProgress
+from fer_core.training.recipe import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 10
@@ -36,7 +38,7 @@ class Gate:
     def __init__(self, log: list[str] | None = None, error: Exception | None = None):
         self.started, self.release, self.log, self.error = threading.Event(), threading.Event(), log, error
 
-    def __call__(self, job: TrainingJob) -> ModelCard | None:
+    def __call__(self, job: Job) -> ModelCard | None:
         if self.log is not None:
             self.log.append(job.model_name)
         self.started.set()
@@ -52,7 +54,7 @@ def request(name: str, gate: Gate, lane: str = "train", minutes: float | None = 
                       **options)
 
 
-def ended(job: TrainingJob) -> str:
+def ended(job: Job) -> str:
     """The job's final state, once it has ended."""
     assert job.wait(TIMEOUT), f"{job.model_name} did not end"
     return job.status
@@ -61,7 +63,7 @@ def ended(job: TrainingJob) -> str:
 @pytest.fixture
 def jobs():
     """Fresh lanes; every job still waiting or running at the end is released."""
-    lanes = TrainingJobs()
+    lanes = JobQueue()
     yield lanes
     for lane in lanes.lanes:
         for ticket in lanes.queue(lane):
@@ -110,11 +112,11 @@ def test_lane_slots_are_a_setting():
         with pytest.raises(SettingError, match="FER_LAB_LANES"):
             lane_slots(bad)
     with pytest.raises(SettingError, match="1 or more slots"):
-        TrainingJobs({"train": 0})
+        JobQueue({"train": 0})
 
 
 def test_a_lane_with_two_slots_runs_two_jobs():
-    jobs = TrainingJobs({"train": 2})
+    jobs = JobQueue({"train": 2})
     gates = [Gate(), Gate(), Gate()]
     submitted = [jobs.submit(request(f"job{index}", gate, minutes=4)) for index, gate in enumerate(gates)]
     assert gates[0].started.wait(TIMEOUT) and gates[1].started.wait(TIMEOUT)
@@ -249,7 +251,7 @@ def test_a_queued_training_that_is_cancelled_or_refused_deletes_its_data(jobs, t
     jobs.submit(request("blocker", blocker, owner="Ada"))
     data = tmp_path / "faces.csv"
     data.write_bytes(b"emotion,pixels\n")
-    queued = jobs.submit_training(data, TrainConfig(arch="ds_cnn", minutes=3), "queued", owner=" Bo ",
+    queued = submit_training(jobs, data, TrainConfig(arch="ds_cnn", minutes=3), "queued", owner=" Bo ",
                                   delete_data=True)
     assert (queued.status, queued.owner, queued.request.minutes) == ("waiting", "Bo", 3)
     assert queued.request.description == "training of 'queued' (ds_cnn)"
@@ -261,14 +263,14 @@ def test_a_queued_training_that_is_cancelled_or_refused_deletes_its_data(jobs, t
                                 (TrainConfig(arch="ds_cnn"), "blocker", JobConflictError)):
         data.write_bytes(b"emotion,pixels\n")
         with pytest.raises(error):
-            jobs.submit_training(data, config, name, delete_data=True)
+            submit_training(jobs, data, config, name, delete_data=True)
         assert not data.exists(), name
     blocker.release.set()
 
 
 def test_a_running_training_that_is_cancelled_deletes_its_data_and_saves_nothing(model_store, tmp_path, fer_csv):
-    jobs = TrainingJobs()
-    job = jobs.submit_training(fer_csv, TrainConfig(arch="ds_cnn", epochs=3, batch_size=8), "cancelled_model",
+    jobs = JobQueue()
+    job = submit_training(jobs, fer_csv, TrainConfig(arch="ds_cnn", epochs=3, batch_size=8), "cancelled_model",
                                owner="Bo", delete_data=True, store=model_store)
     assert job.running and job.request.uses == frozenset()
     assert jobs.cancel(job.job_id)
@@ -284,8 +286,8 @@ def test_train_page_queues_a_second_training_and_lets_it_leave_the_queue(tmp_pat
     for name in ("default", "shipped_model", "mine"):
         stored(ModelStore(root), name, keras_hash=name)
     (root / SHIPPED_MANIFEST).write_text('{"shipped_model": "shipped_model"}')
-    jobs = TrainingJobs()
-    monkeypatch.setattr(fer_core.service.jobs, "_JOBS", jobs)
+    jobs = JobQueue()
+    monkeypatch.setattr(fer_core.service.queue, "_JOBS", jobs)
     blocker = Gate()
     running = jobs.submit(request("blocker", blocker, owner="Ada", minutes=30))
     spooled_before = set(Path(tempfile.gettempdir()).glob("fer_lab_upload_*"))
@@ -332,7 +334,7 @@ def test_train_page_queues_a_second_training_and_lets_it_leave_the_queue(tmp_pat
 def replicas(tmp_path):
     """Two replicas' job lanes on one job board (a store folder's ``.queue``); all jobs released at the end."""
     boards = [JobBoard(tmp_path / "models" / BOARD_FOLDER) for _ in range(2)]
-    lanes = [TrainingJobs(board=board, poll_seconds=0.05) for board in boards]
+    lanes = [JobQueue(board=board, poll_seconds=0.05) for board in boards]
     yield lanes
     for replica in lanes:
         for job in list(replica._jobs.values()):
@@ -385,8 +387,8 @@ def test_a_replica_that_dies_does_not_hold_its_lane(replicas, tmp_path):
     folder = tmp_path / "models" / BOARD_FOLDER
     script = ("import sys, time\n"
               "from fer_core.service.board import JobBoard\n"
-              "from fer_core.service.jobs import JobRequest, TrainingJobs\n"
-              f"jobs = TrainingJobs(board=JobBoard({str(folder)!r}))\n"
+              "from fer_core.service.jobs import JobRequest, JobQueue\n"
+              f"jobs = JobQueue(board=JobBoard({str(folder)!r}))\n"
               "jobs.submit(JobRequest(lane='train', model_name='doomed', description='doomed', "
               "work=lambda job: time.sleep(120)))\n"
               "print('running', flush=True)\n"
@@ -409,14 +411,14 @@ def test_a_replica_that_dies_does_not_hold_its_lane(replicas, tmp_path):
 
 def test_the_app_queues_on_the_store_folders_board_unless_it_cannot_write_or_lock_there(tmp_path, monkeypatch):
     monkeypatch.setenv("FER_LAB_MODELS", str(tmp_path / "models"))
-    monkeypatch.setattr(fer_core.service.jobs, "_JOBS", None)
-    jobs = fer_core.service.jobs.training_jobs()
+    monkeypatch.setattr(fer_core.service.queue, "_JOBS", None)
+    jobs = fer_core.service.queue.job_queue()
     assert jobs.board is not None and jobs.board.folder == tmp_path / "models" / BOARD_FOLDER
     jobs.board.close()
     (tmp_path / "file").write_text("not a folder")
     monkeypatch.setenv("FER_LAB_MODELS", str(tmp_path / "file"))
-    monkeypatch.setattr(fer_core.service.jobs, "_JOBS", None)
-    assert fer_core.service.jobs.training_jobs().board is None
+    monkeypatch.setattr(fer_core.service.queue, "_JOBS", None)
+    assert fer_core.service.queue.job_queue().board is None
     with pytest.raises(SettingError, match="cannot hold the shared training queue"):
         JobBoard(tmp_path / "file" / BOARD_FOLDER)
     monkeypatch.setattr(fer_core.service.board, "fcntl", None)  # as on Windows

@@ -9,15 +9,15 @@ import av
 import numpy as np
 import pytest
 
-from fer_core.faces.detect import Detection, FaceDetector, get_detector
 from fer_core.base.errors import ImageError
 from fer_core.base.labels import EMOTIONS
-from fer_core.inference.live import FaceTracker, LiveAnalyser, ice_servers, iou
-from fer_core.training.networks import build_model
-from fer_core.inference.predict import EmotionAnalyser, EmotionClassifier, FaceResult
+from fer_core.faces.detect import Detection, FaceDetector, get_detector
 from fer_core.faces.preprocess import Preprocessing
 from fer_core.faces.samples import astronaut
+from fer_core.inference.live import FaceTracker, LiveAnalyser, ice_servers, iou
+from fer_core.inference.predict import EmotionAnalyser, EmotionClassifier, FaceResult
 from fer_core.service.video import analyse_video
+from fer_core.training.networks import build_model
 
 
 def one_hot(label: str) -> dict[str, float]:

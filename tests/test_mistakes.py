@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from conftest import synthetic_dataset
 
-from fer_core.datasets.data import FaceDataset
 from fer_core.base.errors import SettingError
+from fer_core.datasets.dataset import FaceDataset
 from fer_core.evaluation.evaluate import Evaluation, card_evaluation, card_metrics, evaluate_classifier, evaluate_faces
 from fer_core.faces.preprocess import Preprocessing
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from conftest import ASTRONAUT_FACE, overlap
 
-from fer_core.registry.cards import Metrics, Scores
 from fer_core.base.labels import EMOTIONS
 from fer_core.inference.predict import EmotionAnalyser, EmotionClassifier, FaceResult, annotate, shifted_views
+from fer_core.registry.cards import Metrics, Scores
 
 
 @pytest.fixture
@@ -196,7 +196,7 @@ def test_litert_inference_imports_neither_keras_nor_tensorflow(model_store):
     model_store.save("default", stored.model, stored.card, to_tflite(stored.model))
     script = """
 import sys
-import fer_core.service.charts, fer_core.datasets.data, fer_core.evaluation.evaluate, fer_core.inference.live, fer_core.service.video, ui_common  # inference pages
+import fer_core.service.charts, fer_core.datasets.load, fer_core.service.uploads, fer_core.evaluation.evaluate, fer_core.inference.live, fer_core.service.video, ui_common  # inference pages
 from fer_core.inference.predict import EmotionAnalyser
 from fer_core.faces.samples import astronaut
 analyser = EmotionAnalyser.from_store("default", "haar")

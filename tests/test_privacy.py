@@ -24,10 +24,10 @@ import streamlit_webrtc
 from conftest import mp4_bytes
 from streamlit.testing.v1 import AppTest
 
-from fer_core.service.board import BOARD_FOLDER
 from fer_core.faces.images import encode_png
-from fer_core.service.jobs import training_jobs
 from fer_core.faces.samples import astronaut, sample_frame
+from fer_core.service.board import BOARD_FOLDER
+from fer_core.service.queue import job_queue
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 LIVE, UPLOAD, TRAIN = (f"app_pages/{name}.py" for name in ("1_Live_webcam", "2_Upload", "3_Train"))
@@ -168,7 +168,7 @@ def test_an_uploaded_training_set_is_deleted_once_loaded(model_store, temp_dir, 
         spooled = [Path(path) for path in written if Path(path).parent == temp_dir]
     assert not at.exception
     assert len(spooled) == 1 and spooled[0].name.startswith("fer_lab_upload_"), written
-    job = training_jobs().get(at.session_state["train_job_id"])
+    job = job_queue().get(at.session_state["train_job_id"])
     assert job.model_name == "privacy_test"
     deadline = time.monotonic() + 60
     while job.status == "loading" and time.monotonic() < deadline:
@@ -191,7 +191,7 @@ def test_an_uploaded_training_set_is_deleted_when_it_cannot_be_used(model_store,
     at = open_page(TRAIN)
     at.file_uploader(key="train_upload").set_value(("faces.csv", b"emotion,pixels\n9,1 2 3\n", "text/csv"))
     at.button(key="train_start").click().run()
-    job = training_jobs().get(at.session_state["train_job_id"])
+    job = job_queue().get(at.session_state["train_job_id"])
     assert job.wait(timeout=60)
     at.run()
     assert not at.exception

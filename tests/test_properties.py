@@ -8,10 +8,10 @@ from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from fer_core.datasets.data import load_fer2013_csv
 from fer_core.base.errors import DataError, ImageError
-from fer_core.faces.images import load_image
 from fer_core.base.labels import EMOTIONS
+from fer_core.datasets.fer2013 import load_fer2013_csv
+from fer_core.faces.images import load_image
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -78,9 +78,9 @@ def test_any_csv_text_gives_a_dataset_or_a_data_error(tmp_path_factory, rows, he
 def analysers():
     """A Haar analyser and a whole-image (``none`` detector) one, sharing an untrained ds_cnn."""
     from fer_core.faces.detect import get_detector
-    from fer_core.training.networks import build_model
-    from fer_core.inference.predict import EmotionAnalyser, EmotionClassifier
     from fer_core.faces.preprocess import Preprocessing
+    from fer_core.inference.predict import EmotionAnalyser, EmotionClassifier
+    from fer_core.training.networks import build_model
 
     classifier = EmotionClassifier(build_model("ds_cnn"))
     return {name: EmotionAnalyser(classifier, get_detector(name), Preprocessing()) for name in ("haar", "none")}

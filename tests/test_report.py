@@ -8,9 +8,9 @@ import numpy as np
 from conftest import synthetic_dataset
 from PIL import Image
 
-from fer_core.datasets.data import FaceDataset
-from fer_core.evaluation.evaluate import Evaluation
 from fer_core.base.labels import DISPLAY_NAMES, EMOTIONS
+from fer_core.datasets.dataset import FaceDataset
+from fer_core.evaluation.evaluate import Evaluation
 from fer_core.evaluation.report import html_report
 
 PNG_PREFIX = "data:image/png;base64,"

@@ -39,7 +39,7 @@ def test_scores_a_keras_h5_model_with_and_without_flip(score_fer_package, fer_cs
     assert score_fer_package.main([str(path), str(fer_csv), "--usage", "PublicTest"]) == 0
 
     output = capsys.readouterr().out
-    from fer_core.datasets.data import load_dataset
+    from fer_core.datasets.load import load_dataset
 
     rows = load_dataset(fer_csv).with_usage("PublicTest")
     faces = score_fer_package.fer_package_input(rows.images, (64, 64))
@@ -52,7 +52,8 @@ def test_scores_a_keras_h5_model_with_and_without_flip(score_fer_package, fer_cs
 
 
 def test_finetune_proxy_splits_publictest_into_changed_recordings_and_the_rest(fer_csv, tmp_path, monkeypatch):
-    from fer_core.datasets.data import load_dataset, load_zip
+    from fer_core.datasets.folders import load_zip
+    from fer_core.datasets.load import load_dataset
 
     spec = importlib.util.spec_from_file_location("finetune_proxy", SCRIPT.parent / "finetune_proxy.py")
     proxy = importlib.util.module_from_spec(spec)

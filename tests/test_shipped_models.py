@@ -7,8 +7,8 @@ import json
 import pytest
 
 from fer_core.base.labels import EMOTIONS
-from fer_core.training.networks import ARCHITECTURES
 from fer_core.registry.store import DEFAULT_NAME, PROJECT_MODELS, SHIPPED_MANIFEST, ModelStore
+from fer_core.training.networks import ARCHITECTURES
 
 SHIPPED = ModelStore(PROJECT_MODELS)
 RESEARCH_ARCHITECTURES = ("mini_xception", "ds_cnn", "simple_cnn", "alexnet_small", "modified_cnn")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from fer_core.registry.cards import SCHEMA_VERSION, ModelCard, Training
 from fer_core.base.errors import ModelNotFoundError, SettingError
 from fer_core.base.labels import EMOTIONS
 from fer_core.faces.preprocess import Preprocessing
+from fer_core.registry.cards import SCHEMA_VERSION, ModelCard, Training
 from fer_core.registry.store import SHIPPED_MANIFEST, ModelStore, check_name
 
 #: A card as versions before ``schema_version`` wrote it (no total minutes, weights type, backend nor

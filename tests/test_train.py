@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 from conftest import synthetic_dataset
 
-from fer_core.datasets.data import FaceDataset, train_validation
 from fer_core.base.errors import DataError, SettingError
-from fer_core.training.networks import ARCHITECTURES, build_model
+from fer_core.datasets.dataset import FaceDataset
+from fer_core.datasets.splits import train_validation
 from fer_core.faces.preprocess import Preprocessing
-from fer_core.training.recipe import TrainConfig
 from fer_core.registry.store import ModelStore
+from fer_core.training.networks import ARCHITECTURES, build_model
+from fer_core.training.recipe import TrainConfig
 from fer_core.training.train import TrainingData, class_weights, dataset_inputs, resolve_precision, run_training, train
 
 

@@ -1,1 +1,2 @@
-"""Labelled faces: the FER2013 CSV, class folders and zips, splits and folds, a class's recorded faces."""
+"""Labelled faces: the FER2013 CSV, class folders and zips, splits and folds, a class's recorded faces.
+"""

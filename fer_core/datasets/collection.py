@@ -4,7 +4,7 @@ A :class:`FaceCollection` holds 48x48 gray face crops per emotion in memory, gro
 recording: a press of Record is one recording (its frames are near copies of one face), a
 snapshot is a recording of one face. Fine-tuning holds out whole recordings, never single frames
 of one. The collection goes out as a zip of class folders with a subfolder per recording
-(``happy/rec-0003/0001.png``, the layout ``fer_core.datasets.data`` reads, each subfolder then a person)
+(``happy/rec-0003/0001.png``, the layout ``fer_core.datasets.folders`` reads, each subfolder then a person)
 and comes back from such zips, several merged into one. A lock guards it: the webcam's callback
 thread adds while the page reads.
 """
@@ -21,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_core.datasets.data import IMAGE_SIZE, FaceDataset, load_zip
 from fer_core.base.errors import DataError
-from fer_core.faces.images import encode_png
 from fer_core.base.labels import EMOTIONS, label_from_name
+from fer_core.datasets.dataset import IMAGE_SIZE, FaceDataset
+from fer_core.datasets.folders import load_zip
+from fer_core.faces.images import encode_png
 from fer_core.faces.preprocess import resize_face, to_gray
 
 #: Most faces a collection holds: some 12 MB of crops, far more than a minute of fine-tuning uses.

@@ -11,17 +11,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-from fer_core.registry.cards import ClassScores, Metrics, ModelCard, Scores, Training, make_card, row_shares
-from fer_core.datasets.data import FaceDataset, stratified_folds
 from fer_core.base.errors import DataError, SettingError
 from fer_core.base.labels import EMOTIONS, NUM_CLASSES
+from fer_core.datasets.dataset import FaceDataset
+from fer_core.datasets.splits import stratified_folds
 from fer_core.faces.preprocess import Preprocessing, images_to_input
+from fer_core.registry.cards import ClassScores, Metrics, Scores, row_shares
 
 if TYPE_CHECKING:
-    import keras
 
     from fer_core.inference.predict import EmotionClassifier
-    from fer_core.registry.store import ModelStore
 
 
 @dataclass
@@ -217,44 +216,6 @@ def card_metrics(classifier: EmotionClassifier, preprocessing: Preprocessing, da
     accuracy and macro-F1 with the mirrored face averaged in (as the app runs most models).
     ``data_description`` names the data (a file name) for the card."""
     return card_evaluation(classifier, preprocessing, dataset, data_description)[0]
-
-
-def save_evaluated(
-    model: keras.Model,
-    name: str,
-    validation: FaceDataset,
-    *,
-    arch: str,
-    training: Training,
-    reproduce: str,
-    description: str,
-    preprocessing: Preprocessing,
-    store: ModelStore | None = None,
-    compact_copy: keras.Model | None = None,
-    weights_dtype: str = "float32",
-) -> ModelCard:
-    """Score ``model`` on its validation faces, time it, and save it with its card; returns the card.
-
-    The card's metrics are those of plain inference and, under ``flip_tta``, of inference with
-    the mirrored face averaged in; ``arch``, ``training``, ``reproduce`` and ``description`` go
-    into it as they are. With ``compact_copy``, ``model`` with its weights stored in
-    ``weights_dtype`` (float16 or int8, see ``ensemble.save_ensemble``), both files hold weights
-    of that type; the scores are then those of the compact LiteRT file (of the float32 ``model``
-    where LiteRT is missing).
-    """
-    from fer_core.inference.bench import classifier_ms_per_face
-    from fer_core.inference.predict import EmotionClassifier, to_tflite
-    from fer_core.registry.store import ModelStore
-
-    lite = to_tflite(model, weights_dtype)
-    plain = EmotionClassifier(model, lite=lite)
-    card = make_card(arch=arch, model=model, preprocessing=preprocessing, training=training,
-                     metrics=card_metrics(plain, preprocessing, validation, training.data),
-                     ms_per_face=classifier_ms_per_face(plain), reproduce=reproduce, description=description,
-                     inference_backend=plain.backend, weights_dtype=weights_dtype)
-    store = store or ModelStore()
-    store.save(name, compact_copy or model, card, lite)
-    return store.card(name)
 
 
 def cross_validate(

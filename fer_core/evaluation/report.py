@@ -11,9 +11,9 @@ from html import escape
 
 import numpy as np
 
+from fer_core.base.labels import DISPLAY_NAMES, EMOTIONS
 from fer_core.evaluation.evaluate import Evaluation, EvaluationReport
 from fer_core.faces.images import encode_png
-from fer_core.base.labels import DISPLAY_NAMES, EMOTIONS
 
 #: Thumbnails shown per off-diagonal cell: its most confident mistakes.
 MISTAKES_PER_CELL = 8

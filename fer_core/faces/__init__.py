@@ -1,1 +1,3 @@
-"""Faces in images: decoding images, the face detectors, the crop and preprocessing every model is fed, sample frames."""
+"""Faces in images: decoding images, the face detectors, the crop and preprocessing every model is fed,
+sample frames.
+"""

@@ -152,7 +152,7 @@ class MtcnnDetector(FaceDetector):
                  min_face_fraction: float = 0.0):
         super().__init__(min_face_size, max_side, min_face_fraction)
         try:
-            from mtcnn import MTCNN
+            from mtcnn import MTCNN  # loads TensorFlow: only when MTCNN is chosen
         except ImportError as error:
             raise FerError(f"the mtcnn face detector is not installed ({error}); pip install mtcnn") from error
 

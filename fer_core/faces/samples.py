@@ -10,7 +10,7 @@ import numpy as np
 
 def astronaut() -> np.ndarray:
     """scikit-image's astronaut photo (Eileen Collins, public domain) as a 512x512 BGR array."""
-    from skimage import data
+    from skimage import data  # scikit-image takes a second to load: only for its photo
 
     return np.ascontiguousarray(data.astronaut()[:, :, ::-1])
 

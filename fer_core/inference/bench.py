@@ -10,22 +10,7 @@ import time
 import numpy as np
 
 from fer_core.inference.live import LiveAnalyser
-from fer_core.inference.predict import EmotionAnalyser, EmotionClassifier, annotate
-
-
-def classifier_ms_per_face(classifier: EmotionClassifier, batch: int = 1, seconds: float = 2.0) -> float:
-    """Median milliseconds per face of the compiled classifier at a batch size."""
-    size = classifier.input_size
-    faces = np.random.default_rng(0).random((batch, size, size, 1), dtype=np.float32)
-    for _ in range(5):
-        classifier(faces)
-    timings = []
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline or len(timings) < 10:
-        start = time.perf_counter()
-        classifier(faces)
-        timings.append(time.perf_counter() - start)
-    return float(np.median(timings)) * 1000.0 / batch
+from fer_core.inference.predict import EmotionAnalyser, annotate
 
 
 def _frames_per_second(step, seconds: float) -> tuple[float, int]:
@@ -96,7 +81,7 @@ def resident_mb() -> float:
     """This process's resident memory now, in MB (Linux); the peak on macOS; NaN on Windows, which
     has no ``resource`` module (imported here, so that timing a model works everywhere)."""
     try:
-        import resource
+        import resource  # Unix only: Windows has none
     except ImportError:
         return float("nan")
     try:

@@ -21,17 +21,17 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import cv2
 import numpy as np
 
-from fer_core.faces.detect import Detection
 from fer_core.base.labels import EMOTIONS
+from fer_core.faces.detect import Detection
 from fer_core.inference.predict import EmotionAnalyser, FaceResult, annotate
 
 if TYPE_CHECKING:
-    from fer_core.service.class_faces import FaceRecorder
+    from fer_core.faces.preprocess import Preprocessing
     from fer_core.inference.streams import StreamBoard
 
 Box = tuple[int, int, int, int]
@@ -54,6 +54,17 @@ def iou(a: Box, b: Box) -> float:
         return 0.0
     overlap = width * height
     return overlap / float(aw * ah + bw * bh - overlap)
+
+
+class FrameRecorder(Protocol):
+    """What a :class:`LiveAnalyser` feeds and lets draw on the stream, e.g. the Class faces page's
+    :class:`fer_core.datasets.recorder.FaceRecorder`; both are called from the stream's thread."""
+
+    def offer(self, image: np.ndarray, detections: list[Detection], preprocessing: Preprocessing) -> None:
+        """An analysed frame, its faces, and how the model crops them."""
+
+    def annotate(self, frame: np.ndarray) -> np.ndarray:
+        """Draw on a BGR frame (in place) and return it."""
 
 
 @dataclass
@@ -183,7 +194,7 @@ class LiveAnalyser:
     def __init__(self, analyser: EmotionAnalyser, *, detect_every: int = 3, smoothing: float = 0.6,
                  max_load: float = 0.8, iou_threshold: float = 0.3, max_missed: int = 2,
                  clock: Callable[[], float] = time.monotonic, queue_size: int = 4,
-                 board: StreamBoard | None = None, owner: str = "stream", recorder: FaceRecorder | None = None):
+                 board: StreamBoard | None = None, owner: str = "stream", recorder: FrameRecorder | None = None):
         if detect_every < 1:
             raise ValueError("detect_every must be at least 1")
         if not 0.0 < max_load <= 1.0:

@@ -10,17 +10,18 @@ from __future__ import annotations
 import copy
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from fer_core.faces.detect import Detection, FaceDetector, get_detector
 from fer_core.base.errors import FerError
-from fer_core.faces.images import to_uint8
 from fer_core.base.labels import DISPLAY_NAMES, EMOTIONS, color_bgr
 from fer_core.base.pool import ObjectPool
+from fer_core.faces.detect import Detection, FaceDetector, get_detector
+from fer_core.faces.images import to_uint8
 from fer_core.faces.preprocess import Preprocessing, prepare_faces
 from fer_core.registry.store import DEFAULT_NAME, WEIGHT_DTYPES, ModelStore, StoredModel
 
@@ -62,7 +63,7 @@ def to_tflite(model: keras.Model, weights_dtype: str = "float32") -> bytes:
     loading); int8 stores them in a quarter, quantised per output channel (dynamic-range
     quantisation: the heavy layers then compute in int8 too). ``model`` must compute in float32.
     """
-    import tensorflow as tf
+    import tensorflow as tf  # converting needs TensorFlow; serving a LiteRT file does not
 
     if weights_dtype not in WEIGHT_DTYPES:
         raise ValueError(f"weights_dtype must be one of {', '.join(WEIGHT_DTYPES)}, not {weights_dtype!r}")
@@ -76,7 +77,7 @@ def to_tflite(model: keras.Model, weights_dtype: str = "float32") -> bytes:
 
 def _litert_interpreter():
     try:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter  # optional: not every platform has LiteRT wheels
     except ImportError:  # platforms without LiteRT wheels: the TensorFlow path is used
         return None
     return Interpreter
@@ -174,7 +175,7 @@ class EmotionClassifier:
         """The Keras model compiled once as a ``tf.function`` (TensorFlow is imported here)."""
         with self._graph_lock:
             if self._graph is None:
-                import tensorflow as tf
+                import tensorflow as tf  # only for models run without a LiteRT file
 
                 model = self.model
                 spec = tf.TensorSpec([None, self.input_size, self.input_size, 1], tf.float32)
@@ -204,6 +205,21 @@ class EmotionClassifier:
         """Probabilities for many prepared faces, in batches."""
         parts = [self(faces[i:i + batch_size]) for i in range(0, len(faces), batch_size)]
         return np.concatenate(parts) if parts else np.zeros((0, len(EMOTIONS)), np.float32)
+
+
+def classifier_ms_per_face(classifier: EmotionClassifier, batch: int = 1, seconds: float = 2.0) -> float:
+    """Median milliseconds per face of the compiled classifier at a batch size (the model card's speed)."""
+    size = classifier.input_size
+    faces = np.random.default_rng(0).random((batch, size, size, 1), dtype=np.float32)
+    for _ in range(5):
+        classifier(faces)
+    timings = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(timings) < 10:
+        start = time.perf_counter()
+        classifier(faces)
+        timings.append(time.perf_counter() - start)
+    return float(np.median(timings)) * 1000.0 / batch
 
 
 class EmotionAnalyser:

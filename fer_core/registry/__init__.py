@@ -1,1 +1,2 @@
-"""Stored models: the typed model card and the model store (Keras files, LiteRT files, cards)."""
+"""Stored models: the typed model card and the model store (Keras files, LiteRT files, cards).
+"""

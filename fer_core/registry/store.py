@@ -26,8 +26,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fer_core.registry.cards import CardError, ModelCard
 from fer_core.base.errors import ModelNotFoundError, SettingError
+from fer_core.base.files import write_atomically
+from fer_core.registry.cards import CardError, ModelCard
 
 #: The shipped models: the copy an installed wheel carries inside the package, else the checkout's ``models/``.
 _PACKAGE = Path(__file__).resolve().parent.parent  # fer_core/
@@ -79,9 +80,9 @@ class StoredModel:
 
 
 def _load_keras(path: Path) -> keras.Model:
-    import keras
+    import keras  # only when a Keras file loads: serving a LiteRT file needs none
 
-    import fer_core.training.networks  # noqa: F401  (registers the layers of compact ensembles, Int8Conv2D)
+    import fer_core.registry.layers  # noqa: F401  (registers Int8Conv2D, the layer of compact models)
 
     try:
         return keras.saving.load_model(path, compile=False)
@@ -241,8 +242,10 @@ def _lite_is_current(keras_path: Path, lite_path: Path, lite: bytes, card: Model
 def _deflate(path: Path) -> None:
     """Rewrite a ``.keras`` archive compressed: Keras stores its weights uncompressed, and
     deflating them makes the file about a tenth smaller; Keras reads either."""
-    packed = path.with_suffix(".deflated")
-    with zipfile.ZipFile(path) as source, zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as target:
-        for entry in source.infolist():
-            target.writestr(entry.filename, source.read(entry.filename))
-    os.replace(packed, path)
+
+    def pack(packed: Path) -> None:
+        with zipfile.ZipFile(path) as source, zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as target:
+            for entry in source.infolist():
+                target.writestr(entry.filename, source.read(entry.filename))
+
+    write_atomically(path, pack)

@@ -1,1 +1,3 @@
-"""The app's server side, without Streamlit: the job queue and its board, training and fine-tuning jobs, uploads, video, charts."""
+"""The app's server side, without Streamlit: the job queue and its board, training and fine-tuning
+jobs, uploads, video, charts.
+"""

@@ -2,7 +2,7 @@
 
 Replicas of the web app (see ``deploy/``) share the store folder (``$FER_LAB_MODELS``), and with it
 this board in the folder's ``.queue/``, so their jobs take turns in one queue per lane
-(:class:`fer_core.service.jobs.TrainingJobs` keeps the queue; this module only keeps the files):
+(:class:`fer_core.service.queue.JobQueue` keeps the queue; this module only keeps the files):
 
 - each waiting or running job is a *ticket*: one JSON file, ``job-<id>.json``, written atomically
   (a reader sees the old or the new ticket, never half of one);
@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from fer_core.base.errors import SettingError
+from fer_core.base.files import write_atomically
 
 try:
     import fcntl
@@ -83,14 +84,7 @@ class JobBoard:
     def publish(self, job_id: str, record: dict) -> None:
         """Write (or rewrite) the ticket of this process's job ``job_id``, atomically."""
         text = json.dumps({**record, "process": self.process})
-        handle, staged = tempfile.mkstemp(prefix=".writing-", dir=self.folder)
-        try:
-            with os.fdopen(handle, "w") as output:
-                output.write(text)
-            os.replace(staged, self.folder / f"job-{job_id}.json")
-        except BaseException:
-            Path(staged).unlink(missing_ok=True)
-            raise
+        write_atomically(self.folder / f"job-{job_id}.json", lambda path: path.write_text(text))
 
     def withdraw(self, job_id: str) -> None:
         """Delete the ticket of this process's job ``job_id`` (once it has ended or left the queue)."""

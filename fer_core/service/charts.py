@@ -9,8 +9,8 @@ import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from fer_core.registry.cards import Metrics
 from fer_core.base.labels import COLORS_RGB, DISPLAY_NAMES, EMOTIONS
+from fer_core.registry.cards import Metrics
 
 #: Class colours as CSS strings, keyed by display name (the names the charts show).
 COLOR_MAP = {DISPLAY_NAMES[name]: "rgb({}, {}, {})".format(*COLORS_RGB[name]) for name in EMOTIONS}

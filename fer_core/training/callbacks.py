@@ -1,24 +1,26 @@
 """The Keras callbacks of a training run and what they need: progress reports, stops and the time
-budget (:class:`RunMonitor`), the learning-rate schedule (:class:`WarmupSchedule`), stochastic
-weight averaging (:class:`WeightAverage`) and the batch-normalisation statistics of averaged
-weights (:func:`recompute_batch_norm`).
+budget (:class:`RunMonitor`), the checkpoint after every epoch (:class:`CheckpointWriter`), the
+learning-rate schedule (:class:`WarmupSchedule`), stochastic weight averaging (:class:`WeightAverage`)
+and the batch-normalisation statistics of averaged weights (:func:`recompute_batch_norm`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
 import keras
 import numpy as np
 
-from fer_core.training.checkpoints import RunState, write_whole
-from fer_core.base.errors import DataError
+from fer_core.base.errors import DataError, SettingError
+from fer_core.base.files import write_atomically
+from fer_core.training.checkpoints import BEST_FILE, LAST_FILE, OPTIMIZER_FILE, STATE_FILE, STUDENT_FILE, RunState
 from fer_core.training.recipe import TrainConfig
 
 
@@ -123,6 +125,33 @@ class RunMonitor(keras.callbacks.Callback):
                 self._stop("time_budget")
 
 
+class CheckpointWriter(keras.callbacks.Callback):
+    """Writes the checkpoint after every epoch (after ``monitor`` has counted it): the training
+    model, or a distillation run's student and optimizer state; the network when its epoch is the
+    best so far; then the state."""
+
+    def __init__(self, directory: Path, network: keras.Model, monitor: RunMonitor):
+        super().__init__()
+        self.directory, self.network, self.monitor = directory, network, monitor
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise SettingError(f"{directory}: cannot be the checkpoint folder ({error.strerror or error})") from error
+
+    def on_epoch_end(self, epoch, logs=None):
+        state = self.monitor.state
+        if state.teacher_weights is None:
+            write_atomically(self.directory / LAST_FILE, self.model.save)
+        else:
+            write_atomically(self.directory / STUDENT_FILE, self.network.save)
+            optimizer_state: dict[str, np.ndarray] = {}
+            self.model.optimizer.save_own_variables(optimizer_state)
+            write_atomically(self.directory / OPTIMIZER_FILE, lambda path: np.savez(path, **optimizer_state))
+        if self.monitor.improved:
+            write_atomically(self.directory / BEST_FILE, self.network.save)
+        write_atomically(self.directory / STATE_FILE, lambda path: path.write_text(json.dumps(asdict(state), indent=1)))
+
+
 class WarmupSchedule(keras.callbacks.Callback):
     """Linear warm-up to the peak learning rate, then cosine decay to 1% of it (or, for the
     ``constant`` schedule, the peak held to the end).
@@ -209,7 +238,7 @@ class WeightAverage(keras.callbacks.Callback):
             self.average = [mean + (w - mean) / self.count for mean, w in zip(self.average, weights)]
         self.last_epoch = epoch
         if self.directory is not None:
-            write_whole(self.directory / self.FILE, lambda path: np.savez(
+            write_atomically(self.directory / self.FILE, lambda path: np.savez(
                 path, count=self.count, first_epoch=self.first_epoch, last_epoch=epoch,
                 **{f"w{i}": mean for i, mean in enumerate(self.average)}))
 

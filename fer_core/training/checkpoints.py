@@ -12,20 +12,14 @@ written whole, so a run killed meanwhile leaves the last complete checkpoint.
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
 
-from fer_core.base.errors import DataError, SettingError
+from fer_core.base.errors import DataError
 from fer_core.training.recipe import TrainConfig
-
-if TYPE_CHECKING:
-    from fer_core.training.callbacks import RunMonitor
 
 STATE_FILE, BEST_FILE, LAST_FILE = "state.json", "best.keras", "last.keras"
 STUDENT_FILE, OPTIMIZER_FILE = "student.keras", "optimizer.npz"
@@ -77,41 +71,6 @@ def read_state(directory: Path, config: TrainConfig, teacher_weights: str | None
         raise DataError(f"{directory}: the teacher models ({', '.join(config.teacher)}) changed since this "
                         "checkpoint was trained; restore them, or delete the folder to start over")
     return state
-
-
-def write_whole(target: Path, write: Callable[[Path], object]) -> None:
-    """Write ``target`` through a file beside it that then replaces it, so that a run killed
-    meanwhile leaves the last whole file, not a broken one."""
-    partial = target.with_name(f"{target.stem}.partial{target.suffix}")
-    write(partial)
-    os.replace(partial, target)
-
-
-class CheckpointWriter(keras.callbacks.Callback):
-    """Writes the checkpoint after every epoch (after ``monitor`` has counted it): the training
-    model, or a distillation run's student and optimizer state; the network when its epoch is the
-    best so far; then the state."""
-
-    def __init__(self, directory: Path, network: keras.Model, monitor: RunMonitor):
-        super().__init__()
-        self.directory, self.network, self.monitor = directory, network, monitor
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise SettingError(f"{directory}: cannot be the checkpoint folder ({error.strerror or error})") from error
-
-    def on_epoch_end(self, epoch, logs=None):
-        state = self.monitor.state
-        if state.teacher_weights is None:
-            write_whole(self.directory / LAST_FILE, self.model.save)
-        else:
-            write_whole(self.directory / STUDENT_FILE, self.network.save)
-            optimizer_state: dict[str, np.ndarray] = {}
-            self.model.optimizer.save_own_variables(optimizer_state)
-            write_whole(self.directory / OPTIMIZER_FILE, lambda path: np.savez(path, **optimizer_state))
-        if self.monitor.improved:
-            write_whole(self.directory / BEST_FILE, self.network.save)
-        write_whole(self.directory / STATE_FILE, lambda path: path.write_text(json.dumps(asdict(state), indent=1)))
 
 
 def _unreadable(directory: Path, error: Exception) -> DataError:

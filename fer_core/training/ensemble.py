@@ -13,11 +13,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fer_core.registry.cards import Member, ModelCard, Training
-from fer_core.datasets.data import FaceDataset, train_validation
 from fer_core.base.errors import DataError, ModelNotFoundError
+from fer_core.datasets.dataset import FaceDataset
+from fer_core.datasets.splits import train_validation
 from fer_core.faces.preprocess import Preprocessing, images_to_input
+from fer_core.registry.cards import Member, ModelCard, Training
 from fer_core.registry.store import ModelStore, StoredModel
+from fer_core.training.networks import ARCHITECTURES, build_ensemble, copy_in_precision, int8_copy
+from fer_core.training.publish import save_evaluated
 
 if TYPE_CHECKING:
     import keras
@@ -49,7 +52,6 @@ def _keys(store: ModelStore, names: list[str]) -> list[str]:
 
 def single_networks(store: ModelStore, names: list[str], role: str) -> list[StoredModel]:
     """The named stored models, each named once and each a single network of a known architecture."""
-    from fer_core.training.networks import ARCHITECTURES
 
     if len(set(_keys(store, names))) != len(names):
         raise DataError(f"{role} names a model twice: {', '.join(names)}")
@@ -64,7 +66,6 @@ def single_networks(store: ModelStore, names: list[str], role: str) -> list[Stor
 def teacher_model(store: ModelStore, names: list[str], preprocessing: Preprocessing) -> keras.Model:
     """The float32 model of stored single networks (their mean, for several) that a student learns
     from (``distill.DistillationLoss``), checked to prepare faces as the student will."""
-    from fer_core.training.networks import build_ensemble
 
     if not names:
         raise DataError("name one or more stored models as the teacher")
@@ -133,7 +134,6 @@ def validation_faces(members: list[StoredModel], dataset: FaceDataset) -> FaceDa
 def stored_copy(network: keras.Model, arch: str, dtype: str, name: str | None = None) -> keras.Model:
     """The ``arch`` network computing in ``dtype``, as a model stores it; for ``int8``, in float32
     from int8 kernels."""
-    from fer_core.training.networks import copy_in_precision, int8_copy
 
     if dtype == "int8":
         return int8_copy(copy_in_precision(network, arch, "float32", name))
@@ -177,7 +177,6 @@ def save_compact(
     """Store a single network again with ``weights_dtype`` weights (float16: half the file; int8
     kernels: a quarter), scored anew on ``validation``; its recipe and training stay, and
     ``command`` is added to its ``reproduce``. Returns the card."""
-    from fer_core.evaluation.evaluate import save_evaluated
 
     _check_dtype(weights_dtype)
     card = network.card
@@ -206,8 +205,6 @@ def save_ensemble(
     (each network's whole training, from the network it was fine-tuned from on),
     and its ``reproduce`` is their commands followed by ``command``. Returns the card.
     """
-    from fer_core.evaluation.evaluate import save_evaluated
-    from fer_core.training.networks import build_ensemble
 
     _check_dtype(weights_dtype)
     preprocessing = members[0].card.preprocessing

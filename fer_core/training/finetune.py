@@ -30,12 +30,25 @@ from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
+from keras import ops
 
-from fer_core.registry.cards import FineTuning, Member, ModelCard, Training
-from fer_core.datasets.data import FaceDataset
 from fer_core.base.errors import DataError
 from fer_core.base.labels import EMOTIONS, NUM_CLASSES
+from fer_core.datasets.dataset import FaceDataset
+from fer_core.evaluation.evaluate import evaluate_classifier
+from fer_core.inference.predict import EmotionClassifier
+from fer_core.registry.cards import FineTuning, Member, ModelCard, Training
 from fer_core.registry.store import ModelStore, StoredModel, check_name
+from fer_core.training.ensemble import ENSEMBLE_ARCH, check_storage, lineage, stored_copy
+from fer_core.training.networks import (
+    ARCHITECTURES,
+    build_augmentation,
+    build_ensemble,
+    float32_copy,
+    with_augmentation,
+)
+from fer_core.training.publish import save_evaluated
+from fer_core.training.train import dataset_inputs
 
 if TYPE_CHECKING:
     from fer_core.faces.preprocess import Preprocessing
@@ -196,8 +209,6 @@ def _check_split(split: HoldOut) -> None:
 def _float32_networks(stored: StoredModel) -> list[tuple[str, str, keras.Model]]:
     """The stored model's networks in float32 to train (name, architecture, network): itself, or
     each member of an ensemble (found by name inside it)."""
-    from fer_core.training.ensemble import ENSEMBLE_ARCH
-    from fer_core.training.networks import ARCHITECTURES, float32_copy
 
     card = stored.card
     if card.arch == ENSEMBLE_ARCH:
@@ -223,8 +234,6 @@ def _float32_networks(stored: StoredModel) -> list[tuple[str, str, keras.Model]]
 
 def _accuracy(stored: StoredModel, preprocessing: Preprocessing, faces: FaceDataset) -> float:
     """The stored model's accuracy on ``faces``, plain inference as a card's ``metrics.accuracy``."""
-    from fer_core.evaluation.evaluate import evaluate_classifier
-    from fer_core.inference.predict import EmotionClassifier
 
     return evaluate_classifier(EmotionClassifier.from_stored(stored, flip_tta=False), preprocessing, faces).accuracy
 
@@ -239,7 +248,6 @@ def present_classes_loss(present: np.ndarray, label_smoothing: float) -> Callabl
     classes renormalised to sum to one, the same as a softmax over their logits. Classes without
     faces get no gradient pushing them down, so fine-tuning does not teach the model never to
     answer them."""
-    from keras import ops
 
     mask = np.asarray(present, dtype=np.float32)
     smoothing = label_smoothing * mask / mask.sum()
@@ -267,8 +275,6 @@ def _train(network: keras.Model, faces: FaceDataset, preprocessing: Preprocessin
     """Fine-tune ``network`` in place and leave it at the interpolation of its starting and its
     fine-tuned weights; returns the epochs run and why training ended (completed, time_budget,
     cancelled)."""
-    from fer_core.training.networks import build_augmentation, with_augmentation
-    from fer_core.training.train import dataset_inputs
 
     keras.utils.set_random_seed(seed)
     x, y = dataset_inputs(faces, preprocessing)
@@ -323,9 +329,6 @@ def _store(store: ModelStore, start: StoredModel, networks: list[tuple[str, str,
            epochs: int, stopped: str, minutes: float) -> ModelCard:
     """Store the fine-tuned networks as ``name`` (an ensemble of them for an ensemble), their weights
     stored as the starting model's were, scored on the held-out faces; returns the card."""
-    from fer_core.training.ensemble import ENSEMBLE_ARCH, check_storage, lineage, stored_copy
-    from fer_core.evaluation.evaluate import save_evaluated
-    from fer_core.training.networks import build_ensemble
 
     card = start.card
     dtype = card.weights_dtype if card.weights_dtype in ("float16", "int8") else "float32"

@@ -11,10 +11,11 @@ from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
-from keras import layers, ops
+from keras import layers
 
 from fer_core.base.errors import SettingError
 from fer_core.base.labels import NUM_CLASSES
+from fer_core.registry.layers import Int8Conv2D
 
 Builder = Callable[..., keras.Model]
 ARCHITECTURES: dict[str, Builder] = {}
@@ -59,34 +60,6 @@ def copy_in_precision(model: keras.Model, arch: str, dtype: str = "float32", nam
     copy.set_weights([np.asarray(weight, dtype=variable.dtype)
                       for weight, variable in zip(model.get_weights(), copy.weights, strict=True)])
     return copy if name is None else keras.Model(copy.input, copy.output, name=name)
-
-
-@keras.saving.register_keras_serializable(package="fer_core")
-class Int8Conv2D(layers.Conv2D):
-    """A Conv2D whose kernel is stored as int8 with one float scale per output channel.
-
-    Weight-only quantisation, to store a model in a quarter of the space: the kernel is expanded
-    back to floats when the layer runs, so the layer computes as the float one it was made from
-    (:func:`int8_copy`) within rounding. It is for inference only; its weights do not train.
-    """
-
-    def build(self, input_shape):
-        channels = input_shape[-1] if self.data_format == "channels_last" else input_shape[1]
-        shape = (*self.kernel_size, channels // self.groups, self.filters)
-        self._kernel = self.add_weight(name="kernel", shape=shape, initializer="zeros", dtype="int8", trainable=False)
-        self.kernel_scale = self.add_weight(name="kernel_scale", shape=(self.filters,), initializer="ones",
-                                            trainable=False)
-        self.bias = (self.add_weight(name="bias", shape=(self.filters,), initializer="zeros", trainable=False)
-                     if self.use_bias else None)
-        self.built = True
-
-    @property
-    def kernel(self):
-        return ops.multiply(ops.cast(self._kernel, self.compute_dtype), ops.cast(self.kernel_scale, self.compute_dtype))
-
-    # Store the variables themselves (int8 kernel, scales, bias), not the expanded kernel.
-    save_own_variables = layers.Layer.save_own_variables
-    load_own_variables = layers.Layer.load_own_variables
 
 
 def int8_copy(model: keras.Model) -> keras.Model:

@@ -1,5 +1,5 @@
-"""A training recipe (:class:`TrainConfig`): its settings, their rules, and the command line that
-repeats it.
+"""A training recipe (:class:`TrainConfig`): its settings, their rules, the command line that
+repeats it, and the data a run learns from (:class:`TrainingData`).
 
 Kept apart from the training code so that the command line's parser and the Train page read the
 choices and defaults without importing Keras. Every caller (command line, Train page, the
@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 from fer_core.base.errors import SettingError
 from fer_core.faces.preprocess import Preprocessing
+from fer_core.registry.store import check_name
 
 CLASS_WEIGHTS = ("none", "balanced", "sqrt")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
@@ -51,8 +53,7 @@ class TrainConfig:
     def validate(self, name: str | None = None) -> TrainConfig:
         """Raise :class:`SettingError` naming the first setting out of range; with ``name``, the
         model the run is saved as, also check that name. Returns the recipe."""
-        from fer_core.training.networks import ARCHITECTURES
-        from fer_core.registry.store import check_name
+        from fer_core.training.networks import ARCHITECTURES  # loads Keras: parsers and pages read recipes without it
 
         problems = [
             (self.arch not in ARCHITECTURES,
@@ -120,3 +121,15 @@ def reproduce_command(config: TrainConfig, data_name: str, model_name: str) -> s
         else:
             words += [option, str(value)]
     return shlex.join(words)
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The faces a run learns from: a dataset file (see ``data.load_dataset``) and the name its
+    card and reproduce command give it, the file name the user chose (not a server path, nor the
+    name of an upload spooled to disk)."""
+
+    path: Path
+    name: str
+    cache: bool = False  #: keep a parsed copy for later runs (``load_dataset(cache=True)``)
+    delete_after_loading: bool = False  #: a spooled upload: deleted once read, or when the run ends before

@@ -23,11 +23,25 @@ from typing import Protocol
 
 import keras
 import numpy as np
+from sklearn.utils.class_weight import compute_class_weight
 
-from fer_core.training.callbacks import ProgressListener, RunMonitor, WarmupSchedule, WeightAverage, recompute_batch_norm
+from fer_core.base.errors import DataError
+from fer_core.base.labels import NUM_CLASSES
+from fer_core.datasets.dataset import FaceDataset
+from fer_core.datasets.load import load_dataset
+from fer_core.datasets.splits import train_validation
+from fer_core.faces.preprocess import Preprocessing, images_to_input
 from fer_core.registry.cards import ModelCard, Training
-from fer_core.training.checkpoints import (
+from fer_core.registry.store import ModelStore
+from fer_core.training.callbacks import (
     CheckpointWriter,
+    ProgressListener,
+    RunMonitor,
+    WarmupSchedule,
+    WeightAverage,
+    recompute_batch_norm,
+)
+from fer_core.training.checkpoints import (
     RunState,
     has_checkpoint,
     load_best,
@@ -36,15 +50,11 @@ from fer_core.training.checkpoints import (
     read_state,
     restore_optimizer,
 )
-from fer_core.datasets.data import FaceDataset, load_dataset, train_validation
 from fer_core.training.distill import DistillationLoss, distillation_trainer, student_accuracy, weights_fingerprint
 from fer_core.training.ensemble import lineage, starting_network, teacher_model
-from fer_core.base.errors import DataError
-from fer_core.base.labels import NUM_CLASSES
-from fer_core.training.networks import build_augmentation, build_model, copy_in_precision, with_augmentation
-from fer_core.faces.preprocess import Preprocessing, images_to_input
-from fer_core.training.recipe import TrainConfig, reproduce_command
-from fer_core.registry.store import ModelStore
+from fer_core.training.networks import build_augmentation, build_model, copy_in_precision, describe, with_augmentation
+from fer_core.training.publish import save_evaluated
+from fer_core.training.recipe import TrainConfig, TrainingData, reproduce_command
 
 #: Training faces (at most) on which batch-normalisation statistics are measured again for averaged weights.
 BATCH_NORM_FACES = 8192
@@ -86,7 +96,6 @@ def class_weights(labels: np.ndarray, mode: str) -> dict[int, float] | None:
     or its square root."""
     if mode == "none":
         return None
-    from sklearn.utils.class_weight import compute_class_weight
 
     present = np.unique(labels)
     balanced = compute_class_weight("balanced", classes=present, y=labels)
@@ -259,18 +268,6 @@ def train(
                        val_accuracy, len(dataset), len(validation), state.commands, averaged)
 
 
-@dataclass(frozen=True)
-class TrainingData:
-    """The faces a run learns from: a dataset file (see ``data.load_dataset``) and the name its
-    card and reproduce command give it, the file name the user chose (not a server path, nor the
-    name of an upload spooled to disk)."""
-
-    path: Path
-    name: str
-    cache: bool = False  #: keep a parsed copy for later runs (``load_dataset(cache=True)``)
-    delete_after_loading: bool = False  #: a spooled upload: deleted once read, or when the run ends before
-
-
 class StageListener(Protocol):
     """Told when a run moves on: ``training`` (the data split into these rows), then ``saving``."""
 
@@ -339,8 +336,6 @@ def _store_result(result: TrainResult, name: str, validation: FaceDataset, data_
     """Evaluate a finished run on its validation faces, time it, and save it with its card
     (see ``evaluate.save_evaluated``); returns the card. ``earlier_minutes`` is the training of
     the network the run was fine-tuned from (None when unknown): ``total_minutes`` adds it."""
-    from fer_core.evaluation.evaluate import save_evaluated
-    from fer_core.training.networks import describe
 
     training = Training(data=data_name, train_rows=result.train_rows, validation_rows=result.validation_rows,
                         precision=resolve_precision(result.config.precision), epochs_run=result.epochs_run,

@@ -1,15 +1,13 @@
-"""The engine of the app's Class faces page: recording a class's faces from the live stream into a
-:class:`~fer_core.datasets.collection.FaceCollection`, and fine-tuning a model on them as a background job.
+"""Recording a class's faces from the live stream into a
+:class:`~fer_core.datasets.collection.FaceCollection`.
 
-:class:`FaceRecorder` is fed by :class:`~fer_core.inference.live.LiveAnalyser` with every analysed frame and
-its face boxes. While armed by :meth:`FaceRecorder.start` it keeps the main (largest) face's crop,
-cut by :func:`~fer_core.faces.preprocess.crop_faces` exactly as the model's classifier cuts it, spread
+:class:`FaceRecorder` is fed by :class:`~fer_core.inference.live.LiveAnalyser` (as its
+``recorder``) with every analysed frame and its face boxes. While armed by
+:meth:`FaceRecorder.start` it keeps the main (largest) face's crop, cut by
+:func:`~fer_core.faces.preprocess.crop_faces` exactly as the model's classifier cuts it, spread
 evenly over the recording's seconds (consecutive frames are near copies), and adds them to the
 collection as one recording when it has its faces or its time is up. It draws a counter on the
-stream, so that whoever is filmed sees that faces are being kept. :func:`submit_finetune` queues
-``fer_core.training.finetune`` on a collection's faces in the ``finetune`` lane (:mod:`fer_core.service.jobs`); its
-:class:`FineTuneWork` reports how far it has come and, at the end, both models' scores on the faces
-held out from training.
+stream, so that whoever is filmed sees that faces are being kept.
 """
 
 from __future__ import annotations
@@ -17,20 +15,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from fer_core.registry.cards import Metrics, ModelCard
-from fer_core.datasets.collection import FaceCollection, emotion_code
-from fer_core.datasets.data import FaceDataset
-from fer_core.faces.detect import Detection
 from fer_core.base.errors import DataError
-from fer_core.service.jobs import JobRequest, TrainingJob, TrainingJobs
 from fer_core.base.labels import DISPLAY_NAMES, EMOTIONS
+from fer_core.datasets.collection import FaceCollection, emotion_code
+from fer_core.faces.detect import Detection
 from fer_core.faces.preprocess import Preprocessing, crop_faces
-from fer_core.registry.store import ModelStore, check_name
 
 #: A recording's faces and seconds unless told otherwise: 20 faces spread over 4 s.
 RECORDING_FACES = 20
@@ -160,76 +154,3 @@ class FaceRecorder:
             self._message = str(error)
         else:
             self._message = f"{len(self._crops)} faces of {name} recorded."
-
-
-def finetune_problem(collection: FaceCollection) -> str | None:
-    """Why fine-tuning on the collection cannot work yet, or None when it can: it needs two emotions,
-    and an emotion recorded twice, whose second recording is held out to score the models on (the
-    rule ``fer_core.training.finetune`` checks)."""
-    faces, recordings = collection.counts(), collection.recording_counts()
-    shown = [name for name in EMOTIONS if faces[name]]
-    if len(shown) < 2:
-        return "Fine-tuning needs faces of two emotions or more."
-    if max(recordings.values()) < 2:
-        return ("Fine-tuning needs an emotion recorded twice or more: one of its recordings is held out to score "
-                "the models on.")
-    return None
-
-
-@dataclass(eq=False)
-class FineTuneWork:
-    """A job's work: ``fer_core.training.finetune.finetune`` of the stored model ``start`` on ``dataset``.
-
-    While it runs, ``fraction`` (0-1) and ``message`` say how far it has come; at the end ``before``
-    holds the starting model's scores on the faces held out from training (the stored model's card
-    holds its own, on the same faces).
-    """
-
-    store: ModelStore
-    start: str
-    dataset: FaceDataset
-    minutes: float
-    seed: int = 0
-    fraction: float = 0.0
-    message: str = "loading the starting model"
-    before: Metrics | None = field(default=None, repr=False)
-
-    def __call__(self, job: TrainingJob) -> ModelCard | None:
-        from fer_core.evaluation.evaluate import evaluate_classifier
-        from fer_core.training.finetune import finetune, hold_out
-        from fer_core.inference.predict import EmotionClassifier
-
-        split = hold_out(self.dataset, seed=self.seed)  # the recordings finetune holds out with this seed
-
-        def report(done: float, message: str) -> None:
-            if job.status == "loading":
-                job.enter("training", len(split.train), len(split.held_out))
-            if done >= 1.0:
-                job.enter("saving", len(split.train), len(split.held_out))
-            self.fraction, self.message = done, message
-
-        result = finetune(self.store, self.start, self.dataset, name=job.model_name, minutes=self.minutes,
-                          seed=self.seed, progress=report, cancel=job.cancel_event)
-        if result is None:
-            return None
-        stored = self.store.load(self.start)
-        classifier = EmotionClassifier.from_stored(stored, flip_tta=False)
-        self.before = evaluate_classifier(classifier, stored.card.preprocessing, result.split.held_out).as_metrics(
-            dataset="held-out class faces")
-        return result.card
-
-
-def submit_finetune(jobs: TrainingJobs, collection: FaceCollection, start: str, name: str, *, minutes: float,
-                    owner: str = "someone", store: ModelStore | None = None) -> TrainingJob:
-    """Queue fine-tuning ``start`` on the collection's faces (as they are now) as ``name`` in the
-    ``finetune`` lane; a collection that cannot be fine-tuned on is a DataError."""
-    problem = finetune_problem(collection)
-    if problem is not None:
-        raise DataError(problem)
-    if check_name(name).casefold() == start.casefold():
-        raise DataError(f"fine-tuning {start} cannot save over it: choose another name")
-    if not minutes > 0:
-        raise DataError(f"the time budget must be above 0 minutes, not {minutes}")
-    work = FineTuneWork(store or ModelStore(), start, collection.to_dataset(), minutes)
-    return jobs.submit(JobRequest(lane="finetune", model_name=name, work=work, owner=owner, uses=frozenset([start]),
-                                  description=f"fine-tuning of '{start}' on class faces as '{name}'", minutes=minutes))
