@@ -10,7 +10,8 @@ import streamlit_webrtc  # noqa: F401, I001
 
 from fer_core.base.labels import DISPLAY_NAMES, EMOTIONS
 from fer_core.registry.store import ModelStore
-from ui_common import PRIVACY_NOTE, key_figures, sidebar, user_errors
+from ui.display import PRIVACY_NOTE, key_figures, user_errors
+from ui.sidebar import sidebar
 
 # The pages live in app_pages/, not pages/: Streamlit runs any script in a pages/ folder on its own
 # (without this file's navigation, page settings and import order) when it is the first one opened.

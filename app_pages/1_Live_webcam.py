@@ -7,18 +7,9 @@ import streamlit as st
 from fer_core.base.labels import DISPLAY_NAMES, EMOTIONS
 from fer_core.faces.images import load_image
 from fer_core.inference.live import LiveAnalyser
-from ui_common import (
-    analyser_or_stop,
-    live_analyser,
-    live_stream,
-    load_analyser,
-    require_model,
-    show_faces,
-    sidebar,
-    stream_help,
-    stream_notices,
-    user_errors,
-)
+from ui.display import show_faces, user_errors
+from ui.sidebar import analyser_or_stop, load_analyser, require_model, sidebar
+from ui.webrtc import live_analyser, live_stream, stream_help, stream_notices
 
 st.title("Live webcam")
 chosen = sidebar()

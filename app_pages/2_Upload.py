@@ -14,16 +14,8 @@ from fer_core.faces.images import encode_png, load_image
 from fer_core.inference.predict import EmotionAnalyser, FaceResult
 from fer_core.service.charts import emotions_over_time
 from fer_core.service.video import VideoAnalysis, analyse_video
-from ui_common import (
-    PRIVACY_NOTE,
-    analyser_or_stop,
-    explanation_choice,
-    model_version,
-    require_model,
-    show_faces,
-    sidebar,
-    user_errors,
-)
+from ui.display import PRIVACY_NOTE, show_faces, user_errors
+from ui.sidebar import analyser_or_stop, explanation_choice, model_version, require_model, sidebar
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp"]
 VIDEO_TYPES = ["mp4", "webm", "mov"]

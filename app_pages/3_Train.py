@@ -11,14 +11,16 @@ from fer_core.base.errors import DataError, FerError
 from fer_core.faces.preprocess import Preprocessing
 from fer_core.registry.store import DEFAULT_NAME, ModelStore
 from fer_core.service.charts import confusion_matrix_figure, training_curves
-from fer_core.service.jobs import ACTIVE_STATES, WAITING, Job
+from fer_core.service.jobs import ACTIVE_STATES, Job
 from fer_core.service.queue import job_queue
 from fer_core.service.uploads import resolve_server_path, server_data_roots, spool_upload
 from fer_core.service.work import submit_training
 from fer_core.training.ensemble import starting_networks
 from fer_core.training.networks import ARCHITECTURES, describe
 from fer_core.training.recipe import CLASS_WEIGHTS, TrainConfig
-from ui_common import existing_model, key_figures, name_problem, sidebar, user_errors, waiting_turn
+from ui.display import existing_model, key_figures, name_problem, user_errors
+from ui.jobs import show_job
+from ui.sidebar import sidebar
 
 STATUS_TEXT = {"loading": "Loading and checking the data", "training": "Training", "saving": "Evaluating and saving"}
 RANDOM_START = "random weights"
@@ -97,7 +99,10 @@ def show_outcome(job: Job) -> None:
 
 
 def training_form() -> None:
-    """Data, architecture and recipe; starts the job and remembers it for this session."""
+    """A new training's data, architecture and recipe; starts the job and remembers it for this session."""
+    st.subheader("New training")
+    if jobs.queue("train"):
+        st.caption("A training is running: a new one waits its turn in the queue below.")
     roots = server_data_roots()
     sources = ["Upload a file", "Path on the server"] if roots else ["Upload a file"]
     source = st.radio("Training data", sources, horizontal=True, key="train_source")
@@ -192,19 +197,8 @@ def trained_models() -> None:
             st.rerun()
 
 
-if my_job is not None and my_job.status == WAITING:
-    waiting_turn(my_job, "train_leave", "Training takes the whole CPU, so jobs take turns; this page follows "
-                 "yours once it starts.")
-elif my_job is not None and my_job.running:
-    follow(my_job)
-else:
-    if my_job is not None:
-        show_outcome(my_job)
-        st.divider()
-    st.subheader("New training")
-    if jobs.queue("train"):
-        st.caption("A training is running: a new one waits its turn in the queue below.")
-    training_form()
+show_job(my_job, "train_leave", follow=follow, outcome=show_outcome, form=training_form,
+         note="Training takes the whole CPU, so jobs take turns; this page follows yours once it starts.")
 st.divider()
 queue_overview()
 st.divider()

@@ -21,7 +21,8 @@ from fer_core.registry.cards import Metrics
 from fer_core.registry.store import ModelStore
 from fer_core.service.charts import clicked_cell, confusion_matrix_figure, per_class_scores
 from fer_core.service.uploads import resolve_server_path, server_data_roots, spool_upload
-from ui_common import explanation_choice, load_classifier, show_explanation, sidebar, user_errors
+from ui.display import show_explanation, user_errors
+from ui.sidebar import explanation_choice, load_classifier, sidebar
 
 if TYPE_CHECKING:
     from streamlit.runtime.uploaded_file_manager import UploadedFile

@@ -15,23 +15,13 @@ from fer_core.faces.images import load_image
 from fer_core.inference.live import LiveAnalyser
 from fer_core.registry.store import ModelStore
 from fer_core.service.charts import confusion_matrix_figure
-from fer_core.service.jobs import WAITING, Job
+from fer_core.service.jobs import Job
 from fer_core.service.queue import job_queue
 from fer_core.service.work import FineTuneWork, finetune_problem, submit_finetune
-from ui_common import (
-    analyser_or_stop,
-    existing_model,
-    live_analyser,
-    live_stream,
-    load_analyser,
-    name_problem,
-    require_model,
-    sidebar,
-    stream_help,
-    stream_notices,
-    user_errors,
-    waiting_turn,
-)
+from ui.display import existing_model, name_problem, user_errors
+from ui.jobs import show_job
+from ui.sidebar import analyser_or_stop, load_analyser, require_model, sidebar
+from ui.webrtc import live_analyser, live_stream, stream_help, stream_notices
 
 #: Thumbnails in a row of the gallery, and their size on screen (the 48x48 crops, enlarged).
 FACES_PER_ROW = 10
@@ -229,7 +219,10 @@ def show_outcome(job: Job) -> None:
 
 
 def finetune_form() -> None:
-    """Starting model, time budget and name; submits the job to the fine-tuning lane."""
+    """What a fine-tuning is scored on, its starting model, time budget and name; submits the job to the
+    fine-tuning lane."""
+    st.caption("A share of each emotion's recordings is held out; both the starting and the fine-tuned model "
+               "are scored on them. The fine-tuned model is saved on the server under its name.")
     names = ModelStore().names()
     start = st.selectbox("Start from", names, index=names.index(model), key="class_start",
                          help="The stored model to fine-tune; the sidebar's model at first.")
@@ -258,18 +251,8 @@ def finetune_form() -> None:
 def finetune_section() -> None:
     """This session's fine-tuning: waiting, running, or its outcome and a form for the next one."""
     st.subheader("3. Fine-tune a model on them")
-    job = jobs.get(st.session_state.get("class_job_id"))
-    if job is not None and job.status == WAITING:
-        waiting_turn(job, "class_leave")
-    elif job is not None and job.running:
-        follow(job)
-    else:
-        if job is not None:
-            show_outcome(job)
-            st.divider()
-        st.caption("A share of each emotion's recordings is held out; both the starting and the fine-tuned model "
-                   "are scored on them. The fine-tuned model is saved on the server under its name.")
-        finetune_form()
+    show_job(jobs.get(st.session_state.get("class_job_id")), "class_leave", follow=follow, outcome=show_outcome,
+             form=finetune_form)
 
 
 record()

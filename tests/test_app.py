@@ -23,7 +23,8 @@ from sklearn.metrics import confusion_matrix
 from streamlit.delta_generator import DeltaGenerator
 from streamlit.testing.v1 import AppTest
 
-import ui_common
+import ui.sidebar
+import ui.webrtc
 from fer_core.datasets.load import load_dataset
 from fer_core.evaluation.evaluate import evaluation_rows, report_from_predictions
 from fer_core.faces.detect import get_detector
@@ -38,7 +39,7 @@ from fer_core.registry.store import ModelStore
 from fer_core.service.charts import confusion_matrix_figure
 from fer_core.service.queue import job_queue
 from fer_core.training.networks import build_ensemble, build_model, copy_in_precision
-from ui_common import EXPLANATION_LABELS
+from ui.display import EXPLANATION_LABELS
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "app.py"
@@ -165,7 +166,7 @@ def test_live_page_streams_annotated_frames_and_shows_the_readout(store, monkeyp
 def test_live_page_over_the_stream_limit_says_so_and_offers_the_snapshot(store, monkeypatch):
     board = StreamBoard(1, 0.4)
     assert board.claim("another session")
-    monkeypatch.setattr(ui_common, "stream_board", lambda: board)
+    monkeypatch.setattr(ui.webrtc, "stream_board", lambda: board)
     calls = []
     stopped = SimpleNamespace(state=SimpleNamespace(playing=False))
     monkeypatch.setattr(streamlit_webrtc, "webrtc_streamer", lambda **options: calls.append(options) or stopped)
@@ -410,24 +411,22 @@ def test_a_damaged_model_file_gives_a_message_not_a_traceback(store, monkeypatch
 
 
 def test_a_missing_detector_package_gives_a_message_not_a_traceback(store, monkeypatch):
-    import ui_common
-
     def missing(name: str, live: bool = False, **options):
         raise ModuleNotFoundError("No module named 'mtcnn'", name="mtcnn")
 
-    ui_common._detector.clear()  # the cached detectors would hide the missing package
-    monkeypatch.setattr(ui_common, "get_detector", missing)
+    ui.sidebar._detector.clear()  # the cached detectors would hide the missing package
+    monkeypatch.setattr(ui.sidebar, "get_detector", missing)
     at = open_app(UPLOAD)
     assert "the package 'mtcnn' is not installed" in at.error[0].value
     assert not at.file_uploader
-    ui_common._detector.clear()
+    ui.sidebar._detector.clear()
 
 
 def test_user_errors_shows_missing_packages_and_unreadable_files_as_messages():
     def script():
         import streamlit as st
 
-        from ui_common import user_errors
+        from ui.display import user_errors  # AppTest runs this function's body alone, as a script
 
         with user_errors():
             raise FileNotFoundError(2, "No such file or directory", "/data/faces.csv")
@@ -491,7 +490,8 @@ def test_upload_page_keys_photo_results_on_the_model_its_file_the_detector_and_t
 
     shifted = []
     views = fer_core.inference.predict.shifted_views
-    monkeypatch.setattr(fer_core.inference.predict, "shifted_views", lambda faces: shifted.append(len(faces)) or views(faces))
+    monkeypatch.setattr(fer_core.inference.predict, "shifted_views",
+                        lambda faces: shifted.append(len(faces)) or views(faces))
     at = open_app(UPLOAD)
     at.file_uploader[0].set_value([("astronaut.png", encode_png(astronaut()), "image/png")]).run()
     at.sidebar.selectbox(key="_model").set_value("small").run()
@@ -616,7 +616,7 @@ def test_confusion_matrix_figure_shows_the_counts_or_the_shares_of_each_true_cla
     assert shares[0].tolist() == [0.0] * 7 and shares[1:].sum(axis=1) == pytest.approx(np.ones(6), abs=5e-4)
 
 
-APP_FILES = ["ui_common.py", "fer_core/charts.py",
+APP_FILES = ["fer_core/service/charts.py", *(f"ui/{module.name}" for module in sorted(ROOT.glob("ui/*.py"))),
              *(f"app_pages/{page.name}" for page in sorted(ROOT.glob("app_pages/*.py")))]
 
 

@@ -1,5 +1,6 @@
-"""The Class faces page and its engine (fer_core.datasets.recorder, fer_core.service.work): faces recorded from the live path as the
-classifier crops them, the gallery, zips out and in, and fine-tuning in the background, before and after."""
+"""The Class faces page and its engine (fer_core.datasets.recorder, fer_core.service.work): faces recorded
+from the live path as the classifier crops them, the gallery, zips out and in, and fine-tuning in the
+background, before and after."""
 
 from __future__ import annotations
 

@@ -387,7 +387,8 @@ def test_a_replica_that_dies_does_not_hold_its_lane(replicas, tmp_path):
     folder = tmp_path / "models" / BOARD_FOLDER
     script = ("import sys, time\n"
               "from fer_core.service.board import JobBoard\n"
-              "from fer_core.service.jobs import JobRequest, JobQueue\n"
+              "from fer_core.service.jobs import JobRequest\n"
+              "from fer_core.service.queue import JobQueue\n"
               f"jobs = JobQueue(board=JobBoard({str(folder)!r}))\n"
               "jobs.submit(JobRequest(lane='train', model_name='doomed', description='doomed', "
               "work=lambda job: time.sleep(120)))\n"

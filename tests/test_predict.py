@@ -196,7 +196,9 @@ def test_litert_inference_imports_neither_keras_nor_tensorflow(model_store):
     model_store.save("default", stored.model, stored.card, to_tflite(stored.model))
     script = """
 import sys
-import fer_core.service.charts, fer_core.datasets.load, fer_core.service.uploads, fer_core.evaluation.evaluate, fer_core.inference.live, fer_core.service.video, ui_common  # inference pages
+import fer_core.service.charts, fer_core.datasets.load, fer_core.service.uploads  # inference pages
+import fer_core.evaluation.evaluate, fer_core.inference.live, fer_core.service.video
+import ui.display, ui.jobs, ui.sidebar, ui.webrtc  # and what the pages share
 from fer_core.inference.predict import EmotionAnalyser
 from fer_core.faces.samples import astronaut
 analyser = EmotionAnalyser.from_store("default", "haar")

@@ -1,0 +1,117 @@
+"""How pages show things: errors as messages, a model's key figures, analysed faces, explanation maps, model names."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import streamlit as st
+
+from fer_core.base.errors import FerError
+from fer_core.base.labels import DISPLAY_NAMES
+from fer_core.inference.predict import EmotionAnalyser, FaceResult, annotate
+from fer_core.registry.cards import ModelCard
+from fer_core.registry.store import DEFAULT_NAME, ModelStore, check_name
+from fer_core.service.charts import probability_bars
+
+PRIVACY_NOTE = ("Privacy: camera frames, photos and videos are processed in memory and never stored. Faces "
+                "collected on the Class faces page stay in your browser session's memory until you download them. "
+                "An uploaded dataset sits in a temporary file only while it loads. Only models you train or "
+                "fine-tune are saved, under the name you give them.")
+#: fer_core.inference.explain.EXPLANATIONS by name: a short name and what the map shows. Said here so a page
+#: need not load TensorFlow to offer them.
+EXPLANATION_LABELS = {
+    "grad_cam": ("Grad-CAM", "the regions that raised the class's score"),
+    "guided_backprop": ("Guided backprop", "the pixels the class's score is most sensitive to"),
+    "guided_grad_cam": ("Guided Grad-CAM", "those pixels inside Grad-CAM's regions"),
+}
+
+
+def error_message(error: Exception) -> str:
+    """A readable message for an error about input, a missing package or a file that cannot be read."""
+    if isinstance(error, ImportError):
+        missing = f"the package '{error.name}' is not installed" if error.name else f"a package is missing ({error})"
+        return f"{missing} on this server; install the requirements with `pip install -r requirements.txt`"
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.filename}: {error.strerror}" if error.filename else error.strerror
+    return str(error)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Show fer_core's errors about bad input, a missing package or an unreadable file as a message,
+    never as a traceback."""
+    try:
+        yield
+    except (FerError, ImportError, OSError) as error:
+        st.error(error_message(error))
+
+
+def key_figures(card: ModelCard) -> None:
+    """Accuracy (plain and with flip TTA), macro-F1, parameters and milliseconds per face of a
+    model card, as metrics."""
+    columns = st.columns(5)
+    columns[0].metric("Accuracy", _percent(card.accuracy), help=card.scored_on)
+    columns[1].metric("With flip TTA", _percent(card.flip_accuracy),
+                      help="Each face also read mirrored and the answers averaged, as the app does when it helps.")
+    columns[2].metric("Macro-F1", _percent(card.macro_f1))
+    columns[3].metric("Parameters", "n/a" if card.parameters is None else f"{card.parameters:,}")
+    columns[4].metric("ms per face", "n/a" if card.ms_per_face is None else f"{card.ms_per_face:.2f}")
+
+
+def _percent(value: float | None) -> str:
+    """A share as a percentage, or "n/a"."""
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def show_faces(image: np.ndarray, results: list[FaceResult], analyser: EmotionAnalyser | None = None,
+               explain: str | None = None, key: str = "faces") -> np.ndarray:
+    """The annotated image beside one probability chart per face, with the map of the explanation
+    method ``explain`` (a key of :data:`EXPLANATION_LABELS`) when given.
+
+    Returns the annotated image (BGR) for a download.
+    """
+    annotated = annotate(image, results)
+    left, right = st.columns([3, 2])
+    left.image(annotated, channels="BGR", width="stretch")
+    with right:
+        if not results:
+            st.warning("No face found. Try another face detector in the sidebar, or a larger, frontal face.")
+        for index, face in enumerate(results, start=1):
+            title = f"Face {index}: {DISPLAY_NAMES[face.label]} {face.score:.0%}"
+            st.plotly_chart(probability_bars(face.probabilities, title=title), key=f"{key}-bars-{index}")
+            if explain and analyser is not None:
+                from fer_core.inference.explain import explain_face  # loads Keras and TensorFlow on first use
+
+                show_explanation(explain_face(analyser.classifier.model, image, face.box, analyser.preprocessing,
+                                              face.label, method=explain), explain, face.label)
+    return annotated
+
+
+def show_explanation(picture: np.ndarray, method: str, label: str, width: int | str = 192) -> None:
+    """An explanation map (BGR, from ``fer_core.inference.explain``) captioned with its method, a key of
+    :data:`EXPLANATION_LABELS`, and the class it explains."""
+    st.image(picture, channels="BGR", width=width,
+             caption=f"{EXPLANATION_LABELS[method][0]} for {DISPLAY_NAMES[label]}")
+
+
+def existing_model(name: str) -> str | None:
+    """The stored model a new model of this name would replace (names differing only in case included:
+    they are one file on some file systems), or None."""
+    return next((stored for stored in ModelStore().names() if stored.casefold() == name.casefold()), None)
+
+
+def name_problem(name: str, existing: str | None, replace: bool) -> str | None:
+    """Why a new model cannot be saved under ``name`` from a page, or None when it can."""
+    try:
+        check_name(name)
+    except ValueError as error:
+        return str(error)
+    if name.casefold() == DEFAULT_NAME or existing == DEFAULT_NAME:
+        return (f"'{DEFAULT_NAME}' is the model every visitor of the app starts with, so it cannot be trained "
+                "from this page: choose another name.")
+    if existing is not None and not replace:
+        return (f"A model named '{existing}' exists: tick 'Replace the existing model' to overwrite it, or choose "
+                "another name.")
+    return None
