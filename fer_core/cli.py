@@ -84,6 +84,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if config.swa_epochs:
         kept = f"the mean of {result.averaged_epochs}" if result.averaged_epochs else "none averaged: the best"
         print(f"weight averaging: {kept} of the last {config.swa_epochs} epochs")
+    assert outcome.card is not None  # None only for a cancelled run, and nothing cancels one here
     _print_saved(outcome.card)
     return 0
 
@@ -110,6 +111,7 @@ def cmd_crossval(args: argparse.Namespace) -> int:
         data = TrainingData(Path(args.data), Path(args.data).name, cache=args.cache)
         outcome = run_training(config, data, args.name, store=ModelStore(args.store), listener=_print_epoch,
                                on_stage=announce)
+        assert outcome.card is not None  # None only for a cancelled run, and nothing cancels one here
         _print_saved(outcome.card)
     print(format_cross_validation(summary))
     return 0
@@ -183,6 +185,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
     result = finetune(ModelStore(args.store), args.start, dataset, name=args.name, minutes=args.minutes,
                       seed=args.seed, data_name=Path(args.data).name, progress=report)
+    assert result is not None  # None only when cancelled, and nothing cancels it here
     split = result.split
     print(f"held out {len(split.held_out)} faces ({split.recordings} recordings), trained on {len(split.train)}; "
           f"{result.stopped} in {result.seconds:.0f} s")
@@ -190,7 +193,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         print(f"no held-out faces of {', '.join(split.untested_classes)} (a single recording each, trained on)")
     _print_saved(result.card)
     if args.json:
-        summary = {"start": result.card.training.fine_tuning.start, "name": result.card.name,
+        tuning = result.card.training.fine_tuning
+        assert tuning is not None  # the card of every fine-tuned model says what it was tuned from
+        summary = {"start": tuning.start, "name": result.card.name,
                    "accuracy_before": result.accuracy_before, "accuracy_after": result.accuracy_after,
                    "held_out_faces": len(split.held_out), "held_out_recordings": split.recordings,
                    "train_faces": len(split.train), "untested_classes": split.untested_classes,

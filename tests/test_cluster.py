@@ -42,6 +42,8 @@ from conftest import synthetic_dataset, write_fer_csv  # noqa: E402
 from playwright.sync_api import BrowserContext, Locator, Page, Playwright, expect, sync_playwright  # noqa: E402
 from playwright.sync_api import TimeoutError as PlaywrightTimeout  # noqa: E402
 
+pytestmark = pytest.mark.browser  # real Chromium: left out by `pytest -m "not browser"`
+
 SCRIPT = ROOT / "deploy" / "local_cluster.sh"
 CLUSTER_START_SECONDS = 180
 READY = re.compile(r"^FER Lab: (http://\S+) ", re.MULTILINE)

@@ -50,6 +50,8 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from fer_core.base.labels import DISPLAY_NAMES, EMOTIONS
 
+pytestmark = pytest.mark.browser  # real Chromium: left out by `pytest -m "not browser"`
+
 SERVER_START_SECONDS = 60
 
 

@@ -170,7 +170,7 @@ class FaceCollection:
 
 
 def _read_zip(content: bytes, name: str) -> FaceDataset:
-    """The faces of a zip's bytes, read by ``data.load_zip``; its messages name the zip ``name``."""
+    """The faces of a zip's bytes, read by ``folders.load_zip``; its messages name the zip ``name``."""
     with tempfile.TemporaryDirectory(prefix="fer_lab_collection_") as folder:
         path = Path(folder) / "upload.zip"
         path.write_bytes(content)

@@ -63,7 +63,8 @@ def load_dataset(path: str | os.PathLike, *, cache: bool = False, crop: FaceCrop
             arrays["groups"] = dataset.groups
         try:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(cache_file, lambda path: np.savez(path, **arrays))
+            # allow_pickle is numpy's default, named so that no array can be taken for it
+            write_atomically(cache_file, lambda path: np.savez(path, allow_pickle=True, **arrays))
         except OSError as error:
             raise FerError(f"{cache_file.parent}: cannot write the dataset cache ({error.strerror or error}); "
                            "set FER_LAB_CACHE to a writable folder or leave out the cache") from error

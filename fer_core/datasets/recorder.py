@@ -128,6 +128,7 @@ class FaceRecorder:
         with self._lock:
             if not self._recording:
                 return frame
+            assert self._emotion is not None  # start sets it before any recording
             text = f"REC {DISPLAY_NAMES[self._emotion]} {len(self._crops)}/{self._wanted}"
         scale = max(0.5, frame.shape[1] / 640)
         font_scale, thickness = 0.8 * scale, max(1, round(2 * scale))
@@ -141,6 +142,7 @@ class FaceRecorder:
 
     def _end(self) -> None:
         """Add the faces taken as one recording and say how it went (the caller holds the lock)."""
+        assert self._emotion is not None  # start sets it before any recording
         self._recording = False
         self._finished += 1
         name = DISPLAY_NAMES[self._emotion]

@@ -16,7 +16,7 @@ def stratified_split(
     from sklearn.model_selection import train_test_split  # scikit-learn takes 2 s to load: only when splitting
 
     counts = np.bincount(dataset.labels, minlength=NUM_CLASSES)
-    test_size = max(int(round(validation_fraction * len(dataset))), np.count_nonzero(counts))
+    test_size = max(int(round(validation_fraction * len(dataset))), int(np.count_nonzero(counts)))
     # Stratify when every class has two faces and the validation part can hold one of each.
     stratify = dataset.labels if counts[counts > 0].min() >= 2 and test_size < len(dataset) else None
     train_index, val_index = train_test_split(

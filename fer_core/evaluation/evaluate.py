@@ -30,7 +30,7 @@ class EvaluationReport:
     accuracy: float
     macro_f1: float
     n: int
-    per_class: dict[str, dict[str, float]]
+    per_class: dict[str, dict[str, float]]  #: precision, recall and f1 of each class, and its support (an int)
     confusion_matrix: list[list[int]]
 
     @property
@@ -42,7 +42,9 @@ class EvaluationReport:
                    usage: list[str] | None = None) -> Metrics:
         """These scores as a model card holds them, with those of flip TTA and where the faces came from."""
         return Metrics(dataset=dataset, usage=usage or [], accuracy=self.accuracy, macro_f1=self.macro_f1, n=self.n,
-                       per_class={name: ClassScores(**row) for name, row in self.per_class.items()},
+                       per_class={name: ClassScores(precision=row["precision"], recall=row["recall"], f1=row["f1"],
+                                                    support=int(row["support"]))
+                                  for name, row in self.per_class.items()},
                        confusion_matrix=self.confusion_matrix, flip_tta=flip_tta)
 
     def to_dict(self) -> dict:
@@ -65,8 +67,8 @@ class EvaluationReport:
         lines.append("")
         lines.append("confusion matrix (rows: true, columns: predicted)")
         lines.append(" " * 10 + "".join(f"{name[:7]:>8}" for name in EMOTIONS))
-        for name, row in zip(EMOTIONS, self.confusion_matrix):
-            lines.append(f"{name:<10}" + "".join(f"{value:>8d}" for value in row))
+        for name, counts in zip(EMOTIONS, self.confusion_matrix):
+            lines.append(f"{name:<10}" + "".join(f"{value:>8d}" for value in counts))
         lines.append("")
         lines.append(f"accuracy: {self.accuracy:.4f}")
         return "\n".join(lines)
@@ -225,7 +227,7 @@ def cross_validate(
     seed: int = 0,
 ) -> dict:
     """k-fold cross-validation, stratified by class and, where the dataset names persons, keeping
-    each person's faces in one fold (see ``data.stratified_folds``, which raises on bad ``k``).
+    each person's faces in one fold (see ``splits.stratified_folds``, which raises on bad ``k``).
 
     ``fit_and_predict(train, test)`` trains a fresh model on ``train`` alone (any validation split
     comes out of ``train``, never ``test``) and returns its probabilities (len(test), 7) for

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
+import cv2.data  # the Haar cascades' folder: OpenCV's type stubs leave the submodule out of cv2
 import numpy as np
 
 from fer_core.base.errors import FerError, SettingError
@@ -140,7 +141,8 @@ class HaarDetector(FaceDetector):
         found = []
         for box, weight in zip(boxes, np.ravel(weights) if len(boxes) else []):
             if float(weight) >= self.min_score:
-                found.append(Detection(tuple(int(v) for v in box), float(weight)))
+                x, y, width, height = (int(v) for v in box)
+                found.append(Detection((x, y, width, height), float(weight)))
         return found
 
 

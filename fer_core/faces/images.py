@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -14,7 +15,8 @@ from fer_core.base.errors import ImageError
 #: Largest image accepted, in pixels (about 80 megapixels: any camera photo, no decompression bomb).
 MAX_PIXELS = 80_000_000
 
-ImageSource = str | os.PathLike | bytes | io.IOBase
+#: A file path, the file's bytes, or a binary file object (an upload, io.BytesIO).
+ImageSource = str | os.PathLike | bytes | IO[bytes]
 
 
 def _describe(source: ImageSource, name: str | None) -> str:

@@ -158,6 +158,7 @@ def grad_cam(model: keras.Model, face: np.ndarray, class_index: int | None = Non
     for network in networks:
         cam, class_index = _class_activation(network, batch, class_index)
         maps.append(cam)
+    assert class_index is not None  # set by the first network's map: there is always one
     return _scaled_to_one(np.mean(maps, axis=0)), class_index
 
 
@@ -193,7 +194,7 @@ EXPLANATIONS: dict[str, Callable[[keras.Model, np.ndarray, int | None], tuple[np
 
 def overlay(face: np.ndarray, heat: np.ndarray, size: int = 192, alpha: float = 0.45) -> np.ndarray:
     """A BGR picture of the face with the heat map blended over it in the JET colour map."""
-    gray = (np.squeeze(face) * 255).clip(0, 255).astype(np.uint8)
+    gray: np.ndarray = (np.squeeze(face) * 255).clip(0, 255).astype(np.uint8)
     gray = cv2.resize(gray, (size, size), interpolation=cv2.INTER_CUBIC)
     colours = cv2.applyColorMap(
         (cv2.resize(heat, (size, size), interpolation=cv2.INTER_CUBIC) * 255).astype(np.uint8),

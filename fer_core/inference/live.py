@@ -136,8 +136,8 @@ class FaceTracker:
             matched_tracks.add(t)
             track_of[d] = self._tracks[t]
         if detected:
-            for t, track in enumerate(self._tracks):
-                track.missed = 0 if t in matched_tracks else track.missed + 1
+            for t, seen in enumerate(self._tracks):
+                seen.missed = 0 if t in matched_tracks else seen.missed + 1
             self._tracks = [track for track in self._tracks if track.missed <= self.max_missed]
 
         faces = []

@@ -40,7 +40,7 @@ class FaceResult:
     score: float = field(init=False)
 
     def __post_init__(self) -> None:
-        self.label = max(self.probabilities, key=self.probabilities.get)
+        self.label = max(self.probabilities, key=self.probabilities.__getitem__)
         self.score = self.probabilities[self.label]
 
     def to_row(self) -> dict:
@@ -134,7 +134,12 @@ class EmotionClassifier:
         self.shift_tta = shift_tta
         interpreter = _litert_interpreter() if lite else None
         self.backend = "litert" if interpreter is not None else "tensorflow"
-        self._interpreters = ObjectPool(lambda: _LiteRunner(interpreter(model_content=lite, num_threads=lite_threads)))
+
+        def lite_runner() -> _LiteRunner:
+            assert interpreter is not None  # the pool is borrowed from only by the litert backend
+            return _LiteRunner(interpreter(model_content=lite, num_threads=lite_threads))
+
+        self._interpreters = ObjectPool(lite_runner)
         if self.backend == "litert":
             with self._interpreters.borrow() as runner:  # also checks the flatbuffer now
                 self.input_size = int(runner.interpreter.get_input_details()[0]["shape"][1])
@@ -213,7 +218,7 @@ def classifier_ms_per_face(classifier: EmotionClassifier, batch: int = 1, second
     faces = np.random.default_rng(0).random((batch, size, size, 1), dtype=np.float32)
     for _ in range(5):
         classifier(faces)
-    timings = []
+    timings: list[float] = []
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline or len(timings) < 10:
         start = time.perf_counter()

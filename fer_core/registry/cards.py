@@ -5,16 +5,24 @@ model; this module alone turns one into the other. The JSON keys are the field n
 stays readable by hand. A card without ``schema_version`` was written before cards had one
 (version 1: the same keys, some of them missing, which read as unknown); keys this version does
 not know are ignored, and a card of a newer schema is refused rather than misread.
+
+cattrs reads a card into the dataclasses by their fields' types, each held to its JSON kind by the
+hooks at the end (a number is not a text nor ``true``, 1.5 is not a whole number); a null key
+reads as a missing one. A wrong value is a :class:`CardError` naming its key, e.g. ``metrics.accuracy``.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+import cattrs
 import numpy as np
+from cattrs.cols import is_mapping, is_sequence, list_structure_factory, mapping_structure_factory
+from cattrs.errors import AttributeValidationNote, BaseValidationError, IterableValidationNote
+from cattrs.gen import make_dict_structure_fn
 
 from fer_core.base.errors import FerError
 from fer_core.base.labels import EMOTIONS
@@ -94,7 +102,7 @@ class Member:
     """A network of an ensemble, with its own figures as its card gave them."""
 
     name: str
-    arch: str
+    arch: str = "unknown"
     parameters: int | None = None
     accuracy: float | None = None
     flip_tta: Scores | None = None
@@ -248,22 +256,26 @@ class ModelCard:
     @classmethod
     def from_dict(cls, values: object, name: str) -> ModelCard:
         """The card of the model stored as ``name`` from its JSON object (see :meth:`from_json`)."""
-        card = _Json(values, "")
-        version = card.integer("schema_version") or 1
+        if not isinstance(values, dict):
+            raise CardError("the model card is not a JSON object")
+        version = values.get("schema_version") or 1
+        if not _is_integer(version):
+            raise CardError(f"the model card's schema_version is not a whole number ({json.dumps(version)[:60]})")
         if version > SCHEMA_VERSION:
             raise CardError(f"the model card is of schema version {version}, newer than this version of FER Lab "
                             f"reads ({SCHEMA_VERSION}): update FER Lab to use this model")
-        training, metrics = card.child("training"), card.child("metrics")
-        return cls(name=name, arch=card.text("arch") or "unknown", description=card.text("description") or "",
-                   labels=card.texts("labels") or list(EMOTIONS), input_size=card.integers("input_size"),
-                   preprocessing=Preprocessing.from_dict(card.mapping("preprocessing") or {}),
-                   parameters=card.integer("parameters"), weights_dtype=card.text("weights_dtype") or "float32",
-                   training=Training() if training is None else _training(training),
-                   metrics=None if metrics is None else _metrics(metrics),
-                   ms_per_face=card.number("ms_per_face"), inference_backend=card.text("inference_backend"),
-                   created=card.text("created"), keras_version=card.text("keras_version"),
-                   reproduce=card.text("reproduce"), file_bytes=card.integer("file_bytes"),
-                   sha256=card.mapping("sha256") or {})
+        try:
+            card = _READER.structure({**values, "name": name, "error": None}, cls)
+        except BaseValidationError as error:
+            raise _card_error(error) from None
+        matrix = [] if card.metrics is None else card.metrics.confusion_matrix
+        if any(len(row) != len(matrix) for row in matrix):
+            raise CardError("the model card's metrics.confusion_matrix is not a square table of whole numbers "
+                            f"({json.dumps(matrix)[:60]})")
+        if "total_minutes" in (values.get("training") or {}):
+            return card
+        # Cards from before fine-tuning have no total: their own minutes were the whole training.
+        return replace(card, training=replace(card.training, total_minutes=card.training.minutes))
 
 
 def make_card(
@@ -281,7 +293,7 @@ def make_card(
 ) -> ModelCard:
     """The card of a model about to be stored: what it is (read from ``model``), how it was
     trained, and how well and fast it runs. ``ModelStore.save`` adds its name, size and hashes."""
-    import keras
+    import keras  # Keras and TensorFlow: only a model being stored needs them, not a card being read
 
     return ModelCard(arch=arch, description=description, input_size=list(model.input_shape[1:]),
                      preprocessing=preprocessing, parameters=int(model.count_params()), weights_dtype=weights_dtype,
@@ -292,55 +304,6 @@ def make_card(
                      keras_version=keras.__version__, reproduce=reproduce)
 
 
-def _metrics(values: _Json) -> Metrics:
-    return Metrics(dataset=values.text("dataset"), usage=values.texts("usage") or [],
-                   accuracy=values.number("accuracy", required=True),
-                   macro_f1=values.number("macro_f1", required=True), n=values.integer("n", required=True),
-                   per_class={name: _class_scores(row) for name, row in values.objects("per_class").items()},
-                   confusion_matrix=values.matrix("confusion_matrix"), flip_tta=_scores(values.child("flip_tta")))
-
-
-def _training(values: _Json) -> Training:
-    minutes = values.number("minutes")
-    return Training(data=values.text("data"), train_rows=values.integer("train_rows"),
-                    validation_rows=values.integer("validation_rows"), precision=values.text("precision"),
-                    epochs_run=values.integer("epochs_run"), stopped=values.text("stopped"), minutes=minutes,
-                    # Cards from before fine-tuning have no total: their own minutes were the whole training.
-                    total_minutes=values.number("total_minutes") if "total_minutes" in values else minutes,
-                    averaged_epochs=values.integer("averaged_epochs"), recipe=values.mapping("recipe"),
-                    members=[_member(member) for member in values.children("members")],
-                    history=values.mapping("history") or {}, fine_tuning=_fine_tuning(values.child("fine_tuning")))
-
-
-def _fine_tuning(values: _Json | None) -> FineTuning | None:
-    if values is None:
-        return None
-    return FineTuning(start=values.text("start", required=True),
-                      accuracy_before=values.number("accuracy_before", required=True),
-                      held_out_recordings=values.integer("held_out_recordings", required=True),
-                      untested_classes=values.texts("untested_classes") or [],
-                      settings=values.mapping("settings") or {})
-
-
-def _scores(values: _Json | None) -> Scores | None:
-    if values is None:
-        return None
-    return Scores(accuracy=values.number("accuracy", required=True), macro_f1=values.number("macro_f1", required=True))
-
-
-def _class_scores(values: _Json) -> ClassScores:
-    return ClassScores(precision=values.number("precision", required=True),
-                       recall=values.number("recall", required=True), f1=values.number("f1", required=True),
-                       support=values.integer("support", required=True))
-
-
-def _member(values: _Json) -> Member:
-    return Member(name=values.text("name", required=True), arch=values.text("arch") or "unknown",
-                  parameters=values.integer("parameters"), accuracy=values.number("accuracy"),
-                  flip_tta=_scores(values.child("flip_tta")), minutes=values.number("minutes"),
-                  recipe=values.mapping("recipe"))
-
-
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -349,72 +312,58 @@ def _is_integer(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-class _Json:
-    """One JSON object of a card, read key by key as the type each field needs. A missing or null
-    key reads as None (or is a :class:`CardError` where ``required``); a value of another type
-    is a CardError naming it by its path, e.g. ``metrics.accuracy``."""
+class _Wrong(TypeError):
+    """A card's value not of the JSON kind its field needs (``kind``, e.g. "a number")."""
 
-    def __init__(self, values: object, path: str):
-        if not isinstance(values, dict):
-            raise CardError(f"the model card's {path} is not a JSON object" if path
-                            else "the model card is not a JSON object")
-        self.values, self.path = values, path
+    def __init__(self, kind: str, value: object):
+        super().__init__(kind)
+        self.kind, self.value = kind, value
 
-    def __contains__(self, key: str) -> bool:
-        return key in self.values
 
-    def _where(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
+def _only(kind: str, accepts: Callable[[Any], bool],
+          read: Callable[[Any, Any], Any] = lambda value, _: value) -> Callable[[Any, Any], Any]:
+    """A cattrs hook that reads the values ``accepts`` with ``read`` and refuses others as not ``kind``."""
 
-    def _get(self, key: str, accepts: Callable[[object], bool], kind: str, required: bool = False) -> Any:
-        value = self.values.get(key)
-        if value is None:
-            if required:
-                raise CardError(f"the model card has no {self._where(key)}")
-            return None
+    def hook(value: Any, type_: Any) -> Any:
         if not accepts(value):
-            raise CardError(f"the model card's {self._where(key)} is not {kind} ({json.dumps(value)[:60]})")
-        return value
+            raise _Wrong(kind, value)
+        return read(value, type_)
 
-    def text(self, key: str, required: bool = False) -> str | None:
-        return self._get(key, lambda value: isinstance(value, str), "a text", required)
+    return hook
 
-    def number(self, key: str, required: bool = False) -> float | None:
-        value = self._get(key, _is_number, "a number", required)
-        return None if value is None else float(value)
 
-    def integer(self, key: str, required: bool = False) -> int | None:
-        return self._get(key, _is_integer, "a whole number", required)
+def _object_hook(type_: Any, reader: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    """The hook of a dataclass: a JSON object, whose null keys read as missing ones (their defaults)."""
+    read = make_dict_structure_fn(type_, reader)
+    return _only("a JSON object", lambda value: isinstance(value, dict),
+                 lambda values, _: read({key: value for key, value in values.items() if value is not None}, type_))
 
-    def texts(self, key: str) -> list[str] | None:
-        return self._get(key, lambda value: isinstance(value, list) and all(isinstance(v, str) for v in value),
-                         "a list of texts")
 
-    def integers(self, key: str) -> list[int] | None:
-        return self._get(key, lambda value: isinstance(value, list) and all(map(_is_integer, value)),
-                         "a list of whole numbers")
+#: Reads a card's JSON objects into the dataclasses above by their fields' types (keys without a
+#: field are ignored); its detailed validation says where a wrong value is.
+_READER = cattrs.Converter()
+_READER.register_structure_hook(str, _only("a text", lambda value: isinstance(value, str)))
+_READER.register_structure_hook(bool, _only("true or false", lambda value: isinstance(value, bool)))
+_READER.register_structure_hook(int, _only("a whole number", _is_integer))
+_READER.register_structure_hook(float, _only("a number", _is_number, lambda value, _: float(value)))
+_READER.register_structure_hook_factory(is_sequence, lambda type_, reader: _only(
+    "a list", lambda value: isinstance(value, list), list_structure_factory(type_, reader)))
+_READER.register_structure_hook_factory(is_mapping, lambda type_, reader: _only(
+    "a JSON object", lambda value: isinstance(value, dict), mapping_structure_factory(type_, reader)))
+_READER.register_structure_hook_factory(is_dataclass, _object_hook)
 
-    def matrix(self, key: str) -> list[list[int]]:
-        """A square table of whole numbers (a confusion matrix; required)."""
-        return self._get(key, lambda value: isinstance(value, list) and all(
-            isinstance(row, list) and len(row) == len(value) and all(map(_is_integer, row)) for row in value),
-            "a square table of whole numbers", required=True)
 
-    def mapping(self, key: str) -> dict[str, Any] | None:
-        """A JSON object kept as it is (a recipe, a training history)."""
-        return self._get(key, lambda value: isinstance(value, dict), "a JSON object")
-
-    def child(self, key: str) -> _Json | None:
-        """A nested object, to read key by key."""
-        value = self.mapping(key)
-        return None if value is None else _Json(value, self._where(key))
-
-    def objects(self, key: str) -> dict[str, _Json]:
-        """An object whose every value is an object, e.g. the per-class scores (required)."""
-        values = self._get(key, lambda value: isinstance(value, dict), "a JSON object", required=True)
-        return {name: _Json(value, f"{self._where(key)}.{name}") for name, value in values.items()}
-
-    def children(self, key: str) -> list[_Json]:
-        """A list of objects, e.g. an ensemble's members ([] when missing)."""
-        values = self._get(key, lambda value: isinstance(value, list), "a list") or []
-        return [_Json(value, f"{self._where(key)}[{index}]") for index, value in enumerate(values)]
+def _card_error(error: BaseException, path: str = "") -> CardError:
+    """The first wrong value of cattrs' nested errors, named by its key's path (``metrics.accuracy``)."""
+    for note in getattr(error, "__notes__", ()):
+        if isinstance(note, AttributeValidationNote):
+            path += f".{note.name}"
+        elif isinstance(note, IterableValidationNote):  # a list's index or an object's key
+            path += f"[{note.index}]" if isinstance(note.index, int) else f".{note.index}"
+    if isinstance(error, BaseValidationError):
+        return _card_error(error.exceptions[0], path)
+    if isinstance(error, _Wrong):
+        return CardError(f"the model card's {path[1:]} is not {error.kind} ({json.dumps(error.value)[:60]})")
+    if isinstance(error, KeyError):
+        return CardError(f"the model card has no {path[1:]}")
+    raise error  # not the card's fault: a bug here

@@ -36,7 +36,7 @@ from fer_core.base.files import write_atomically
 try:
     import fcntl
 except ImportError:  # Windows has no flock: there the queue stays in one process
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]  # mypy's idiom for an optional module: None stands for "missing"
 
 #: The board's folder inside a model store folder (a leading '.' is never a model name).
 BOARD_FOLDER = ".queue"

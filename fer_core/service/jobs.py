@@ -123,12 +123,13 @@ class Ticket:
     def from_record(cls, record: Mapping) -> Ticket:
         """A ticket read from the job board (:meth:`to_record`'s data); KeyError, TypeError or ValueError
         for data that is not one."""
-        times = {name: None if record[name] is None else _dt.datetime.fromisoformat(record[name])
-                 for name in ("submitted_at", "started_at", "ends_at")}
+        started_at, ends_at = (None if record[name] is None else _dt.datetime.fromisoformat(record[name])
+                               for name in ("started_at", "ends_at"))
         return cls(job_id=str(record["job_id"]), seq=int(record["seq"]), lane=str(record["lane"]),
                    model_name=str(record["model_name"]), uses=frozenset(record["uses"]),
                    description=str(record["description"]), owner=str(record["owner"]), minutes=record["minutes"],
-                   status=str(record["status"]), fraction=record["fraction"], **times)
+                   submitted_at=_dt.datetime.fromisoformat(record["submitted_at"]), started_at=started_at,
+                   status=str(record["status"]), ends_at=ends_at, fraction=record["fraction"])
 
 
 def lane_slots(setting: str | None) -> dict[str, int]:

@@ -127,10 +127,11 @@ class JobQueue:
         running, waiting = _lane(tickets, ticket.lane)
         ahead = waiting[:[other.job_id for other in waiting].index(job_id)]
         # Each job ahead takes the slot that frees first, for its time budget.
-        free_at = [other.seconds_left() for other in running] + [0.0] * (self.lanes[ticket.lane] - len(running))
-        durations = [None if other.minutes is None else other.minutes * 60 for other in ahead]
+        free_at = _all_known([other.seconds_left() for other in running]
+                             + [0.0] * (self.lanes[ticket.lane] - len(running)))
+        durations = _all_known([None if other.minutes is None else other.minutes * 60 for other in ahead])
         expected = None
-        if None not in free_at and None not in durations:
+        if free_at is not None and durations is not None:
             heapq.heapify(free_at)
             for seconds in durations:
                 heapq.heappush(free_at, heapq.heappop(free_at) + seconds)
@@ -204,11 +205,13 @@ class JobQueue:
         """This process's active jobs and the board's other tickets, in the order they were submitted
         (under the lock)."""
         tickets = [job.ticket() for job in self._jobs.values() if job.active]
-        for record in self.board.others() if self.board is not None else []:
-            try:
-                tickets.append(Ticket.from_record(record))
-            except (KeyError, TypeError, ValueError):
-                logger.warning("job board %s: a ticket that cannot be read is left out: %r", self.board.folder, record)
+        if self.board is not None:
+            for record in self.board.others():
+                try:
+                    tickets.append(Ticket.from_record(record))
+                except (KeyError, TypeError, ValueError):
+                    logger.warning("job board %s: a ticket that cannot be read is left out: %r", self.board.folder,
+                                   record)
         return sorted(tickets, key=lambda ticket: ticket.seq)
 
     def _check_models(self, request: JobRequest, tickets: list[Ticket]) -> None:
@@ -270,6 +273,7 @@ class JobQueue:
         """Every ``poll_seconds``: refresh the tickets of this process's running jobs (their progress, for
         the other replicas' tables) and start its waiting jobs whose turn has come because another
         replica's job ended or left; ends once this process has no job waiting or running."""
+        assert self.board is not None  # _watch_board starts this thread only for a queue with a board
         while True:
             time.sleep(self._poll_seconds)
             try:
@@ -295,9 +299,20 @@ class JobQueue:
 
 def _lane(tickets: list[Ticket], lane: str) -> tuple[list[Ticket], list[Ticket]]:
     """The running tickets of ``lane`` (first started first) and its waiting ones (in order)."""
-    running = sorted((ticket for ticket in tickets if ticket.lane == lane and ticket.running),
-                     key=lambda ticket: ticket.started_at)
+    running = sorted((ticket for ticket in tickets if ticket.lane == lane and ticket.running), key=_started_at)
     return running, [ticket for ticket in tickets if ticket.lane == lane and not ticket.running]
+
+
+def _started_at(ticket: Ticket) -> _dt.datetime:
+    """When a running ticket's job started."""
+    assert ticket.started_at is not None  # what running means
+    return ticket.started_at
+
+
+def _all_known(values: list[float | None]) -> list[float] | None:
+    """``values``, or None when one of them is None (unknown)."""
+    known = [value for value in values if value is not None]
+    return known if len(known) == len(values) else None
 
 
 def _folded(names: set[str] | frozenset[str]) -> set[str]:

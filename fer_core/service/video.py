@@ -44,7 +44,7 @@ class TrackSummary:
     dominant: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self.dominant = max(self.mean_probabilities, key=self.mean_probabilities.get)
+        self.dominant = max(self.mean_probabilities, key=self.mean_probabilities.__getitem__)
 
 
 @dataclass

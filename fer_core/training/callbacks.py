@@ -146,7 +146,9 @@ class CheckpointWriter(keras.callbacks.Callback):
             write_atomically(self.directory / STUDENT_FILE, self.network.save)
             optimizer_state: dict[str, np.ndarray] = {}
             self.model.optimizer.save_own_variables(optimizer_state)
-            write_atomically(self.directory / OPTIMIZER_FILE, lambda path: np.savez(path, **optimizer_state))
+            # allow_pickle is numpy's default, named so that no array can be taken for it
+            write_atomically(self.directory / OPTIMIZER_FILE,
+                             lambda path: np.savez(path, allow_pickle=True, **optimizer_state))
         if self.monitor.improved:
             write_atomically(self.directory / BEST_FILE, self.network.save)
         write_atomically(self.directory / STATE_FILE, lambda path: path.write_text(json.dumps(asdict(state), indent=1)))
@@ -237,10 +239,11 @@ class WeightAverage(keras.callbacks.Callback):
             self.count += 1
             self.average = [mean + (w - mean) / self.count for mean, w in zip(self.average, weights)]
         self.last_epoch = epoch
+        average = self.average  # set just above (the lambda would see the attribute as possibly None)
         if self.directory is not None:
             write_atomically(self.directory / self.FILE, lambda path: np.savez(
-                path, count=self.count, first_epoch=self.first_epoch, last_epoch=epoch,
-                **{f"w{i}": mean for i, mean in enumerate(self.average)}))
+                path, count=self.count, first_epoch=self.first_epoch, last_epoch=epoch, allow_pickle=True,
+                **{f"w{i}": mean for i, mean in enumerate(average)}))
 
 
 def _batch_norms(model: keras.Model) -> list[keras.layers.BatchNormalization]:

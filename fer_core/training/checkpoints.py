@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TypeGuard
 
 import keras
 import numpy as np
@@ -44,7 +45,8 @@ class RunState:
     teacher_weights: str | None = None  #: ``distill.weights_fingerprint`` of a distillation run's teacher
 
 
-def has_checkpoint(directory: Path | None) -> bool:
+def has_checkpoint(directory: Path | None) -> TypeGuard[Path]:
+    """A checkpoint folder (so not None) holding a run's state."""
     return directory is not None and (directory / STATE_FILE).exists()
 
 

@@ -125,10 +125,11 @@ def validation_faces(members: list[StoredModel], dataset: FaceDataset) -> FaceDa
     if "Training" in dataset.usages() and "PublicTest" in dataset.usages():
         return train_validation(dataset)[1]
     seeds = {member.card.training.seed for member in members}
-    if len(seeds) != 1 or None in seeds:
+    seed = seeds.pop() if len(seeds) == 1 else None
+    if seed is None:
         raise DataError(f"{dataset.source} has no PublicTest rows and the members were validated on different "
                         "or unknown random splits; score an ensemble on FER2013 or on members trained with one --seed")
-    return train_validation(dataset, seeds.pop())[1]
+    return train_validation(dataset, seed)[1]
 
 
 def stored_copy(network: keras.Model, arch: str, dtype: str, name: str | None = None) -> keras.Model:

@@ -191,6 +191,7 @@ def finetune(
     card = _store(store, stored, networks, name, split, before, settings,
                   command=finetune_command(stored.name, data_name, name, minutes, seed), dataset_size=len(dataset),
                   epochs=min(epochs_run), stopped=stopped, minutes=training_minutes)
+    assert card.accuracy is not None  # save_evaluated scores the model on the held-out faces
     return FineTuneResult(card, before, card.accuracy, split, stopped, time.monotonic() - started)
 
 

@@ -125,7 +125,7 @@ def reproduce_command(config: TrainConfig, data_name: str, model_name: str) -> s
 
 @dataclass(frozen=True)
 class TrainingData:
-    """The faces a run learns from: a dataset file (see ``data.load_dataset``) and the name its
+    """The faces a run learns from: a dataset file (see ``datasets.load.load_dataset``) and the name its
     card and reproduce command give it, the file name the user chose (not a server path, nor the
     name of an upload spooled to disk)."""
 

@@ -334,7 +334,7 @@ def run_training(
 def _store_result(result: TrainResult, name: str, validation: FaceDataset, data_name: str, reproduce: str,
                   earlier_minutes: float | None, store: ModelStore) -> ModelCard:
     """Evaluate a finished run on its validation faces, time it, and save it with its card
-    (see ``evaluate.save_evaluated``); returns the card. ``earlier_minutes`` is the training of
+    (see ``publish.save_evaluated``); returns the card. ``earlier_minutes`` is the training of
     the network the run was fine-tuned from (None when unknown): ``total_minutes`` adds it."""
 
     training = Training(data=data_name, train_rows=result.train_rows, validation_rows=result.validation_rows,
