@@ -7,7 +7,8 @@ import streamlit as st
 from fer_core.base.labels import DISPLAY_NAMES, EMOTIONS
 from fer_core.faces.images import load_image
 from fer_core.inference.live import LiveAnalyser
-from ui.display import show_faces, user_errors
+from fer_core.inference.photos import PhotoFaces
+from ui.display import show_photo, user_errors
 from ui.sidebar import analyser_or_stop, load_analyser, require_model, sidebar
 from ui.webrtc import live_analyser, live_stream, stream_help, stream_notices
 
@@ -68,4 +69,4 @@ with snapshot_tab:
             image = load_image(photo.getvalue(), name="the snapshot")
             # A still photo has time for the detector's full settings, which also find small faces.
             still = load_analyser(model, chosen.detector)
-            show_faces(image, still.analyse(image), key="snapshot")
+            show_photo(image, PhotoFaces.of(still.analyse(image)), key="snapshot")

@@ -10,11 +10,12 @@ import pandas as pd
 import streamlit as st
 
 from fer_core.base.labels import DISPLAY_NAMES, EMOTIONS
-from fer_core.faces.images import encode_png, load_image
+from fer_core.faces.images import load_image
+from fer_core.inference.photos import PhotoFaces
 from fer_core.inference.predict import EmotionAnalyser, FaceResult
 from fer_core.service.charts import emotions_over_time
 from fer_core.service.video import VideoAnalysis, analyse_video
-from ui.display import PRIVACY_NOTE, show_faces, user_errors
+from ui.display import PRIVACY_NOTE, show_photo, user_errors
 from ui.sidebar import analyser_or_stop, explanation_choice, model_version, require_model, sidebar
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp"]
@@ -47,11 +48,6 @@ def analysed(file_id: str, image: np.ndarray, analyser: EmotionAnalyser, setting
     return cache[key]
 
 
-def face_rows(file_name: str, results: list[FaceResult]) -> list[dict]:
-    """One flat row per face, for the CSV download."""
-    return [{"file": file_name, "face": index, **face.to_row()} for index, face in enumerate(results, start=1)]
-
-
 def show_video(analysis: VideoAnalysis) -> None:
     """Emotions over time for a chosen face track, the per-track summary and the per-frame CSV."""
     table = analysis.frame_table()
@@ -64,6 +60,12 @@ def show_video(analysis: VideoAnalysis) -> None:
                              "first seen (s)": t.first_seen, "last seen (s)": t.last_seen, "samples": t.samples,
                              **{DISPLAY_NAMES[k]: v for k, v in t.mean_probabilities.items()}}
                             for t in analysis.tracks])
+    if analysis.overview is not None:
+        st.image(analysis.overview, channels="BGR", width="stretch",
+                 caption=f"At {analysis.overview_time:.1f} s: each face tagged with its track's number")
+    pictured = [track for track in analysis.tracks if track.thumbnail is not None]
+    st.image([track.thumbnail for track in pictured], channels="BGR",
+             caption=[f"Track {track.track_id}: {DISPLAY_NAMES[track.dominant]}" for track in pictured])
     longest = max(analysis.tracks, key=lambda t: t.samples).track_id
     track_ids = [t.track_id for t in analysis.tracks]
     track = st.selectbox("Face track", track_ids, index=track_ids.index(longest),
@@ -89,13 +91,12 @@ with photos_tab:
         st.subheader(file.name)
         with user_errors():
             image = load_image(file.getvalue(), name=file.name)
-            results = analysed(file.file_id, image, analyser, settings)
-            annotated = show_faces(image, results, analyser, explain, key=file.file_id)
-            st.download_button("Annotated image (PNG)", encode_png(annotated), key=f"png-{file.file_id}",
-                               file_name=f"{Path(file.name).stem}_emotions.png", mime="image/png")
-            rows += face_rows(file.name, results)
+            photo = PhotoFaces.of(analysed(file.file_id, image, analyser, settings))
+            show_photo(image, photo, analyser, explain, key=file.file_id,
+                       download_name=f"{Path(file.name).stem}_emotions.png")
+            rows += photo.rows(file.name)
             reports.append({"file": file.name, "model": analyser.model_name, "detector": chosen.detector,
-                            "faces": [face.to_dict() for face in results]})
+                            "faces": photo.to_dicts()})
     current = {file.file_id for file in files or []}
     kept = st.session_state.get("upload_results", {})
     st.session_state["upload_results"] = {key: faces for key, faces in kept.items() if key[0] in current}

@@ -26,7 +26,8 @@ from fer_core.faces.detect import DETECTORS, LargestFaceCropper, get_detector  #
 from fer_core.faces.images import encode_png, load_image  # noqa: E402
 from fer_core.faces.samples import sample_frame  # noqa: E402
 from fer_core.inference import bench  # noqa: E402
-from fer_core.inference.predict import EmotionAnalyser, EmotionClassifier, annotate, classifier_ms_per_face  # noqa: E402
+from fer_core.inference.photos import PhotoFaces  # noqa: E402
+from fer_core.inference.predict import EmotionAnalyser, EmotionClassifier, classifier_ms_per_face  # noqa: E402
 from fer_core.registry.store import ModelStore, check_name  # noqa: E402
 from fer_core.training.recipe import CLASS_WEIGHTS, PRECISIONS, SCHEDULES, TrainConfig, TrainingData  # noqa: E402
 
@@ -254,20 +255,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for path in args.images:
         try:
             image = load_image(path)
-            results = analyser.analyse(image)
+            photo = PhotoFaces.of(analyser.analyse(image))
         except FerError as error:
             print(f"error: {error}", file=sys.stderr)
             failed += 1
             continue
-        outputs.append({"image": path, "faces": [r.to_dict() for r in results]})
+        outputs.append({"image": path, "faces": photo.to_dicts()})
         if args.annotate:
             target = Path(args.annotate)
             if len(args.images) > 1:
                 target = target / f"{Path(path).stem}_annotated.png"
-            _write_output(target, encode_png(annotate(image, results)))
+            _write_output(target, encode_png(photo.annotated(image)))
         if not args.json:
-            summary = ", ".join(f"{r.label} {r.score:.2f} at {list(r.box)}" for r in results) or "no face found"
-            print(f"{path}: {summary}")
+            faces = "; ".join(f"face {number} {face.label} {face.score:.2f} at {list(face.box)}"
+                              for number, face in zip(photo.numbers, photo.faces))
+            print(f"{path}: {faces or 'no face found'}")
     if args.json:
         _print_json(outputs[0] if len(args.images) == 1 and outputs else outputs)
     return 2 if failed else 0
@@ -485,7 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", default="default")
     predict.add_argument("--detector", default="mtcnn", choices=sorted(DETECTORS))
     predict.add_argument("--json", action="store_true")
-    predict.add_argument("--annotate", help="write the annotated image here (a folder for several)")
+    predict.add_argument("--annotate", help="write the annotated image here (a folder for several); faces are "
+                                            "numbered row by row, as in the output")
     predict.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, help=FLIP_HELP)
     predict.add_argument("--shift-tta", action="store_true", help=SHIFT_HELP)
     predict.set_defaults(run=cmd_predict)

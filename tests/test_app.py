@@ -25,13 +25,15 @@ from streamlit.testing.v1 import AppTest
 
 import ui.sidebar
 import ui.webrtc
+from fer_core.base.labels import DISPLAY_NAMES
 from fer_core.datasets.load import load_dataset
 from fer_core.evaluation.evaluate import evaluation_rows, report_from_predictions
 from fer_core.faces.detect import get_detector
 from fer_core.faces.images import encode_png
 from fer_core.faces.preprocess import Preprocessing, images_to_input
-from fer_core.faces.samples import astronaut
+from fer_core.faces.samples import astronaut, group_photo
 from fer_core.inference.live import CAMERA_CONSTRAINTS
+from fer_core.inference.photos import PhotoFaces
 from fer_core.inference.predict import FaceResult
 from fer_core.inference.streams import StreamBoard
 from fer_core.registry.cards import Scores, Training, make_card
@@ -199,22 +201,23 @@ def test_upload_page_analyses_photos_explains_them_and_reports_bad_files(store):
     assert len(plotly_figures(at)) == 1  # one face in the astronaut photo, none on the wall
     assert any("No face found" in warning.value for warning in at.warning)
     downloads = [button.proto.label for button in at.get("download_button")]
-    assert downloads == ["Annotated image (PNG)", "Annotated image (PNG)", "All results (CSV)", "All results (JSON)"]
-    images = len(at.get("image"))
+    assert downloads == ["Annotated image (PNG)", "All results (CSV)", "All results (JSON)"]  # none for the wall
+    images = len(image_captions(at))
     at.toggle(key="explain").set_value(True).run()
     assert not at.exception
-    assert len(at.get("image")) == images + 1  # one Grad-CAM overlay for the one face
+    assert len(image_captions(at)) == images + 1  # one Grad-CAM overlay for the one face
     maps = set()
     for method, (short, _) in EXPLANATION_LABELS.items():
         at.radio(key="_explanation").set_value(method).run()
         assert not at.exception
-        explained = [picture for image in at.get("image") for picture in image.proto.imgs if picture.caption]
+        explained = [picture for image in at.get("image") for picture in image.proto.imgs
+                     if picture.caption.startswith(tuple(f"{label} for " for label, _ in EXPLANATION_LABELS.values()))]
         assert len(explained) == 1
         assert explained[0].caption.startswith(f"{short} for ")
         maps.add(explained[0].url)
     assert len(maps) == len(EXPLANATION_LABELS)  # three different pictures
     at.toggle(key="explain").set_value(False).run()
-    assert len(at.get("image")) == images and not at.get("radio")
+    assert len(image_captions(at)) == images and not at.get("radio")
     at.toggle(key="explain").set_value(True).run()
     assert at.radio(key="_explanation").value == "guided_grad_cam"  # the method chosen before
 
@@ -235,10 +238,10 @@ def test_an_ensemble_as_the_default_model_analyses_and_explains_faces(store):
     at.file_uploader[0].set_value([("astronaut.png", encode_png(astronaut()), "image/png")]).run()
     assert not at.exception
     assert len(plotly_figures(at)) == 1
-    images = len(at.get("image"))
+    images = len(image_captions(at))
     at.toggle(key="explain").set_value(True).run()
     assert not at.exception
-    assert len(at.get("image")) == images + 1
+    assert len(image_captions(at)) == images + 1
 
 
 def test_upload_page_analyses_a_video_and_reports_a_broken_one(store):
@@ -249,6 +252,9 @@ def test_upload_page_analyses_a_video_and_reports_a_broken_one(store):
     assert len(plotly_figures(at)) == 1  # emotions over time
     summary = at.dataframe[0].value
     assert list(summary["track"]) == [1] and list(summary["samples"]) == [4]  # 2 s at 2 frames per second
+    captions = image_captions(at)
+    assert captions[0].endswith("each face tagged with its track's number")
+    assert captions[1] == f"Track 1: {summary['dominant emotion'][0]}"
     at.file_uploader[1].set_value(("broken.mov", b"\x00" * 4096, "video/quicktime")).run()
     at.button[0].click().run()
     assert not at.exception
@@ -556,6 +562,40 @@ def test_upload_page_csv_rows_are_face_result_rows(store, monkeypatch):
     assert list(table.columns) == ["file", "face", *to_row(faces[0]), "added_to_row"]
     assert table.iloc[0].to_dict() == pytest.approx({"file": "astronaut.png", "face": 1, **to_row(faces[0]),
                                                      "added_to_row": 1})
+
+
+def test_upload_page_numbers_a_group_photo_summarises_it_and_downloads_the_numbers(store, monkeypatch):
+    downloads = {}
+    download_button = DeltaGenerator.download_button
+
+    def spy(self, label, data, *args, **kwargs):
+        downloads[label] = data
+        return download_button(self, label, data, *args, **kwargs)
+
+    monkeypatch.setattr(DeltaGenerator, "download_button", spy)
+    at = open_app(UPLOAD)
+    at.file_uploader[0].set_value([("group.png", encode_png(group_photo()), "image/png")]).run()
+    assert not at.exception
+    faces = PhotoFaces.of(next(iter(at.session_state["upload_results"].values())))
+    assert len(faces.faces) == 12
+    assert any(markdown.value == f"**{faces.summary()}**" for markdown in at.markdown)
+    titles = [f"Face {number}: {DISPLAY_NAMES[face.label]} {face.score:.0%}"
+              for number, face in zip(faces.numbers, faces.faces)]
+    assert [m.value for m in at.markdown if m.value.startswith("**Face ")] == [f"**{title}**" for title in titles]
+    # Untrained models are unsure of every face: all twelve to check, least certain first.
+    captions = image_captions(at)
+    assert len(faces.to_check()) == 12
+    assert captions[:6] == [titles[number - 1] for number in faces.to_check()[:6]]  # the six least certain
+    assert captions[6:8] == ["", "Network's view"]  # the annotated photo, then the first face's cell
+    assert len(plotly_figures(at)) == 12
+    report = json.loads(downloads["All results (JSON)"])
+    assert [(face["face"], face["box"]) for face in report[0]["faces"]] == [
+        (number, list(face.box)) for number, face in zip(faces.numbers, faces.faces)]
+    table = pd.read_csv(io.StringIO(downloads["All results (CSV)"]))
+    assert list(table["face"]) == faces.numbers and list(table["x"]) == [face.box[0] for face in faces.faces]
+    assert downloads["Annotated image (PNG)"] == encode_png(faces.annotated(group_photo()))
+    at.button(key=next(button.key for button in at.button if button.label == "Full size")).click().run()
+    assert not at.exception
 
 
 def test_compare_page_offers_server_paths_only_inside_the_data_folder(store, tmp_path, monkeypatch):

@@ -23,11 +23,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 # Imported before Playwright: importing browser_helpers skips this module when there is no browser.
 from browser_helpers import (
+    LABEL,
     START,
     STOP,
     answers,
@@ -49,6 +51,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from fer_core.base.labels import DISPLAY_NAMES, EMOTIONS
+from fer_core.faces.samples import group_photo
 
 pytestmark = pytest.mark.browser  # real Chromium: left out by `pytest -m "not browser"`
 
@@ -106,6 +109,37 @@ def test_live_webcam_page_detects_and_labels_the_camera_face(app, page, workdir)
 def test_upload_page_analyses_a_photo_through_the_file_input(app, page, workdir):
     url, _ = app
     check_photo_upload(page, url, workdir)
+
+
+def test_a_group_photo_shows_numbered_faces_a_summary_and_a_full_size_view_without_developer_tools(app, page,
+                                                                                                   workdir):
+    """Twelve faces: a summary, the uncertain ones to check, one numbered cell per face; the photo full size on
+    demand; and, hosted for a class, no Deploy button (``client.toolbarMode = "viewer"``)."""
+    url, _ = app
+    photo = workdir / "group.png"
+    cv2.imwrite(str(photo), group_photo())
+    open_from_home(page, url, "Photos and videos")
+    page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(str(photo))
+    page.get_by_text(re.compile(rf"^Face 12: {LABEL}$")).first.wait_for()
+    page.get_by_text(re.compile(r"^12 faces: ")).wait_for()
+    assert page.get_by_text(re.compile(r"^Check these, least certain first")).count() == 1  # untrained: all unsure
+    assert page.get_by_text(re.compile(r"; 6 more below:$")).count() == 1
+    for number in range(1, 13):  # each face's cell, and for six of them a thumbnail in the row to check
+        assert page.get_by_text(re.compile(rf"^Face {number}: {LABEL}$")).count() in (1, 2), number
+    assert page.get_by_text(re.compile(rf"^Face \d+: {LABEL}$")).count() == 12 + 6
+    page.locator(".js-plotly-plot").nth(11).wait_for()
+    page.set_viewport_size({"width": 1280, "height": 2600})
+    page.wait_for_timeout(1_000)
+    page.screenshot(path=str(workdir / "group_photo.png"))
+    check_no_exception(page)
+    assert page.get_by_test_id("stAppDeployButton").count() == 0
+    assert page.get_by_role("button", name="Deploy").count() == 0
+    page.get_by_role("button", name="Full size").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_role("img").wait_for()
+    assert dialog.get_by_role("img").evaluate("image => image.naturalWidth") == 960
+    page.keyboard.press("Escape")
+    page.set_viewport_size({"width": 1280, "height": 1000})
 
 
 def test_direct_links_to_pages_work_on_a_fresh_server(models, page, workdir):

@@ -6,7 +6,7 @@ import pytest
 from conftest import ASTRONAUT_FACE, overlap
 
 from fer_core.base.labels import EMOTIONS
-from fer_core.inference.predict import EmotionAnalyser, EmotionClassifier, FaceResult, annotate, shifted_views
+from fer_core.inference.predict import EmotionAnalyser, EmotionClassifier, FaceResult, shifted_views
 from fer_core.registry.cards import Metrics, Scores
 
 
@@ -115,18 +115,6 @@ def test_shift_tta_averages_ten_views():
     np.testing.assert_allclose(thorough(faces), both, atol=1e-5)
     np.testing.assert_allclose(thorough.with_views(shift_tta=False)(faces), flipping(faces), atol=1e-6)
     np.testing.assert_allclose(thorough.with_views(flip_tta=False)(faces), shifted, atol=1e-5)
-
-
-def test_annotate_draws_on_a_copy(astronaut_bgr):
-    face = FaceResult((180, 60, 90, 110), {name: 1 / 7 for name in EMOTIONS} | {"happy": 0.4})
-    gray = cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2GRAY)
-    for image, unmarked in ((astronaut_bgr, astronaut_bgr), (gray, cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)),
-                            (cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2BGRA), astronaut_bgr)):
-        before = image.copy()
-        drawn = annotate(image, [face])
-        assert drawn.shape == astronaut_bgr.shape
-        np.testing.assert_array_equal(image, before)
-        assert not np.array_equal(drawn, unmarked)  # the box and its label are drawn
 
 
 def test_face_result_json_shape():

@@ -10,7 +10,9 @@ import streamlit as st
 
 from fer_core.base.errors import FerError
 from fer_core.base.labels import DISPLAY_NAMES
-from fer_core.inference.predict import EmotionAnalyser, FaceResult, annotate
+from fer_core.faces.images import encode_png
+from fer_core.inference.photos import UNCERTAIN_BELOW, PhotoFaces, network_view
+from fer_core.inference.predict import EmotionAnalyser, FaceResult
 from fer_core.registry.cards import ModelCard
 from fer_core.registry.store import DEFAULT_NAME, ModelStore, check_name
 from fer_core.service.charts import probability_bars
@@ -65,28 +67,71 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1%}"
 
 
-def show_faces(image: np.ndarray, results: list[FaceResult], analyser: EmotionAnalyser | None = None,
-               explain: str | None = None, key: str = "faces") -> np.ndarray:
-    """The annotated image beside one probability chart per face, with the map of the explanation
-    method ``explain`` (a key of :data:`EXPLANATION_LABELS`) when given.
+#: Faces per row of a photo's faces grid (fewer faces: never fewer than two columns, so one face is not stretched).
+GRID_COLUMNS = 4
+#: Most faces shown in a photo's "check these" row.
+CHECK_ROW = 6
 
-    Returns the annotated image (BGR) for a download.
-    """
-    annotated = annotate(image, results)
-    left, right = st.columns([3, 2])
-    left.image(annotated, channels="BGR", width="stretch")
-    with right:
-        if not results:
-            st.warning("No face found. Try another face detector in the sidebar, or a larger, frontal face.")
-        for index, face in enumerate(results, start=1):
-            title = f"Face {index}: {DISPLAY_NAMES[face.label]} {face.score:.0%}"
-            st.plotly_chart(probability_bars(face.probabilities, title=title), key=f"{key}-bars-{index}")
-            if explain and analyser is not None:
-                from fer_core.inference.explain import explain_face  # loads Keras and TensorFlow on first use
 
-                show_explanation(explain_face(analyser.classifier.model, image, face.box, analyser.preprocessing,
-                                              face.label, method=explain), explain, face.label)
-    return annotated
+def show_photo(image: np.ndarray, photo: PhotoFaces, analyser: EmotionAnalyser | None = None,
+               explain: str | None = None, key: str = "faces", download_name: str | None = None) -> None:
+    """A photo's summary and the faces to check, the photo with numbered faces (full size on demand, and
+    a PNG download named ``download_name`` when given), and a grid of every face as the network saw it
+    beside its probabilities, with the map of the explanation method ``explain`` (a key of
+    :data:`EXPLANATION_LABELS`) when given."""
+    annotated = photo.annotated(image)
+    if not photo.faces:
+        st.image(annotated, channels="BGR", width="stretch")
+        st.warning("No face found. Try another face detector in the sidebar, or a larger, frontal face.")
+        return
+    st.markdown(f"**{photo.summary()}**")
+    to_check = photo.to_check()
+    if to_check:
+        more = len(to_check) - CHECK_ROW
+        st.markdown(f"Check these, least certain first (top emotion under {UNCERTAIN_BELOW:.0%})"
+                    + (f"; {more} more below:" if more > 0 else ":"))
+        shown = to_check[:CHECK_ROW]
+        st.image([network_view(photo.faces[number - 1], 88) for number in shown], width=88,
+                 caption=[_face_title(number, photo.faces[number - 1]) for number in shown])
+    elif len(photo.faces) > 1:
+        st.caption(f"Every face's top emotion has {UNCERTAIN_BELOW:.0%} probability or more.")
+    st.image(annotated, channels="BGR", width="stretch")
+    actions = st.container(horizontal=True)
+    if actions.button("Full size", key=f"{key}-full", help="The annotated photo at one image pixel per screen pixel."):
+        _full_size(annotated)
+    if download_name is not None:
+        actions.download_button("Annotated image (PNG)", encode_png(annotated), key=f"{key}-png",
+                                file_name=download_name, mime="image/png")
+    columns = max(2, min(GRID_COLUMNS, len(photo.faces)))
+    for first in range(0, len(photo.faces), columns):
+        for cell, number in zip(st.columns(columns), photo.numbers[first:first + columns]):
+            with cell.container(border=True):
+                _show_face(number, photo.faces[number - 1], analyser, explain, key)
+
+
+def _face_title(number: int, face: FaceResult) -> str:
+    return f"Face {number}: {DISPLAY_NAMES[face.label]} {face.score:.0%}"
+
+
+def _show_face(number: int, face: FaceResult, analyser: EmotionAnalyser | None, explain: str | None,
+               key: str) -> None:
+    """One cell of the faces grid: the face's number and reading, its network view (and explanation), its bars."""
+    st.markdown(f"**{_face_title(number, face)}**")
+    pictures, captions = [network_view(face)], ["Network's view"]
+    if explain and analyser is not None and face.network_input is not None:
+        from fer_core.inference.explain import explain_prepared  # loads Keras and TensorFlow on first use
+
+        explained = explain_prepared(analyser.classifier.model, face.network_input, face.label, explain)
+        pictures.append(explained[:, :, ::-1])  # BGR to RGB, as the network view's gray needs no channels
+        captions.append(f"{EXPLANATION_LABELS[explain][0]} for {DISPLAY_NAMES[face.label]}")
+    st.image(pictures, caption=captions, width=96)
+    st.plotly_chart(probability_bars(face.probabilities, height=170), key=f"{key}-bars-{number}",
+                    config={"displayModeBar": False})
+
+
+@st.dialog("Annotated photo, full size", width="large")
+def _full_size(annotated: np.ndarray) -> None:
+    st.image(annotated, channels="BGR", width="content")
 
 
 def show_explanation(picture: np.ndarray, method: str, label: str, width: int | str = 192) -> None:

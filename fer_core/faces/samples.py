@@ -47,3 +47,41 @@ def write_y4m(path: Path, frames: list[np.ndarray], fps: int) -> None:
         handle.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
         for frame in frames:  # each the Y plane, then U, then V
             handle.write(b"FRAME\n" + cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420).tobytes())
+
+
+#: Where the astronaut's head is in her photo (x, y, width, height): face, hair and a little shoulder.
+_HEAD = (130, 10, 190, 220)
+#: A group photo's rows, back to front: how many people, the width of each head and the step between them.
+_GROUP_ROWS = ((5, 112, 120), (4, 150, 164), (3, 200, 226))
+
+
+def group_photo(width: int = 960, seed: int = 4) -> np.ndarray:
+    """A black-and-white group photo (BGR) of twelve people in three rows, back rows small and crowded.
+
+    Each person is the astronaut's head, mirrored or not, with its own brightness, contrast, gamma and a
+    slight tilt, on a grainy gray backdrop: a many-face test picture that ships with the code.
+    """
+    rng = np.random.default_rng(seed)
+    x, y, w, h = _HEAD
+    head = cv2.cvtColor(astronaut()[y:y + h, x:x + w], cv2.COLOR_BGR2GRAY)
+    heights = [round(head_width * h / w) for _, head_width, _ in _GROUP_ROWS]
+    margin = heights[0] // 4
+    photo = np.full((2 * margin + sum(int(rise * 0.78) for rise in heights[:-1]) + heights[-1], width), 150, np.float32)
+    top = margin
+    for count, head_width, step in _GROUP_ROWS:
+        head_height = round(head_width * h / w)
+        left = (width - (count - 1) * step - head_width) // 2
+        for index in range(count):
+            person = cv2.resize(head, (head_width, head_height), interpolation=cv2.INTER_AREA)
+            if rng.random() < 0.5:
+                person = person[:, ::-1]
+            tilt = cv2.getRotationMatrix2D((head_width / 2, head_height / 2), rng.uniform(-5, 5), 1.0)
+            person = cv2.warpAffine(person, tilt, (head_width, head_height), borderMode=cv2.BORDER_REFLECT)
+            shade = 255.0 * (person / 255.0) ** rng.uniform(0.7, 1.4)
+            shade = (shade - 128.0) * rng.uniform(0.8, 1.2) + 128.0 + rng.uniform(-25, 25)
+            row_left = left + index * step
+            photo[top:top + head_height, row_left:row_left + head_width] = shade
+        top += int(head_height * 0.78)
+    photo += rng.normal(0.0, 6.0, photo.shape)
+    gray = np.clip(photo, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)

@@ -9,8 +9,9 @@ import time
 
 import numpy as np
 
+from fer_core.inference.annotate import annotate
 from fer_core.inference.live import LiveAnalyser
-from fer_core.inference.predict import EmotionAnalyser, annotate
+from fer_core.inference.predict import EmotionAnalyser
 
 
 def _frames_per_second(step, seconds: float) -> tuple[float, int]:

@@ -206,18 +206,20 @@ def explain_face(model: keras.Model, image: np.ndarray, box: tuple[int, int, int
                  preprocessing: Preprocessing, label: str | None = None, method: str = "grad_cam") -> np.ndarray:
     """Overlay (BGR) of the ``method`` map (see :data:`EXPLANATIONS`) for the face in ``box`` of
     ``image`` and the class ``label`` (default: the predicted class)."""
-    return _explained(model, prepare_faces(image, [box], preprocessing)[0], label, method)
+    return explain_prepared(model, prepare_faces(image, [box], preprocessing)[0], label, method)
 
 
 def explain_cropped(model: keras.Model, face: np.ndarray, preprocessing: Preprocessing, label: str | None = None,
                     method: str = "grad_cam") -> np.ndarray:
     """As :func:`explain_face`, for a face already cropped (a labelled dataset's gray face), prepared
     as evaluation prepares it: resized, not cropped again."""
-    return _explained(model, images_to_input(face[np.newaxis], preprocessing)[0], label, method)
+    return explain_prepared(model, images_to_input(face[np.newaxis], preprocessing)[0], label, method)
 
 
-def _explained(model: keras.Model, face: np.ndarray, label: str | None, method: str) -> np.ndarray:
-    """Overlay (BGR) of the ``method`` map of a prepared face for the class ``label`` (default: predicted)."""
+def explain_prepared(model: keras.Model, face: np.ndarray, label: str | None = None,
+                     method: str = "grad_cam") -> np.ndarray:
+    """Overlay (BGR) of the ``method`` map of a prepared face (``FaceResult.network_input``) for the class
+    ``label`` (default: the predicted class)."""
     if method not in EXPLANATIONS:
         raise SettingError(f"unknown explanation method {method!r} (known: {', '.join(EXPLANATIONS)})")
     heat, _ = EXPLANATIONS[method](model, face, None if label is None else EMOTIONS.index(label))

@@ -28,7 +28,8 @@ import numpy as np
 
 from fer_core.base.labels import EMOTIONS
 from fer_core.faces.detect import Detection
-from fer_core.inference.predict import EmotionAnalyser, FaceResult, annotate
+from fer_core.inference.annotate import annotate
+from fer_core.inference.predict import EmotionAnalyser, FaceResult
 
 if TYPE_CHECKING:
     from fer_core.faces.preprocess import Preprocessing

@@ -14,11 +14,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 
 from fer_core.base.errors import FerError
-from fer_core.base.labels import DISPLAY_NAMES, EMOTIONS, color_bgr
+from fer_core.base.labels import EMOTIONS
 from fer_core.base.pool import ObjectPool
 from fer_core.faces.detect import Detection, FaceDetector, get_detector
 from fer_core.faces.images import to_uint8
@@ -36,6 +35,8 @@ class FaceResult:
     box: tuple[int, int, int, int]
     probabilities: dict[str, float]
     detection_score: float = 1.0
+    #: The face as the network saw it: (size, size, 1) float32 in [0, 1], where the analysis kept it.
+    network_input: np.ndarray | None = field(default=None, repr=False, compare=False)
     label: str = field(init=False)
     score: float = field(init=False)
 
@@ -255,8 +256,8 @@ class EmotionAnalyser:
         faces = prepare_faces(image, [d.box for d in detections], self.preprocessing,
                               [d.eyes for d in detections])
         probabilities = self.classifier(faces)
-        return [FaceResult(d.box, dict(zip(EMOTIONS, map(float, p))), d.score)
-                for d, p in zip(detections, probabilities)]
+        return [FaceResult(d.box, dict(zip(EMOTIONS, map(float, p))), d.score, face)
+                for d, p, face in zip(detections, probabilities, faces)]
 
     def analyse(self, image: np.ndarray) -> list[FaceResult]:
         """Every face of a gray, BGR or BGRA image of any size, largest first."""
@@ -267,25 +268,3 @@ class EmotionAnalyser:
             image = to_uint8(image)
         return self.classify(image, self.detector.detect(image))
 
-
-def annotate(image: np.ndarray, results: list[FaceResult]) -> np.ndarray:
-    """A BGR copy of ``image`` with a box and ``label score`` drawn for each face."""
-    if image.ndim == 2:
-        canvas = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    elif image.shape[2] == 4:
-        canvas = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    else:
-        canvas = image.copy()
-    thickness = max(1, round(max(canvas.shape[:2]) / 400))
-    for face in results:
-        x, y, w, h = face.box
-        color = color_bgr(face.label)
-        cv2.rectangle(canvas, (x, y), (x + w, y + h), color, thickness + 1)
-        text = f"{DISPLAY_NAMES[face.label]} {face.score:.0%}"
-        scale = max(0.4, w / 220)
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
-        top = max(0, y - th - base - 4)
-        cv2.rectangle(canvas, (x, top), (x + tw + 4, top + th + base + 4), color, -1)
-        cv2.putText(canvas, text, (x + 2, top + th + 2), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                    (0, 0, 0), thickness, cv2.LINE_AA)
-    return canvas

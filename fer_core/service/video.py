@@ -13,11 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import av
+import cv2
 import numpy as np
 import pandas as pd
 
 from fer_core.base.errors import ImageError
 from fer_core.base.labels import EMOTIONS
+from fer_core.inference.annotate import annotate
 from fer_core.inference.live import FaceTracker, TrackedFace
 from fer_core.inference.predict import EmotionAnalyser
 
@@ -41,6 +43,8 @@ class TrackSummary:
     last_seen: float
     samples: int
     mean_probabilities: dict[str, float]
+    #: The face where it was seen largest (BGR, :data:`THUMBNAIL_HEIGHT` tall), to tell whose track it is.
+    thumbnail: np.ndarray | None = field(default=None, repr=False, compare=False)
     dominant: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -56,6 +60,9 @@ class VideoAnalysis:
     sample_rate: float
     frames: list[VideoFrameResult]
     tracks: list[TrackSummary]
+    #: The sampled frame showing the most tracks, each face's box tagged with its track number (BGR).
+    overview: np.ndarray | None = field(default=None, repr=False)
+    overview_time: float = 0.0
 
     def frame_table(self) -> pd.DataFrame:
         """One row per face per sampled frame: time, track, label, score, box and probabilities."""
@@ -67,6 +74,40 @@ def _frame_table(frames: list[VideoFrameResult]) -> pd.DataFrame:
             for frame in frames for tracked in frame.faces]
     columns = ["time", "track", "label", "score", "x", "y", "width", "height", *EMOTIONS]
     return pd.DataFrame(rows, columns=columns)
+
+
+#: The height of a track's thumbnail in pixels.
+THUMBNAIL_HEIGHT = 112
+
+
+def face_thumbnail(image: np.ndarray, box: tuple[int, int, int, int], height: int = THUMBNAIL_HEIGHT) -> np.ndarray:
+    """The face in ``box`` with a fifth of its size around it, scaled to ``height`` pixels (BGR)."""
+    x, y, w, h = box
+    margin = round(0.2 * max(w, h))
+    top, left = max(0, y - margin), max(0, x - margin)
+    crop = image[top:y + h + margin, left:x + w + margin]
+    return cv2.resize(crop, (max(1, round(crop.shape[1] * height / crop.shape[0])), height),
+                      interpolation=cv2.INTER_AREA)
+
+
+class _Sightings:
+    """What the analysis keeps beside the table: each track's largest face and the frame with most faces."""
+
+    def __init__(self) -> None:
+        self.largest: dict[int, tuple[int, np.ndarray]] = {}
+        self.busiest: tuple[int, float, np.ndarray, list[TrackedFace]] = (0, 0.0, np.zeros((0, 0, 3), np.uint8), [])
+
+    def add(self, time: float, image: np.ndarray, faces: list[TrackedFace]) -> None:
+        for tracked in faces:
+            area = tracked.face.box[2] * tracked.face.box[3]
+            if area > self.largest.get(tracked.track_id, (0, None))[0]:
+                self.largest[tracked.track_id] = area, face_thumbnail(image, tracked.face.box)
+        if len(faces) > self.busiest[0]:
+            self.busiest = len(faces), time, image, faces
+
+    def overview(self) -> np.ndarray | None:
+        count, _, image, faces = self.busiest
+        return annotate(image, [t.face for t in faces], [t.track_id for t in faces]) if count else None
 
 
 def summarise_tracks(frames: list[VideoFrameResult]) -> list[TrackSummary]:
@@ -118,6 +159,7 @@ def analyse_video(
     interval = 1.0 / sample_rate
     tracker = FaceTracker(iou_threshold, max_missed)
     frames: list[VideoFrameResult] = []
+    sightings = _Sightings()
     try:
         with av.open(io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source)) as container:
             if not container.streams.video:
@@ -137,6 +179,7 @@ def analyse_video(
                 detections = analyser.detector.detect(image)
                 faces = tracker.update(detections, analyser.classify(image, detections))
                 frames.append(VideoFrameResult(round(time, 3), faces))
+                sightings.add(round(time, 3), image, faces)
                 if progress is not None and duration:
                     progress(min(1.0, time / duration))
     except ImageError:
@@ -149,4 +192,8 @@ def analyse_video(
         raise ImageError(f"{label}: no video frame could be decoded")
     if progress is not None:
         progress(1.0)
-    return VideoAnalysis(label, duration or frames[-1].time, sample_rate, frames, summarise_tracks(frames))
+    tracks = summarise_tracks(frames)
+    for track in tracks:
+        track.thumbnail = sightings.largest[track.track_id][1]
+    return VideoAnalysis(label, duration or frames[-1].time, sample_rate, frames, tracks, sightings.overview(),
+                         sightings.busiest[1])
