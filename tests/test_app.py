@@ -8,6 +8,7 @@ import io
 import json
 import tempfile
 import threading
+import tomllib
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -543,16 +544,22 @@ def test_upload_page_never_shows_a_video_analysis_of_other_settings_or_another_f
     assert any("No face found in the sampled frames" in warning.value for warning in at.warning)
 
 
-def test_upload_page_csv_rows_are_face_result_rows(store, monkeypatch):
-    downloads = {}
+@pytest.fixture
+def downloads(monkeypatch) -> dict:
+    """What the page's download buttons offer, by label (filled as the page runs)."""
+    offered: dict = {}
     download_button = DeltaGenerator.download_button
 
     def spy(self, label, data, *args, **kwargs):
-        downloads[label] = data
+        offered[label] = data
         return download_button(self, label, data, *args, **kwargs)
 
-    to_row = FaceResult.to_row
     monkeypatch.setattr(DeltaGenerator, "download_button", spy)
+    return offered
+
+
+def test_upload_page_csv_rows_are_face_result_rows(store, downloads, monkeypatch):
+    to_row = FaceResult.to_row
     monkeypatch.setattr(FaceResult, "to_row", lambda face: {**to_row(face), "added_to_row": 1})
     at = open_app(UPLOAD)
     at.file_uploader[0].set_value([("astronaut.png", encode_png(astronaut()), "image/png")]).run()
@@ -564,15 +571,7 @@ def test_upload_page_csv_rows_are_face_result_rows(store, monkeypatch):
                                                      "added_to_row": 1})
 
 
-def test_upload_page_numbers_a_group_photo_summarises_it_and_downloads_the_numbers(store, monkeypatch):
-    downloads = {}
-    download_button = DeltaGenerator.download_button
-
-    def spy(self, label, data, *args, **kwargs):
-        downloads[label] = data
-        return download_button(self, label, data, *args, **kwargs)
-
-    monkeypatch.setattr(DeltaGenerator, "download_button", spy)
+def test_upload_page_numbers_a_group_photo_summarises_it_and_downloads_the_numbers(store, downloads):
     at = open_app(UPLOAD)
     at.file_uploader[0].set_value([("group.png", encode_png(group_photo()), "image/png")]).run()
     assert not at.exception
@@ -758,3 +757,11 @@ def test_a_click_on_a_matrix_is_read_as_its_cell():
     assert clicked_cell(clicked) == (4, 1)
     assert clicked_cell({"selection": {"points": [], "point_indices": [], "box": [], "lasso": []}}) is None
     assert clicked_cell(None) is None
+
+
+def test_hosted_app_shows_students_the_viewer_toolbar():
+    """No Deploy button or developer menu for a class (the browser test checks the page);
+    README says how a developer gets them back."""
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["client"]["toolbarMode"] == "viewer"
+    assert "--client.toolbarMode developer" in (ROOT / "README.md").read_text()

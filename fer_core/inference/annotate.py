@@ -79,7 +79,7 @@ def _candidates(box: Rect, size: tuple[int, int], image_shape: tuple[int, ...]) 
             if top >= 0 and top + tag_height <= image_height and (placement != "inside" or tag_height <= h)]
 
 
-def _tag_size(number: int | None, label: str | None, height: int) -> tuple[int, int]:
+def tag_size(number: int | None, label: str | None, height: int) -> tuple[int, int]:
     """Width and height of a tag: the number's chip, then the label's."""
     parts = [text for text in (None if number is None else str(number), label) if text is not None]
     return sum(_text_size(text, height)[0] for text in parts), _text_size("Hg", height)[1]
@@ -99,11 +99,11 @@ def place_tags(boxes: Sequence[Rect], labels: Sequence[str], image_shape: tuple[
         contents = [(number, label)] if number is None else [(number, label), (number, None)]
         tag = next((Tag(number, shown, rect, placement if shown is not None else NUMBER_ONLY, height)
                     for _, shown in contents
-                    for placement, rect in _candidates(box, _tag_size(number, shown, height), image_shape)
+                    for placement, rect in _candidates(box, tag_size(number, shown, height), image_shape)
                     if not any(_overlaps(rect, other) for other in [*taken, *(t.rect for t in tags)])), None)
         if tag is None:  # crowded on every side
             shown = contents[-1][1]
-            size = _tag_size(number, shown, height)
+            size = tag_size(number, shown, height)
             placement, rect = (_candidates(box, size, image_shape) or [("inside", (box[0], box[1], *size))])[0]
             tag = Tag(number, shown, rect, placement if shown is not None else NUMBER_ONLY, height)
         tags.append(tag)
