@@ -8,7 +8,6 @@ import io
 import json
 import tempfile
 import threading
-import tomllib
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import streamlit_webrtc
+import tomllib
 from conftest import mp4_bytes
 from sklearn.metrics import confusion_matrix
 from streamlit.delta_generator import DeltaGenerator
