@@ -20,6 +20,8 @@ from ui.sidebar import analyser_or_stop, explanation_choice, model_version, requ
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp"]
 VIDEO_TYPES = ["mp4", "webm", "mov"]
+#: Most track thumbnails shown for a video (the longest tracks).
+TRACK_THUMBNAILS = 24
 
 st.title("Photos and videos")
 st.caption(PRIVACY_NOTE)
@@ -63,7 +65,9 @@ def show_video(analysis: VideoAnalysis) -> None:
     if analysis.overview is not None:
         st.image(analysis.overview, channels="BGR", width="stretch",
                  caption=f"At {analysis.overview_time:.1f} s: each face tagged with its track's number")
-    pictured = [track for track in analysis.tracks if track.thumbnail is not None]
+    # The longest tracks' faces, at most a few rows of them, in track order.
+    longest_first = sorted(analysis.tracks, key=lambda t: -t.samples)[:TRACK_THUMBNAILS]
+    pictured = sorted((t for t in longest_first if t.thumbnail is not None), key=lambda t: t.track_id)
     st.image([track.thumbnail for track in pictured], channels="BGR",
              caption=[f"Track {track.track_id}: {DISPLAY_NAMES[track.dominant]}" for track in pictured])
     longest = max(analysis.tracks, key=lambda t: t.samples).track_id

@@ -20,22 +20,13 @@ import cv2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fer_core.base.labels import DISPLAY_NAMES  # noqa: E402
 from fer_core.faces.samples import group_photo  # noqa: E402
-from fer_core.inference.annotate import Rect, place_tags, tag_size, text_height  # noqa: E402
+from fer_core.inference.annotate import Rect, face_label, overlaps, place_tags, tag_size, text_height  # noqa: E402
 from fer_core.inference.photos import PhotoFaces  # noqa: E402
 from fer_core.inference.predict import EmotionAnalyser, FaceResult  # noqa: E402
 
 #: The width of the page's main column, to say how tall letters look there.
 PAGE_WIDTH = 700
-
-
-def overlap(a: Rect, b: Rect) -> bool:
-    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
-
-
-def label(face: FaceResult) -> str:
-    return f"{DISPLAY_NAMES[face.label]} {face.score:.0%}"
 
 
 def labels_before(image_width: int, faces: list[FaceResult]) -> list[tuple[Rect, int]]:
@@ -44,15 +35,15 @@ def labels_before(image_width: int, faces: list[FaceResult]) -> list[tuple[Rect,
     drawn = []
     for face in faces:
         x, y, w, _ = face.box
-        (text_width, letters), base = cv2.getTextSize(label(face), cv2.FONT_HERSHEY_SIMPLEX, max(0.4, w / 220),
+        (text_width, letters), base = cv2.getTextSize(face_label(face), cv2.FONT_HERSHEY_SIMPLEX, max(0.4, w / 220),
                                                       thickness)
         drawn.append(((x, max(0, y - letters - base - 4), text_width + 4, letters + base + 4), letters))
     return drawn
 
 
-def overlaps(rects: list[Rect], boxes: list[Rect]) -> str:
-    pairs = sum(overlap(a, b) for a, b in itertools.combinations(rects, 2))
-    covering = sum(overlap(rect, box) for i, rect in enumerate(rects) for j, box in enumerate(boxes) if i != j)
+def count_overlaps(rects: list[Rect], boxes: list[Rect]) -> str:
+    pairs = sum(overlaps(a, b) for a, b in itertools.combinations(rects, 2))
+    covering = sum(overlaps(rect, box) for i, rect in enumerate(rects) for j, box in enumerate(boxes) if i != j)
     return f"{pairs} overlapping pairs, {covering} covering another face"
 
 
@@ -64,18 +55,18 @@ def main() -> None:
         photo = PhotoFaces.of(analyser.analyse(image))
         boxes = [face.box for face in photo.faces]
         before = labels_before(width, photo.faces)
-        tags = place_tags(boxes, [label(face) for face in photo.faces], image.shape, photo.numbers)
+        tags = place_tags(boxes, [face_label(face) for face in photo.faces], image.shape, photo.numbers)
         print(f"{width} px wide, {len(boxes)} faces")
         for name, rects, heights in (("before", [r for r, _ in before], [h for _, h in before]),
                                      ("after", [t.rect for t in tags], [t.text_height for t in tags])):
             print(f"  {name}: letters {min(heights)}-{max(heights)} px ({min(heights) * PAGE_WIDTH / width:.1f} px "
-                  f"on a {PAGE_WIDTH} px page), {overlaps(rects, boxes)}")
+                  f"on a {PAGE_WIDTH} px page), {count_overlaps(rects, boxes)}")
         print(f"  after: placements {dict(Counter(tag.placement for tag in tags))}")
         above = []
         for number, face in zip(photo.numbers, photo.faces):
-            tag_width, tag_height = tag_size(number, label(face), text_height(image.shape, face.box))
+            tag_width, tag_height = tag_size(number, face_label(face), text_height(image.shape, face.box))
             above.append((face.box[0], max(0, face.box[1] - tag_height), tag_width, tag_height))
-        print(f"  today's tags, always above the box: {overlaps(above, boxes)}")
+        print(f"  today's tags, always above the box: {count_overlaps(above, boxes)}")
 
 
 if __name__ == "__main__":

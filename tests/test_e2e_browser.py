@@ -134,10 +134,13 @@ def test_a_group_photo_shows_numbered_faces_a_summary_and_a_full_size_view_witho
     check_no_exception(page)
     assert page.get_by_test_id("stAppDeployButton").count() == 0
     assert page.get_by_role("button", name="Deploy").count() == 0
+    page.set_viewport_size({"width": 800, "height": 1000})  # narrower than the photo
     page.get_by_role("button", name="Full size").click()
     dialog = page.get_by_role("dialog")
-    dialog.get_by_role("img").wait_for()
-    assert dialog.get_by_role("img").evaluate("image => image.naturalWidth") == 960
+    full = dialog.get_by_role("img", name="The annotated photo, full size")
+    full.wait_for()
+    assert full.evaluate("image => [image.naturalWidth, image.width]") == [960, 960]  # pixel for pixel
+    assert dialog.bounding_box()["width"] < 960  # wider than the dialog: it scrolls rather than shrinks
     page.keyboard.press("Escape")
     page.set_viewport_size({"width": 1280, "height": 1000})
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from fer_core.base.errors import ImageError
-from fer_core.base.labels import DISPLAY_NAMES, EMOTIONS
+from fer_core.base.labels import EMOTIONS
 from fer_core.faces.detect import Detection, FaceDetector, get_detector
 from fer_core.faces.preprocess import Preprocessing
 from fer_core.faces.samples import astronaut
-from fer_core.inference.annotate import place_tags
+from fer_core.inference.annotate import face_label, place_tags
 from fer_core.inference.live import FaceTracker, LiveAnalyser, ice_servers, iou
 from fer_core.inference.predict import EmotionAnalyser, EmotionClassifier, FaceResult
 from fer_core.service.video import THUMBNAIL_HEIGHT, analyse_video
@@ -250,8 +250,7 @@ def test_video_tracks_have_thumbnails_and_an_overview_tagged_with_their_numbers(
     assert analysis.overview is not None and analysis.overview.shape == (512, 512, 3)
     (first,) = analysis.frames[0].faces  # every frame shows the one face: the first is the busiest
     assert analysis.overview_time == 0.0
-    (tag,) = place_tags([first.face.box], [f"{DISPLAY_NAMES[first.face.label]} {first.face.score:.0%}"],
-                        analysis.overview.shape, [track.track_id])
+    (tag,) = place_tags([first.face.box], [face_label(first.face)], analysis.overview.shape, [track.track_id])
     assert tuple(analysis.overview[tag.rect[1] + 1, tag.rect[0] + 1]) == (20, 20, 20)  # the number's chip
 
 

@@ -15,7 +15,7 @@ from fer_core.base.labels import DISPLAY_NAMES, EMOTIONS, color_bgr
 from fer_core.cli import main
 from fer_core.faces.detect import get_detector
 from fer_core.faces.samples import group_photo
-from fer_core.inference.annotate import NUMBER_ONLY, annotate, place_tags, text_height
+from fer_core.inference.annotate import NUMBER_ONLY, annotate, overlaps, place_tags, text_height
 from fer_core.inference.photos import PhotoFaces, network_view, reading_order
 from fer_core.inference.predict import FaceResult
 
@@ -26,10 +26,6 @@ def face(box: tuple[int, int, int, int], label: str = "happy", score: float = 0.
     return FaceResult(box, {name: score if name == label else rest for name in EMOTIONS})
 
 
-def overlapping(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
-    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
-
-
 # ---------------------------------------------------------------- numbering
 
 
@@ -38,6 +34,11 @@ def test_reading_order_is_row_by_row_from_the_top_and_left_to_right():
     front = [(250, 120, 80, 80), (60, 110, 80, 80)]
     boxes = [front[0], back[0], front[1], back[1], back[2]]  # largest first, as the analyser gives them
     assert [boxes[i] for i in reading_order(boxes)] == [back[1], back[2], back[0], front[1], front[0]]
+
+
+def test_a_small_face_beside_large_ones_stays_in_their_row():
+    boxes = [(300, 140, 10, 10), (0, 112, 100, 100), (150, 100, 100, 100)]
+    assert reading_order(boxes) == [1, 2, 0]
 
 
 def test_reading_order_of_no_face_one_face_and_a_column():
@@ -106,13 +107,28 @@ def test_crowded_faces_get_tags_that_cover_no_other_face_and_no_other_tag():
     tags = place_tags(boxes, ["Surprise 55%"] * len(boxes), (160, 320), list(range(1, len(boxes) + 1)))
     assert [tag.number for tag in tags] == list(range(1, len(boxes) + 1))
     for first, second in itertools.combinations(tags, 2):
-        assert not overlapping(first.rect, second.rect), (first, second)
+        assert not overlaps(first.rect, second.rect), (first, second)
     for index, tag in enumerate(tags):
-        covered = [box for other, box in enumerate(boxes) if other != index and overlapping(tag.rect, box)]
+        covered = [box for other, box in enumerate(boxes) if other != index and overlaps(tag.rect, box)]
         assert not covered or tag.placement == NUMBER_ONLY, (tag, covered)
     shortened = [tag for tag in tags if tag.placement == NUMBER_ONLY]
     assert shortened and all(tag.label is None for tag in shortened)  # no room for labels: numbers only
     assert any(tag.label is not None for tag in tags)
+
+
+def test_in_a_picture_narrower_than_the_label_the_tag_is_the_number_in_the_picture():
+    (tag,) = place_tags([(0, 0, 48, 48)], ["Surprise 90%"], (48, 48), [12])
+    assert tag.placement == NUMBER_ONLY and tag.rect[0] >= 0 and tag.rect[0] + tag.rect[2] <= 48
+    (unnumbered,) = place_tags([(0, 0, 64, 64)], ["Surprise 90%"], (64, 64))
+    assert unnumbered.label == "Surprise 90%" and unnumbered.rect[2] <= 64  # smaller letters, still inside
+    assert unnumbered.text_height < text_height((64, 64), (0, 0, 64, 64))
+
+
+def test_place_tags_wants_a_label_and_a_number_for_every_box():
+    with pytest.raises(ValueError, match="2 boxes need as many labels"):
+        place_tags([(0, 0, 10, 10), (20, 0, 10, 10)], ["Sad 50%"], (100, 100))
+    with pytest.raises(ValueError, match="and numbers \\(not 1\\)"):
+        place_tags([(0, 0, 10, 10), (20, 0, 10, 10)], ["Sad 50%"] * 2, (100, 100), [1])
 
 
 def test_tags_read_at_page_width_and_grow_with_the_face_up_to_a_limit():
@@ -143,6 +159,12 @@ def test_annotate_writes_each_number_on_a_dark_chip_and_the_label_on_the_emotion
         x, y, w, h = tag.rect
         assert tuple(drawn[y + 1, x + 1]) == (20, 20, 20)  # the number's chip
         assert tuple(drawn[y + 1, x + w - 2]) == color_bgr(result.label)  # the label's
+    swapped = annotate(image, results, [2, 1])
+    alone = annotate(image, results[:1], [1])
+    tag = place_tags([results[0].box], ["Sad 90%"], image.shape, [1])[0]
+    x, y, w, h = tag.rect
+    assert np.array_equal(drawn[y:y + h, x:x + w], alone[y:y + h, x:x + w])  # face 1's tag says 1
+    assert not np.array_equal(drawn[y:y + h, x:x + w], swapped[y:y + h, x:x + w])  # and not 2
     unnumbered = annotate(image, results)
     (x, y, _, _) = place_tags([results[0].box], ["Sad 90%"], image.shape)[0].rect
     assert tuple(unnumbered[y + 1, x + 1]) == color_bgr("sad")  # live frames: the label alone
@@ -179,6 +201,6 @@ def test_predict_numbers_the_faces_in_the_output_the_json_and_the_annotated_file
     for entry in faces:
         assert f"face {entry['face']} {entry['label']} {entry['score']:.2f} at {entry['box']}" in printed
     drawn = np.asarray(Image.open(out))[:, :, ::-1]
-    labels = [f"{DISPLAY_NAMES[entry['label']]} {entry['score']:.0%}" for entry in faces]
+    labels = [f"{DISPLAY_NAMES[entry['label']]} {round(entry['score'] * 100)}%" for entry in faces]
     tags = place_tags(boxes, labels, drawn.shape, list(range(1, 13)))
     assert all(tuple(drawn[tag.rect[1] + 1, tag.rect[0] + 1]) == (20, 20, 20) for tag in tags)

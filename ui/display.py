@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -11,6 +12,7 @@ import streamlit as st
 from fer_core.base.errors import FerError
 from fer_core.base.labels import DISPLAY_NAMES
 from fer_core.faces.images import encode_png
+from fer_core.inference.annotate import face_label
 from fer_core.inference.photos import UNCERTAIN_BELOW, PhotoFaces, network_view
 from fer_core.inference.predict import EmotionAnalyser, FaceResult
 from fer_core.registry.cards import ModelCard
@@ -91,7 +93,7 @@ def show_photo(image: np.ndarray, photo: PhotoFaces, analyser: EmotionAnalyser |
         st.markdown(f"Check these, least certain first (top emotion under {UNCERTAIN_BELOW:.0%})"
                     + (f"; {more} more below:" if more > 0 else ":"))
         shown = to_check[:CHECK_ROW]
-        st.image([network_view(photo.faces[number - 1], 88) for number in shown], width=88,
+        st.image([_network_view(photo.faces[number - 1], 88) for number in shown], width=88,
                  caption=[_face_title(number, photo.faces[number - 1]) for number in shown])
     elif len(photo.faces) > 1:
         st.caption(f"Every face's top emotion has {UNCERTAIN_BELOW:.0%} probability or more.")
@@ -110,14 +112,19 @@ def show_photo(image: np.ndarray, photo: PhotoFaces, analyser: EmotionAnalyser |
 
 
 def _face_title(number: int, face: FaceResult) -> str:
-    return f"Face {number}: {DISPLAY_NAMES[face.label]} {face.score:.0%}"
+    return f"Face {number}: {face_label(face)}"
+
+
+def _network_view(face: FaceResult, size: int) -> np.ndarray:
+    """The face as the network saw it, or a gray square for a face that was not analysed here."""
+    return network_view(face, size) if face.network_input is not None else np.full((size, size), 128, np.uint8)
 
 
 def _show_face(number: int, face: FaceResult, analyser: EmotionAnalyser | None, explain: str | None,
                key: str) -> None:
     """One cell of the faces grid: the face's number and reading, its network view (and explanation), its bars."""
     st.markdown(f"**{_face_title(number, face)}**")
-    pictures, captions = [network_view(face)], ["Network's view"]
+    pictures, captions = [_network_view(face, 96)], ["Network's view"]
     if explain and analyser is not None and face.network_input is not None:
         from fer_core.inference.explain import explain_prepared  # loads Keras and TensorFlow on first use
 
@@ -131,7 +138,11 @@ def _show_face(number: int, face: FaceResult, analyser: EmotionAnalyser | None, 
 
 @st.dialog("Annotated photo, full size", width="large")
 def _full_size(annotated: np.ndarray) -> None:
-    st.image(annotated, channels="BGR", width="content")
+    """The photo at one image pixel per screen pixel, scrolled within the dialog: ``st.image`` would
+    shrink it to the dialog's width."""
+    picture = base64.b64encode(encode_png(annotated)).decode()
+    st.html(f'<div style="overflow: auto; max-height: 75vh"><img alt="The annotated photo, full size" '
+            f'style="max-width: none" src="data:image/png;base64,{picture}"></div>')
 
 
 def show_explanation(picture: np.ndarray, method: str, label: str, width: int | str = 192) -> None:

@@ -53,15 +53,18 @@ def write_y4m(path: Path, frames: list[np.ndarray], fps: int) -> None:
 _HEAD = (130, 10, 190, 220)
 #: A group photo's rows, back to front: how many people, the width of each head and the step between them.
 _GROUP_ROWS = ((5, 112, 120), (4, 150, 164), (3, 200, 226))
+_GROUP_WIDTH = 960
 
 
-def group_photo(width: int = 960, seed: int = 4) -> np.ndarray:
-    """A black-and-white group photo (BGR) of twelve people in three rows, back rows small and crowded.
+def group_photo(seed: int = 4) -> np.ndarray:
+    """A black-and-white group photo (BGR, 960 pixels wide) of twelve people in three rows, back rows small
+    and crowded.
 
     Each person is the astronaut's head, mirrored or not, with its own brightness, contrast, gamma and a
     slight tilt, on a grainy gray backdrop: a many-face test picture that ships with the code.
     """
     rng = np.random.default_rng(seed)
+    width = _GROUP_WIDTH
     x, y, w, h = _HEAD
     head = cv2.cvtColor(astronaut()[y:y + h, x:x + w], cv2.COLOR_BGR2GRAY)
     heights = [round(head_width * h / w) for _, head_width, _ in _GROUP_ROWS]

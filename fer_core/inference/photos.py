@@ -25,19 +25,22 @@ UNCERTAIN_BELOW = 0.5
 def reading_order(boxes: Sequence[Rect]) -> list[int]:
     """Indices of ``boxes`` row by row from the top, left to right in each row.
 
-    A box joins a row when its vertical middle lies within the row's first box; rows are
-    found from the top, so staggered and slightly tilted rows of a group photo read as rows.
+    Boxes are taken by their vertical middle, and a box joins the first row whose vertical span it
+    shares for at least half the height of the smaller of the two (the box, or the row's shortest
+    face); so the staggered, slightly tilted rows of a group photo, small faces among large ones
+    included, read as rows.
     """
-    rows: list[list[int]] = []
+    rows: list[tuple[list[int], float, float, float]] = []  # members, top, bottom, shortest height
     for index in sorted(range(len(boxes)), key=lambda i: boxes[i][1] + boxes[i][3] / 2):
-        x, y, w, h = boxes[index]
-        middle = y + h / 2
-        row = next((row for row in rows if boxes[row[0]][1] <= middle <= boxes[row[0]][1] + boxes[row[0]][3]), None)
-        if row is None:
-            rows.append([index])
+        _, y, _, h = boxes[index]
+        for place, (members, top, bottom, shortest) in enumerate(rows):
+            if min(bottom, y + h) - max(top, y) >= 0.5 * min(h, shortest):
+                rows[place] = ([*members, index], min(top, y), max(bottom, y + h), min(shortest, h))
+                break
         else:
-            row.append(index)
-    return [index for row in rows for index in sorted(row, key=lambda i: boxes[i][0])]
+            rows.append(([index], y, y + h, h))
+    rows.sort(key=lambda row: (row[1] + row[2]) / 2)
+    return [index for members, *_ in rows for index in sorted(members, key=lambda i: boxes[i][0])]
 
 
 def network_view(face: FaceResult, size: int = 96) -> np.ndarray:
@@ -51,7 +54,8 @@ def network_view(face: FaceResult, size: int = 96) -> np.ndarray:
 
 @dataclass
 class PhotoFaces:
-    """The faces of one photo in reading order: face ``n`` is ``faces[n - 1]``."""
+    """The faces of one photo in reading order: face ``n`` is ``faces[n - 1]``. Made with :meth:`of`, which
+    puts an analysis's faces in that order."""
 
     faces: list[FaceResult]
 
@@ -62,6 +66,7 @@ class PhotoFaces:
 
     @property
     def numbers(self) -> list[int]:
+        """The faces' numbers, 1 to the number of faces."""
         return list(range(1, len(self.faces) + 1))
 
     def annotated(self, image: np.ndarray) -> np.ndarray:

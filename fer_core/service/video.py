@@ -86,6 +86,8 @@ def face_thumbnail(image: np.ndarray, box: tuple[int, int, int, int], height: in
     margin = round(0.2 * max(w, h))
     top, left = max(0, y - margin), max(0, x - margin)
     crop = image[top:y + h + margin, left:x + w + margin]
+    if crop.size == 0:
+        raise ValueError(f"the box {box} lies outside the {image.shape[1]}x{image.shape[0]} frame")
     return cv2.resize(crop, (max(1, round(crop.shape[1] * height / crop.shape[0])), height),
                       interpolation=cv2.INTER_AREA)
 
