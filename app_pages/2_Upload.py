@@ -32,15 +32,15 @@ thorough = st.toggle("Thorough: read each face in shifted views too", key="thoro
                           "uses the mirror image) and the answers are averaged: about five times the "
                           "classifier's time, slightly more accurate.")
 analyser = analyser_or_stop(model, chosen.detector, thorough=thorough)
-#: What results depend on besides the file: the model (its file changes when it is retrained), the detector
-#: and the thorough setting.
-settings = (model, model_version(model), chosen.detector, thorough)
+#: What results depend on besides the file: the model (its file changes when it is retrained), the detector,
+#: the thorough setting and the odds.
+settings = (model, model_version(model), chosen.detector, thorough, chosen.odds)
 
 
 def analysed(file_id: str, image: np.ndarray, analyser: EmotionAnalyser, settings: tuple) -> list[FaceResult]:
     """The faces of an uploaded image, kept for this session so reruns (e.g. an explanation turned on) are instant.
 
-    Keyed by the upload's id and ``settings`` (model name and file time, detector, thorough), never by
+    Keyed by the upload's id and ``settings`` (model name and file time, detector, thorough, odds), never by
     object ids, which Python reuses once the cache drops a model.
     """
     cache = st.session_state.setdefault("upload_results", {})
@@ -131,5 +131,5 @@ with video_tab:
         elif analysed_key == video_key:
             show_video(analysis)
         else:
-            st.info("The sampling rate, model, face detector or thorough setting changed since this video was "
+            st.info("The sampling rate, model, face detector, odds or thorough setting changed since this video was "
                     "analysed: press **Analyse video** for results with the current settings.")

@@ -13,21 +13,27 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # The modules every command may use load at once (about 0.4 s); a command imports the heavy ones
 # it needs, marked where it does: scikit-learn (2 s) for scoring, Keras and TensorFlow (10 s) for training.
 from fer_core.base.errors import FerError  # noqa: E402
+from fer_core.base.labels import EMOTIONS  # noqa: E402
 from fer_core.datasets.load import load_dataset  # noqa: E402
 from fer_core.faces.detect import DETECTORS, LargestFaceCropper, get_detector  # noqa: E402
 from fer_core.faces.images import encode_png, load_image  # noqa: E402
 from fer_core.faces.samples import sample_frame  # noqa: E402
 from fer_core.inference import bench  # noqa: E402
+from fer_core.inference.odds import ODDS  # noqa: E402
 from fer_core.inference.photos import PhotoFaces  # noqa: E402
 from fer_core.inference.predict import EmotionAnalyser, EmotionClassifier, classifier_ms_per_face  # noqa: E402
+from fer_core.registry.cards import ModelCard  # noqa: E402
 from fer_core.registry.store import ModelStore, check_name  # noqa: E402
 from fer_core.training.recipe import CLASS_WEIGHTS, PRECISIONS, SCHEDULES, TrainConfig, TrainingData  # noqa: E402
 
@@ -226,12 +232,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     preprocessing = stored.card.preprocessing
     cropper = LargestFaceCropper(get_detector(args.detect), preprocessing) if args.detect else None
     dataset = evaluation_rows(load_dataset(args.data, cache=args.cache, crop=cropper), args.usage)
-    classifier = EmotionClassifier.from_stored(stored, args.flip_tta, args.backend, args.shift_tta)
+    classifier = EmotionClassifier.from_stored(stored, args.flip_tta, args.backend, args.shift_tta, args.odds)
     evaluation = evaluate_faces(classifier, preprocessing, dataset)
     report = evaluation.report
     usage = ", ".join(dataset.usages())
-    print(f"model {stored.name} ({stored.card.arch}, {_runtime(classifier)}) on {args.data} [{usage}], "
-          f"{report.n} faces")
+    print(f"model {stored.name} ({stored.card.arch}, {_runtime(classifier)}, {_odds(stored.card, args.odds)}) "
+          f"on {args.data} [{usage}], {report.n} faces")
     if cropper is not None:
         print(f"{args.detect} found a face in {cropper.found} of the {cropper.found + cropper.missed} photos loaded "
               "(the others were classified whole)")
@@ -246,11 +252,59 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _odds(card: ModelCard, odds: str) -> str:
+    """How a model reads faces under ``odds``, for a report's first line."""
+    correction = card.prior_correction
+    if odds == "fer2013" or correction is None or card.class_prior is None:
+        return "training odds" + ("" if odds == "fer2013" else ": no prior correction on its card")
+    return f"balanced odds, prior correction {correction.strength:g}"
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Choose a stored model's prior correction on labelled faces and write it on its card."""
+    from fer_core.evaluation.evaluate import evaluate_faces, evaluation_rows  # scikit-learn: scoring commands only
+    from fer_core.evaluation.prior import choose_strength, strength_scores  # scikit-learn, as above
+
+    store = ModelStore(args.store)
+    stored = store.load(args.model)
+    card = stored.card
+    everything = load_dataset(args.data, cache=args.cache)
+    if card.class_prior is None:  # the training rows of this file are what the model learned from
+        training = everything.labels[everything.usage == "Training"]
+        if len(training) == 0:
+            raise FerError(f"model {stored.name}'s card has no training class counts, and {args.data} has no "
+                           "Training rows to count them from")
+        counts = np.bincount(training, minlength=len(EMOTIONS))
+        card = replace(card, training=replace(card.training, class_counts=dict(zip(EMOTIONS, map(int, counts)))))
+    prior = card.class_prior
+    assert prior is not None  # counted just above when the card had none
+    dataset = evaluation_rows(everything, args.usage)
+    classifier = EmotionClassifier.from_stored(stored, args.flip_tta, odds="fer2013")
+    probabilities = evaluate_faces(classifier, card.preprocessing, dataset).probabilities
+    scores = strength_scores(dataset, probabilities, prior)
+    chosen_on = (f"{Path(args.data).name} [{', '.join(dataset.usages())}], "
+                 f"{'with' if classifier.flip_tta else 'without'} flip TTA")
+    correction = choose_strength(scores, chosen_on)
+    print(f"model {stored.name} on {chosen_on}, {len(dataset)} faces; training shares "
+          + ", ".join(f"{name} {share:.3f}" for name, share in zip(EMOTIONS, prior)))
+    print(f"{'strength':>8}{'accuracy':>10}{'balanced':>10}" + "".join(f"{name[:7]:>9}" for name in EMOTIONS))
+    for score in scores:
+        print(f"{score.strength:>8.2f}{score.accuracy:>10.4f}{score.balanced_accuracy:>10.4f}"
+              + "".join(f"{score.recalls[name]:>9.2f}" for name in EMOTIONS))
+    steps = [step for step in (card.reproduce or "").split(" && ") if step and " calibrate " not in step]
+    store.update_card(stored.name, replace(card, prior_correction=correction,
+                                           reproduce=" && ".join([*steps, _command(args)])))
+    print(f"chosen: strength {correction.strength:g}: balanced accuracy {correction.balanced_accuracy_before:.4f} "
+          f"-> {correction.balanced_accuracy:.4f}, accuracy {correction.accuracy_before:.4f} -> "
+          f"{correction.accuracy:.4f}; written on {stored.name}'s card")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     """Analyse each image; one that cannot be read is reported and skipped, and makes the exit status 2."""
 
     analyser = EmotionAnalyser.from_store(args.model, args.detector, args.flip_tta, ModelStore(args.store),
-                                          shift_tta=args.shift_tta)
+                                          shift_tta=args.shift_tta, odds=args.odds)
     outputs, failed = [], 0
     for path in args.images:
         try:
@@ -277,7 +331,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     analyser = EmotionAnalyser.from_store(args.model, args.detector, args.flip_tta, ModelStore(args.store),
-                                          backend=args.backend, shift_tta=args.shift_tta,
+                                          backend=args.backend, shift_tta=args.shift_tta, odds=args.odds,
                                           live=not args.full_detector)
     frame = load_image(args.image) if args.image else sample_frame()
     seconds = args.seconds
@@ -360,6 +414,8 @@ def _architecture(name: str) -> str:
 
 FLIP_HELP = ("average each face with its mirror image (default: when the model card shows it scored higher, "
              "as for the shipped models)")
+ODDS_HELP = ("balanced (the default): the card's prior correction, for posed faces where every emotion is "
+             "as likely; fer2013: the odds the model was trained with")
 SHIFT_HELP = ("also average each face moved one pixel up, down, left and right (with flip TTA: ten views; "
               "about 5x the classifier's time for up to about a point of accuracy)")
 
@@ -480,7 +536,18 @@ def build_parser() -> argparse.ArgumentParser:
                           help="photos, not face crops: classify the largest face this detector finds in each")
     evaluate.add_argument("--backend", choices=("auto", "litert", "tensorflow"), default="auto",
                           help="inference runtime (auto: LiteRT when the model has it)")
+    evaluate.add_argument("--odds", choices=ODDS, default=ODDS[0], help=ODDS_HELP)
     evaluate.set_defaults(run=cmd_evaluate)
+
+    calibrate = commands.add_parser("calibrate", help="choose a model's prior correction (the balanced odds) on "
+                                                      "labelled faces and write it on its card")
+    calibrate.add_argument("model")
+    calibrate.add_argument("--data", required=True, help="labelled faces: a FER2013 CSV(.gz) or class folders")
+    calibrate.add_argument("--usage", choices=("PrivateTest", "PublicTest", "Training"),
+                           help="rows to choose on (default: as evaluate scores)")
+    calibrate.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, help=FLIP_HELP)
+    calibrate.add_argument("--cache", action="store_true", help="cache the parsed dataset")
+    calibrate.set_defaults(run=cmd_calibrate)
 
     predict = commands.add_parser("predict", help="find faces in images and tell their emotions")
     predict.add_argument("images", nargs="+")
@@ -491,6 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             "numbered row by row, as in the output")
     predict.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, help=FLIP_HELP)
     predict.add_argument("--shift-tta", action="store_true", help=SHIFT_HELP)
+    predict.add_argument("--odds", choices=ODDS, default=ODDS[0], help=ODDS_HELP)
     predict.set_defaults(run=cmd_predict)
 
     bench = commands.add_parser("bench", help="time the whole pipeline on one frame, and on several streams")
@@ -506,6 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--streams", type=_at_least(0), default=0, help="also run N concurrent streams (threads)")
     bench.add_argument("--memory", type=_at_least(0), default=0, metavar="FRAMES",
                        help="also report resident memory over this many frames")
+    bench.add_argument("--odds", choices=ODDS, default=ODDS[0], help=ODDS_HELP)
     bench.set_defaults(run=cmd_bench)
 
     models = commands.add_parser("models", help="list stored models")

@@ -89,6 +89,14 @@ def astronaut_bgr() -> np.ndarray:
     return astronaut()
 
 
+@pytest.fixture
+def astronaut_png(tmp_path, astronaut_bgr):
+    """The astronaut photo as a PNG file."""
+    path = tmp_path / "astronaut.png"
+    cv2.imwrite(str(path), astronaut_bgr)
+    return path
+
+
 #: The astronaut's face in scikit-image's photo (x, y, w, h), found by eye.
 ASTRONAUT_FACE = (180, 60, 90, 110)
 

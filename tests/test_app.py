@@ -26,7 +26,7 @@ from streamlit.testing.v1 import AppTest
 
 import ui.sidebar
 import ui.webrtc
-from fer_core.base.labels import DISPLAY_NAMES
+from fer_core.base.labels import DISPLAY_NAMES, EMOTIONS
 from fer_core.datasets.load import load_dataset
 from fer_core.evaluation.evaluate import evaluation_rows, report_from_predictions
 from fer_core.faces.detect import get_detector
@@ -34,10 +34,11 @@ from fer_core.faces.images import encode_png
 from fer_core.faces.preprocess import Preprocessing, images_to_input
 from fer_core.faces.samples import astronaut, group_photo
 from fer_core.inference.live import CAMERA_CONSTRAINTS
+from fer_core.inference.odds import adjust, shift_for
 from fer_core.inference.photos import PhotoFaces
 from fer_core.inference.predict import FaceResult
 from fer_core.inference.streams import StreamBoard
-from fer_core.registry.cards import Scores, Training, make_card
+from fer_core.registry.cards import PriorCorrection, Scores, Training, make_card
 from fer_core.registry.store import ModelStore
 from fer_core.service.charts import confusion_matrix_figure
 from fer_core.service.queue import job_queue
@@ -123,7 +124,8 @@ def test_home_shows_the_active_model_and_the_privacy_note(store):
     at = open_app()
     card = store.card("default")
     assert [m.value for m in at.metric] == [f"{card.accuracy:.1%}", "n/a",  # no flip TTA on this card
-                                            f"{card.macro_f1:.1%}", f"{card.parameters:,}", "1.50"]
+                                            f"{card.metrics.balanced_accuracy:.1%}", f"{card.macro_f1:.1%}",
+                                            f"{card.parameters:,}", "1.50"]
     assert any("never stored" in info.value for info in at.info)
     assert at.sidebar.selectbox(key="_model").options == ["default", "small"]
     detector = at.sidebar.selectbox(key="_detector")
@@ -757,6 +759,30 @@ def test_a_click_on_a_matrix_is_read_as_its_cell():
     assert clicked_cell(clicked) == (4, 1)
     assert clicked_cell({"selection": {"points": [], "point_indices": [], "box": [], "lasso": []}}) is None
     assert clicked_cell(None) is None
+
+
+def test_the_sidebar_switches_every_page_between_balanced_and_fer2013_odds(store):
+    counts = dict(zip(EMOTIONS, (3995, 436, 4097, 7215, 4830, 3171, 4965)))
+    correction = PriorCorrection(strength=1.0, chosen_on="test faces", accuracy=0.5, balanced_accuracy=0.6,
+                                 accuracy_before=0.55, balanced_accuracy_before=0.45)
+    card = store.card("default")
+    store.update_card("default", replace(card, prior_correction=correction,
+                                         training=replace(card.training, class_counts=counts)))
+    at = open_app()
+    assert at.sidebar.radio(key="_odds").value == "balanced"
+    assert "60.0%" in [m.value for m in at.metric]  # the mean recall with the balanced odds
+    at.switch_page(UPLOAD).run()
+    at.file_uploader[0].set_value([("astronaut.png", encode_png(astronaut()), "image/png")]).run()
+    (balanced,) = next(iter(at.session_state["upload_results"].values()))
+    at.sidebar.radio(key="_odds").set_value("fer2013").run()
+    assert not at.exception
+    answers = {key[-1]: faces for key, faces in at.session_state["upload_results"].items()}
+    (trained,) = answers["fer2013"]
+    shift = shift_for(store.card("default"), "balanced")
+    expected = adjust(np.array([[trained.probabilities[name] for name in EMOTIONS]]), shift)[0]
+    assert [balanced.probabilities[name] for name in EMOTIONS] == pytest.approx(expected.tolist(), abs=1e-5)
+    at.switch_page(LIVE).run()
+    assert at.sidebar.radio(key="_odds").value == "fer2013"  # the choice holds across pages
 
 
 def test_hosted_app_shows_students_the_viewer_toolbar():

@@ -18,13 +18,6 @@ from fer_core.registry.cards import Metrics, Scores, Training, make_card
 from fer_core.training.recipe import TrainConfig
 
 
-@pytest.fixture
-def astronaut_png(tmp_path, astronaut_bgr):
-    path = tmp_path / "astronaut.png"
-    Image.fromarray(astronaut_bgr[:, :, ::-1]).save(path)
-    return path
-
-
 def test_models_lists_the_store(model_store, capsys):
     assert main(["models"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -1,4 +1,4 @@
-"""The choices that hold across pages (model, detector, explanation) and the cached loading of what they name."""
+"""The choices that hold across pages (model, detector, odds, explanation) and the cached loading of what they name."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from fer_core.base.errors import FerError  # noqa: E402
 from fer_core.faces.detect import DETECTORS, FaceDetector, get_detector  # noqa: E402
 from fer_core.faces.preprocess import Preprocessing  # noqa: E402
+from fer_core.inference.odds import ODDS, ODDS_LABELS, shift_for  # noqa: E402
 from fer_core.inference.predict import EmotionAnalyser, EmotionClassifier  # noqa: E402
+from fer_core.registry.cards import ModelCard  # noqa: E402
 from fer_core.registry.store import ModelStore  # noqa: E402
 from ui.display import EXPLANATION_LABELS, error_message  # noqa: E402
 
@@ -48,10 +50,11 @@ def _keep_keras_state_of_other_threads() -> None:
 
 @dataclass
 class Selection:
-    """The model and face detector chosen in the sidebar."""
+    """The model, face detector and odds chosen in the sidebar."""
 
     model: str | None
     detector: str
+    odds: str = ODDS[0]
 
 
 def _remember(name: str) -> None:
@@ -95,9 +98,14 @@ def sidebar() -> Selection:
         st.session_state["_detector"] = st.session_state["detector"]
         st.selectbox("Face detector", list(DETECTORS), key="_detector", on_change=_remember, args=("detector",),
                      format_func=lambda name: DETECTOR_LABELS.get(name, name))
+        st.session_state["_odds"] = chosen_odds()
+        st.radio("Odds", ODDS, key="_odds", on_change=_remember, args=("odds",), format_func=ODDS_LABELS.get,
+                 help="Balanced: every emotion as likely, as when a class poses each one in turn (the model's "
+                      "prior correction, from its card). FER2013 odds: as the model learned them from FER2013, "
+                      "where a quarter of the faces are happy and one in seventy disgusted.")
         if os.environ.get("FER_LAB_REPLICA"):  # set by deploy/: which replica holds this session
             st.caption(f"Served by replica {os.environ['FER_LAB_REPLICA']}")
-    return Selection(st.session_state["model"], st.session_state["detector"])
+    return Selection(st.session_state["model"], st.session_state["detector"], chosen_odds())
 
 
 def require_model(chosen: Selection) -> str:
@@ -109,10 +117,19 @@ def require_model(chosen: Selection) -> str:
 
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=8)
-def _classifier(path: str, modified: float) -> tuple[EmotionClassifier, Preprocessing, str]:
-    """A stored model loaded once per file version (``modified`` changes when it is retrained)."""
+def _stored_classifier(path: str, modified: float) -> tuple[EmotionClassifier, ModelCard]:
+    """A stored model loaded once per file version (``modified`` changes when it is retrained), with its
+    training odds, and its card."""
     stored = ModelStore().load(path)
-    return EmotionClassifier.from_stored(stored), stored.card.preprocessing, stored.name
+    return EmotionClassifier.from_stored(stored, odds="fer2013"), stored.card
+
+
+@st.cache_resource(max_entries=16)
+def _classifier(path: str, modified: float, odds: str) -> tuple[EmotionClassifier, Preprocessing, str]:
+    """The stored model read with ``odds``: one object per model version and odds, so that a live stream
+    sees the same classifier on every rerun (a copy sharing the loaded model)."""
+    classifier, card = _stored_classifier(path, modified)
+    return classifier.with_prior_shift(shift_for(card, odds)), card.preprocessing, card.name
 
 
 @st.cache_resource(show_spinner="Loading the face detector...")
@@ -121,11 +138,18 @@ def _detector(name: str, live: bool) -> FaceDetector:
     return get_detector(name, live=live)
 
 
-def load_classifier(model: str, thorough: bool = False) -> tuple[EmotionClassifier, Preprocessing, str]:
+def chosen_odds() -> str:
+    """The odds chosen in the sidebar (one of ``fer_core.inference.odds.ODDS``)."""
+    return st.session_state.get("odds", ODDS[0])
+
+
+def load_classifier(model: str, thorough: bool = False, odds: str | None = None
+                    ) -> tuple[EmotionClassifier, Preprocessing, str]:
     """The compiled classifier of a stored model, its preprocessing and name, loaded once per server;
-    ``thorough`` gives it shifted views too (a copy sharing the loaded model)."""
+    ``thorough`` gives it shifted views too (a copy sharing the loaded model). It reads faces with
+    ``odds``, by default those chosen in the sidebar."""
     path = ModelStore().resolve(model)
-    classifier, preprocessing, name = _classifier(str(path), path.stat().st_mtime)
+    classifier, preprocessing, name = _classifier(str(path), path.stat().st_mtime, odds or chosen_odds())
     return (classifier.with_views(shift_tta=True) if thorough else classifier), preprocessing, name
 
 

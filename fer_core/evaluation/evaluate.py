@@ -34,6 +34,11 @@ class EvaluationReport:
     confusion_matrix: list[list[int]]
 
     @property
+    def balanced_accuracy(self) -> float:
+        """The mean recall of the classes that have faces (each emotion counting as much)."""
+        return self.as_metrics().balanced_accuracy
+
+    @property
     def confusion_normalized(self) -> list[list[float]]:
         """Rows divided by their totals (recall on the diagonal); empty rows stay zero."""
         return row_shares(self.confusion_matrix)
@@ -50,6 +55,7 @@ class EvaluationReport:
     def to_dict(self) -> dict:
         return {
             "accuracy": self.accuracy,
+            "balanced_accuracy": self.balanced_accuracy,
             "macro_f1": self.macro_f1,
             "n": self.n,
             "per_class": self.per_class,
@@ -70,6 +76,7 @@ class EvaluationReport:
         for name, counts in zip(EMOTIONS, self.confusion_matrix):
             lines.append(f"{name:<10}" + "".join(f"{value:>8d}" for value in counts))
         lines.append("")
+        lines.append(f"balanced accuracy (mean recall): {self.balanced_accuracy:.4f}")
         lines.append(f"accuracy: {self.accuracy:.4f}")
         return "\n".join(lines)
 
@@ -207,7 +214,8 @@ def card_evaluation(classifier: EmotionClassifier, preprocessing: Preprocessing,
     whose confusion matrix they hold (to open its cells)."""
     plain = evaluate_faces(classifier.with_views(flip_tta=False, shift_tta=False), preprocessing, dataset)
     flipped = evaluate_classifier(classifier.with_views(flip_tta=True, shift_tta=False), preprocessing, dataset)
-    metrics = plain.report.as_metrics(flip_tta=Scores(accuracy=flipped.accuracy, macro_f1=flipped.macro_f1),
+    metrics = plain.report.as_metrics(flip_tta=Scores(accuracy=flipped.accuracy, macro_f1=flipped.macro_f1,
+                                                      balanced_accuracy=flipped.balanced_accuracy),
                                       dataset=data_description, usage=sorted(set(dataset.usage.tolist())))
     return metrics, plain
 

@@ -22,6 +22,7 @@ from fer_core.base.pool import ObjectPool
 from fer_core.faces.detect import Detection, FaceDetector, get_detector
 from fer_core.faces.images import to_uint8
 from fer_core.faces.preprocess import Preprocessing, prepare_faces
+from fer_core.inference.odds import adjust, shift_for
 from fer_core.registry.store import DEFAULT_NAME, WEIGHT_DTYPES, ModelStore, StoredModel
 
 if TYPE_CHECKING:
@@ -129,10 +130,12 @@ class EmotionClassifier:
     """
 
     def __init__(self, model: keras.Model | StoredModel, flip_tta: bool = False, lite: bytes | None = None,
-                 lite_threads: int = 1, shift_tta: bool = False):
+                 lite_threads: int = 1, shift_tta: bool = False, prior_shift: np.ndarray | None = None):
         self._source = model
         self.flip_tta = flip_tta
         self.shift_tta = shift_tta
+        #: taken from the log-probabilities of every answer (``fer_core.inference.odds``); None: none
+        self.prior_shift = prior_shift
         interpreter = _litert_interpreter() if lite else None
         self.backend = "litert" if interpreter is not None else "tensorflow"
 
@@ -156,15 +159,16 @@ class EmotionClassifier:
 
     @classmethod
     def from_stored(cls, stored: StoredModel, flip_tta: bool | None = None, backend: str = "auto",
-                    shift_tta: bool = False) -> EmotionClassifier:
+                    shift_tta: bool = False, odds: str = "balanced") -> EmotionClassifier:
         """A classifier for a stored model: the fastest it offers, or the ``backend`` named
         (``litert`` or ``tensorflow``), to compare the two. ``flip_tta=None`` follows the card:
-        see ``ModelCard.recommends_flip``."""
+        see ``ModelCard.recommends_flip``; ``odds`` is one of ``fer_core.inference.odds.ODDS``."""
         if flip_tta is None:
             flip_tta = stored.card.recommends_flip
         if backend not in ("auto", "litert", "tensorflow"):
             raise ValueError(f"backend must be auto, litert or tensorflow, not {backend!r}")
-        classifier = cls(stored, flip_tta, None if backend == "tensorflow" else stored.lite, shift_tta=shift_tta)
+        classifier = cls(stored, flip_tta, None if backend == "tensorflow" else stored.lite, shift_tta=shift_tta,
+                         prior_shift=shift_for(stored.card, odds))
         if backend == "litert" and classifier.backend != "litert":
             raise FerError(f"model {stored.name} has no LiteRT file (or LiteRT is not installed)")
         return classifier
@@ -175,6 +179,13 @@ class EmotionClassifier:
         variant = copy.copy(self)
         variant.flip_tta = self.flip_tta if flip_tta is None else flip_tta
         variant.shift_tta = self.shift_tta if shift_tta is None else shift_tta
+        return variant
+
+    def with_prior_shift(self, prior_shift: np.ndarray | None) -> EmotionClassifier:
+        """This classifier reading faces with another prior shift (``fer_core.inference.odds``), as a copy
+        sharing the loaded model."""
+        variant = copy.copy(self)
+        variant.prior_shift = prior_shift
         return variant
 
     def _tensorflow_graph(self):
@@ -204,8 +215,10 @@ class EmotionClassifier:
         if self.flip_tta:
             views += [view[:, :, ::-1] for view in views]
         if len(views) == 1:
-            return self._run(faces)
-        return self._run(np.concatenate(views)).reshape(len(views), len(faces), -1).mean(axis=0)
+            probabilities = self._run(faces)
+        else:
+            probabilities = self._run(np.concatenate(views)).reshape(len(views), len(faces), -1).mean(axis=0)
+        return probabilities if self.prior_shift is None else adjust(probabilities, self.prior_shift)
 
     def predict_dataset(self, faces: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Probabilities for many prepared faces, in batches."""
@@ -241,12 +254,13 @@ class EmotionAnalyser:
     @classmethod
     def from_store(cls, model: str | os.PathLike = DEFAULT_NAME, detector: str = "mtcnn",
                    flip_tta: bool | None = None, store: ModelStore | None = None, backend: str = "auto",
-                   shift_tta: bool = False, **detector_options) -> EmotionAnalyser:
+                   shift_tta: bool = False, odds: str = "balanced", **detector_options) -> EmotionAnalyser:
         """An analyser for a stored model (by name or path) and a detector (by name); ``flip_tta``
-        None follows the model card (``ModelCard.recommends_flip``)."""
+        None follows the model card (``ModelCard.recommends_flip``); ``odds`` as in
+        :meth:`EmotionClassifier.from_stored`."""
         stored = (store or ModelStore()).load(model)
         preprocessing = stored.card.preprocessing
-        classifier = EmotionClassifier.from_stored(stored, flip_tta, backend, shift_tta)
+        classifier = EmotionClassifier.from_stored(stored, flip_tta, backend, shift_tta, odds)
         return cls(classifier, get_detector(detector, **detector_options), preprocessing, stored.name)
 
     def classify(self, image: np.ndarray, detections: list[Detection]) -> list[FaceResult]:

@@ -47,6 +47,7 @@ class Scores:
 
     accuracy: float
     macro_f1: float
+    balanced_accuracy: float | None = None  #: the mean of the classes' recalls (None: not measured)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,6 +78,13 @@ class Metrics:
     def flip_accuracy(self) -> float | None:
         """Accuracy with flip TTA, when it was measured."""
         return None if self.flip_tta is None else self.flip_tta.accuracy
+
+    @property
+    def balanced_accuracy(self) -> float:
+        """The mean of the recalls of the classes that have faces: what a class posing every emotion equally
+        often would see as accuracy."""
+        recalls = [scores.recall for scores in self.per_class.values() if scores.support > 0]
+        return round(sum(recalls) / len(recalls), 4) if recalls else 0.0
 
     @property
     def confusion_normalized(self) -> list[list[float]]:
@@ -153,12 +161,28 @@ class Training:
     members: list[Member] = field(default_factory=list)
     history: dict[str, list[float]] = field(default_factory=dict)  #: per-epoch loss and accuracy
     fine_tuning: FineTuning | None = None  #: set for a model fine-tuned on a class's faces
+    #: faces of each class the model learned from (its training prior; None: unknown)
+    class_counts: dict[str, int] | None = None
 
     @property
     def seed(self) -> int | None:
         """The recipe's random seed (which validation split the run was selected on)."""
         seed = (self.recipe or {}).get("seed")
         return seed if isinstance(seed, int) else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PriorCorrection:
+    """How strongly the balanced odds undo the model's training prior (logit adjustment, Menon et al.
+    2021): ``strength`` times the log of each class's training share is taken from its log-probability.
+    Chosen where it gave the highest mean per-class recall, with the scores there."""
+
+    strength: float
+    chosen_on: str  #: the faces it was chosen on, e.g. "fer2013.csv.gz [PublicTest], with flip TTA"
+    accuracy: float  #: accuracy there with the correction
+    balanced_accuracy: float  #: mean per-class recall there with the correction
+    accuracy_before: float  #: the same two without it
+    balanced_accuracy_before: float
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -186,6 +210,7 @@ class ModelCard:
     reproduce: str | None = None  #: the commands that make the model again, joined by ``&&``
     file_bytes: int | None = None
     sha256: dict[str, str] = field(default_factory=dict)  #: of the ``keras`` and ``tflite`` files; {} before hashes
+    prior_correction: PriorCorrection | None = None  #: for the balanced odds; None: the model is used as trained
     error: str | None = None
 
     @classmethod
@@ -224,6 +249,15 @@ class ModelCard:
         higher on its validation faces. It costs a second face per face."""
         flipped = self.flip_accuracy
         return flipped is not None and self.accuracy is not None and flipped > self.accuracy
+
+    @property
+    def class_prior(self) -> list[float] | None:
+        """Each class's share of the training faces, in the labels' order (None: not on the card)."""
+        counts = self.training.class_counts
+        if not counts or sum(counts.values()) == 0:
+            return None
+        total = sum(counts.values())
+        return [counts.get(label, 0) / total for label in self.labels]
 
     @property
     def training_minutes(self) -> float | None:

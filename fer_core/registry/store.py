@@ -186,6 +186,12 @@ class ModelStore:
             shutil.rmtree(staging, ignore_errors=True)
         return path
 
+    def update_card(self, name: str, card: ModelCard) -> None:
+        """Write a stored model's card again (its weights unchanged), e.g. with a prior correction added."""
+        path = self.resolve(name)
+        card = replace(card, name=path.stem)
+        write_atomically(path.with_suffix(".json"), lambda staged: staged.write_text(card.to_json()))
+
     def shipped(self) -> set[str]:
         """The stored models that came with FER Lab and are unchanged since (see the module's docstring).
 
