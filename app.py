@@ -45,7 +45,7 @@ def home() -> None:
         with user_errors():
             card = ModelStore().card(chosen.model)
             st.caption(f"{card.arch}: {card.description}")
-            key_figures(card)
+            key_figures(card, chosen.odds)
             if card.training.data:
                 st.caption(f"Trained on {card.training.data}; figures measured on "
                            f"{card.faces_scored or 'its'} validation faces.")

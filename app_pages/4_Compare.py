@@ -17,6 +17,7 @@ from fer_core.datasets.dataset import FaceDataset
 from fer_core.datasets.load import load_dataset
 from fer_core.evaluation.evaluate import CELL_PAGE, Evaluation, card_evaluation, evaluation_rows
 from fer_core.evaluation.report import html_report
+from fer_core.inference.odds import ODDS_LABELS
 from fer_core.registry.cards import Metrics
 from fer_core.registry.store import ModelStore
 from fer_core.service.charts import clicked_cell, confusion_matrix_figure, per_class_scores
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 #: Faces in a row of a cell's grid.
 FACES_PER_ROW = 8
 
-sidebar()
+odds = sidebar().odds
 st.title("Compare models")
 store = ModelStore()
 names = store.names()
@@ -48,8 +49,8 @@ for card in cards.values():
 
 
 def evaluate_models(models: list[str], dataset: FaceDataset) -> tuple[dict[str, Metrics], dict[str, Evaluation]]:
-    """Each model's scores on the same labelled faces, measured as for its card, and its answer for
-    every face, kept to open the cells of its confusion matrix without predicting again."""
+    """Each model's scores on the same labelled faces, measured as for its card but with the sidebar's odds,
+    and its answer for every face, kept to open the cells of its confusion matrix without predicting again."""
     metrics, evaluations = {}, {}
     for model in models:
         classifier, preprocessing, _ = load_classifier(model)
@@ -98,13 +99,17 @@ with st.expander("Re-evaluate on a labelled set of your own (optional)"):
             # "number" keys its charts, so that a new evaluation starts with no cell chosen.
             st.session_state["compare_evaluation"] = {"data": f"{Path(dataset.source).name} ({which})",
                                                       "n": len(dataset), "metrics": scores, "evaluations": answers,
-                                                      "number": earlier + 1, "maps": {}}
+                                                      "number": earlier + 1, "maps": {}, "odds": odds}
             st.session_state.pop("compare_cell", None)
 
 evaluation = st.session_state.get("compare_evaluation")
-use_evaluation = (evaluation is not None and set(chosen) <= set(evaluation["metrics"])
-                  and st.toggle(f"Show the evaluation on {evaluation['data']} ({evaluation['n']} faces) instead of "
-                                "the cards' figures", True, key="compare_use_evaluation"))
+if evaluation is not None and evaluation["odds"] != odds:
+    st.info(f"The evaluation on {evaluation['data']} read faces with the other odds: press **Evaluate the chosen "
+            f"models** for figures with the {ODDS_LABELS[odds]}.")
+use_evaluation = (evaluation is not None and set(chosen) <= set(evaluation["metrics"]) and evaluation["odds"] == odds
+                  and st.toggle(f"Show the evaluation on {evaluation['data']} ({evaluation['n']} faces, "
+                                f"{ODDS_LABELS[odds]}) instead of the cards' figures (FER2013 odds)", True,
+                                key="compare_use_evaluation"))
 if use_evaluation:
     metrics = {name: evaluation["metrics"][name] for name in chosen}
 else:

@@ -17,8 +17,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # The modules every command may use load at once (about 0.4 s); a command imports the heavy ones
@@ -30,10 +28,10 @@ from fer_core.faces.detect import DETECTORS, LargestFaceCropper, get_detector  #
 from fer_core.faces.images import encode_png, load_image  # noqa: E402
 from fer_core.faces.samples import sample_frame  # noqa: E402
 from fer_core.inference import bench  # noqa: E402
-from fer_core.inference.odds import ODDS  # noqa: E402
+from fer_core.inference.odds import ODDS, shift_for  # noqa: E402
 from fer_core.inference.photos import PhotoFaces  # noqa: E402
 from fer_core.inference.predict import EmotionAnalyser, EmotionClassifier, classifier_ms_per_face  # noqa: E402
-from fer_core.registry.cards import ModelCard  # noqa: E402
+from fer_core.registry.cards import ModelCard, count_classes  # noqa: E402
 from fer_core.registry.store import ModelStore, check_name  # noqa: E402
 from fer_core.training.recipe import CLASS_WEIGHTS, PRECISIONS, SCHEDULES, TrainConfig, TrainingData  # noqa: E402
 
@@ -254,10 +252,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _odds(card: ModelCard, odds: str) -> str:
     """How a model reads faces under ``odds``, for a report's first line."""
-    correction = card.prior_correction
-    if odds == "fer2013" or correction is None or card.class_prior is None:
+    if shift_for(card, odds) is None:
         return "training odds" + ("" if odds == "fer2013" else ": no prior correction on its card")
-    return f"balanced odds, prior correction {correction.strength:g}"
+    assert card.prior_correction is not None  # a shift comes from the card's correction
+    return f"balanced odds, prior correction {card.prior_correction.strength:g}"
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -271,14 +269,18 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     everything = load_dataset(args.data, cache=args.cache)
     if card.class_prior is None:  # the training rows of this file are what the model learned from
         training = everything.labels[everything.usage == "Training"]
-        if len(training) == 0:
-            raise FerError(f"model {stored.name}'s card has no training class counts, and {args.data} has no "
-                           "Training rows to count them from")
-        counts = np.bincount(training, minlength=len(EMOTIONS))
-        card = replace(card, training=replace(card.training, class_counts=dict(zip(EMOTIONS, map(int, counts)))))
+        if card.training.data != Path(args.data).name or len(training) == 0:
+            raise FerError(f"model {stored.name}'s card has no training class counts, and they can only be "
+                           f"counted from the Training rows of the file it was trained on "
+                           f"({card.training.data or 'unknown'}), not {args.data}")
+        counts = count_classes(training)
+        if counts is None:
+            raise FerError(f"{args.data}'s Training rows do not hold a face of every class")
+        card = replace(card, training=replace(card.training, class_counts=counts))
     prior = card.class_prior
     assert prior is not None  # counted just above when the card had none
-    dataset = evaluation_rows(everything, args.usage)
+    dataset = evaluation_rows(everything, args.usage or ("PublicTest" if "PublicTest" in everything.usages()
+                                                           else None))
     classifier = EmotionClassifier.from_stored(stored, args.flip_tta, odds="fer2013")
     probabilities = evaluate_faces(classifier, card.preprocessing, dataset).probabilities
     scores = strength_scores(dataset, probabilities, prior)
@@ -544,7 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("model")
     calibrate.add_argument("--data", required=True, help="labelled faces: a FER2013 CSV(.gz) or class folders")
     calibrate.add_argument("--usage", choices=("PrivateTest", "PublicTest", "Training"),
-                           help="rows to choose on (default: as evaluate scores)")
+                           help="rows to choose on (default: PublicTest, the rows models are selected on, "
+                                "where there are any; else all)")
     calibrate.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, help=FLIP_HELP)
     calibrate.add_argument("--cache", action="store_true", help="cache the parsed dataset")
     calibrate.set_defaults(run=cmd_calibrate)

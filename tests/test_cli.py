@@ -114,6 +114,7 @@ def test_train_saves_to_the_store(model_store, fer_csv, tmp_path, capsys, monkey
     assert "saved mine" in out
     card = model_store.card("mine")
     assert card.training.train_rows == 56 and card.faces_scored == 21
+    assert card.training.class_counts == {name: 8 for name in EMOTIONS}  # what it learned from: its prior
     assert card.training.recipe["weight_decay"] == 0.05
     assert "train --arch ds_cnn" in card.reproduce
     assert (tmp_path / "checkpoints" / "mine" / "state.json").exists()

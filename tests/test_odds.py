@@ -16,7 +16,7 @@ from fer_core.datasets.dataset import FaceDataset
 from fer_core.evaluation.prior import STRENGTHS, choose_strength, strength_scores
 from fer_core.inference.odds import adjust, prior_shift, shift_for
 from fer_core.inference.predict import EmotionClassifier
-from fer_core.registry.cards import CardError, ModelCard, PriorCorrection, Training
+from fer_core.registry.cards import CardError, ModelCard, PriorCorrection, Training, count_classes
 
 #: FER2013's Training rows per class.
 FER2013_COUNTS = dict(zip(EMOTIONS, (3995, 436, 4097, 7215, 4830, 3171, 4965)))
@@ -55,6 +55,16 @@ def test_the_card_keeps_the_training_counts_and_the_correction():
     broken = {**json.loads(card.to_json()), "prior_correction": {**CORRECTION.__dict__, "strength": "half"}}
     with pytest.raises(CardError, match="prior_correction.strength"):
         ModelCard.from_json(json.dumps(broken), "m")
+    for counts in ({**FER2013_COUNTS, "disgust": 0}, {k: v for k, v in FER2013_COUNTS.items() if k != "fear"},
+                   {**FER2013_COUNTS, "Happy": 3}):
+        unseen = {**json.loads(card.to_json()), "training": {"class_counts": counts}}
+        with pytest.raises(CardError, match="class_counts must give each of angry, disgust"):
+            ModelCard.from_json(json.dumps(unseen), "m")
+
+
+def test_count_classes_gives_none_when_a_class_has_no_face():
+    assert count_classes(np.arange(14) % 7) == {name: 2 for name in EMOTIONS}
+    assert count_classes(np.array([0, 1, 2, 3, 4, 5])) is None  # no neutral face
 
 
 def test_the_balanced_odds_use_the_cards_correction_and_the_fer2013_odds_none():
@@ -112,7 +122,13 @@ def test_the_strength_chosen_is_the_one_with_the_best_mean_recall():
 
 
 def test_calibrate_counts_the_training_rows_and_writes_the_correction_on_the_card(model_store, fer_csv, capsys):
-    assert model_store.card("default").prior_correction is None
+    card = model_store.card("default")
+    assert card.prior_correction is None
+    assert main(["calibrate", "default", "--data", str(fer_csv)]) == 2  # the card names another file
+    assert "counted from the Training rows of the file it was trained on (none)" in capsys.readouterr().err
+    model_store.update_card("default", replace(card, training=replace(card.training, data=fer_csv.name)))
+    assert main(["calibrate", "default", "--data", str(fer_csv)]) == 0
+    assert "[PublicTest]" in capsys.readouterr().out  # by default on PublicTest, never on PrivateTest
     assert main(["calibrate", "default", "--data", str(fer_csv), "--usage", "PublicTest"]) == 0
     out = capsys.readouterr().out
     assert "chosen: strength" in out and "written on default's card" in out
@@ -121,7 +137,6 @@ def test_calibrate_counts_the_training_rows_and_writes_the_correction_on_the_car
     assert card.prior_correction is not None
     assert card.prior_correction.chosen_on.startswith("fer_small.csv [PublicTest]")
     assert card.reproduce.endswith("&& python -m fer_core calibrate default --data fer_small.csv --usage PublicTest")
-    assert main(["calibrate", "default", "--data", str(fer_csv), "--usage", "PublicTest"]) == 0
     assert model_store.card("default").reproduce.count(" calibrate ") == 1  # replaced, not repeated
 
 

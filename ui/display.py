@@ -52,21 +52,22 @@ def user_errors() -> Iterator[None]:
         st.error(error_message(error))
 
 
-def key_figures(card: ModelCard) -> None:
+def key_figures(card: ModelCard, odds: str = "balanced") -> None:
     """Accuracy (plain and with flip TTA), mean per-class recall (with the balanced odds where the card
-    has them), macro-F1, parameters and milliseconds per face of a model card, as metrics."""
+    has them and ``odds`` is balanced), macro-F1, parameters and milliseconds per face of a model card, as
+    metrics."""
     columns = st.columns(6)
     columns[0].metric("Accuracy", _percent(card.accuracy), help=card.scored_on)
     columns[1].metric("With flip TTA", _percent(card.flip_accuracy),
                       help="Each face also read mirrored and the answers averaged, as the app does when it helps.")
-    correction = card.prior_correction
-    balanced = card.metrics.balanced_accuracy if card.metrics is not None else None
-    columns[2].metric("Mean recall", _percent(correction.balanced_accuracy if correction else balanced),
+    correction = card.prior_correction if odds == "balanced" else None
+    plain = card.metrics.balanced_accuracy if card.metrics is not None else None
+    columns[2].metric("Mean recall", _percent(correction.balanced_accuracy if correction else plain),
                       help="The mean of the seven classes' recalls: the accuracy a class posing every emotion "
                            "equally often would see. "
                            + (f"With the balanced odds on {correction.chosen_on}; "
                               f"{correction.balanced_accuracy_before:.1%} with FER2013's." if correction
-                              else "Plain inference, FER2013 odds (no prior correction on the card)."))
+                              else "Plain inference, FER2013 odds."))
     columns[3].metric("Macro-F1", _percent(card.macro_f1))
     columns[4].metric("Parameters", "n/a" if card.parameters is None else f"{card.parameters:,}")
     columns[5].metric("ms per face", "n/a" if card.ms_per_face is None else f"{card.ms_per_face:.2f}")

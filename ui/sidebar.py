@@ -149,13 +149,16 @@ def load_classifier(model: str, thorough: bool = False, odds: str | None = None
     ``thorough`` gives it shifted views too (a copy sharing the loaded model). It reads faces with
     ``odds``, by default those chosen in the sidebar."""
     path = ModelStore().resolve(model)
-    classifier, preprocessing, name = _classifier(str(path), path.stat().st_mtime, odds or chosen_odds())
+    classifier, preprocessing, name = _classifier(str(path), model_version(model), odds or chosen_odds())
     return (classifier.with_views(shift_tta=True) if thorough else classifier), preprocessing, name
 
 
 def model_version(model: str) -> float:
-    """The modification time of a stored model's file: it changes whenever the model is retrained."""
-    return ModelStore().resolve(model).stat().st_mtime
+    """When a stored model last changed: its file's modification time, or its card's where that is later
+    (retrained, or calibrated: ``python -m fer_core calibrate`` writes only the card)."""
+    path = ModelStore().resolve(model)
+    card = path.with_suffix(".json")
+    return max(path.stat().st_mtime, card.stat().st_mtime if card.exists() else 0.0)
 
 
 def load_analyser(model: str, detector: str, live: bool = False, thorough: bool = False) -> EmotionAnalyser:

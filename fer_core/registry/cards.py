@@ -98,6 +98,13 @@ class Metrics:
         return {**values, "confusion_matrix_normalized": self.confusion_normalized, "flip_tta": flip_tta}
 
 
+def count_classes(labels: np.ndarray) -> dict[str, int] | None:
+    """Faces of each class among FER2013 codes, for ``Training.class_counts``; None when a class has none
+    (a prior with a class never seen would make the balanced odds name it for every face)."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(EMOTIONS))
+    return dict(zip(EMOTIONS, map(int, counts))) if counts.min() > 0 else None
+
+
 def row_shares(counts: list[list[int]]) -> list[list[float]]:
     """A confusion matrix's rows divided by their totals, to 4 places; an empty row stays zero."""
     matrix = np.asarray(counts, dtype=np.float64).reshape(len(counts), len(counts))  # [] too
@@ -252,12 +259,13 @@ class ModelCard:
 
     @property
     def class_prior(self) -> list[float] | None:
-        """Each class's share of the training faces, in the labels' order (None: not on the card)."""
+        """Each class's share of the training faces, in the order of ``EMOTIONS`` (the networks' outputs);
+        None when the card does not have every class's count."""
         counts = self.training.class_counts
-        if not counts or sum(counts.values()) == 0:
+        if not counts or any(counts.get(label, 0) <= 0 for label in EMOTIONS):
             return None
-        total = sum(counts.values())
-        return [counts.get(label, 0) / total for label in self.labels]
+        total = sum(counts[label] for label in EMOTIONS)
+        return [counts[label] / total for label in EMOTIONS]
 
     @property
     def training_minutes(self) -> float | None:
@@ -302,6 +310,10 @@ class ModelCard:
             card = _READER.structure({**values, "name": name, "error": None}, cls)
         except BaseValidationError as error:
             raise _card_error(error) from None
+        counts = card.training.class_counts
+        if counts is not None and (set(counts) != set(EMOTIONS) or min(counts.values()) <= 0):
+            raise CardError("the model card's training.class_counts must give each of "
+                            f"{', '.join(EMOTIONS)} a count of at least 1 ({json.dumps(counts)[:80]})")
         matrix = [] if card.metrics is None else card.metrics.confusion_matrix
         if any(len(row) != len(matrix) for row in matrix):
             raise CardError("the model card's metrics.confusion_matrix is not a square table of whole numbers "

@@ -109,7 +109,7 @@ class FineTuneWork:
         if result is None:
             return None
         stored = self.store.load(self.start)
-        classifier = EmotionClassifier.from_stored(stored, flip_tta=False)
+        classifier = EmotionClassifier.from_stored(stored, flip_tta=False, odds="fer2013")
         self.before = evaluate_classifier(classifier, stored.card.preprocessing, result.split.held_out).as_metrics(
             dataset="held-out class faces")
         return result.card

@@ -176,8 +176,8 @@ def save_compact(
     weights_dtype: str = "float16",
 ) -> ModelCard:
     """Store a single network again with ``weights_dtype`` weights (float16: half the file; int8
-    kernels: a quarter), scored anew on ``validation``; its recipe and training stay, and
-    ``command`` is added to its ``reproduce``. Returns the card."""
+    kernels: a quarter), scored anew on ``validation``; its recipe, training and prior correction stay,
+    and ``command`` is added to its ``reproduce``. Returns the card."""
 
     _check_dtype(weights_dtype)
     card = network.card
@@ -186,7 +186,7 @@ def save_compact(
     reproduce = " && ".join(part for part in (card.reproduce, command) if part)
     return save_evaluated(full, name, validation, store=store, compact_copy=compact, weights_dtype=weights_dtype,
                           preprocessing=card.preprocessing, arch=card.arch, training=card.training,
-                          reproduce=reproduce, description=card.description)
+                          reproduce=reproduce, description=card.description, prior_correction=card.prior_correction)
 
 
 def save_ensemble(
@@ -214,8 +214,10 @@ def save_ensemble(
     check_storage(full, compact, weights_dtype, validation, preprocessing, "the ensemble")
 
     minutes = round(sum(member.card.training_minutes or 0.0 for member in members), 1)
+    counts = [member.card.training.class_counts for member in members]
     training = Training(data=data_description, validation_rows=len(validation), minutes=minutes,
-                        total_minutes=minutes, members=[Member.of(member.card) for member in members])
+                        total_minutes=minutes, members=[Member.of(member.card) for member in members],
+                        class_counts=counts[0] if all(count == counts[0] for count in counts) else None)
     reproduce = " && ".join([m.card.reproduce for m in members if m.card.reproduce] + [command])
     description = f"Ensemble of {', '.join(m.name for m in members)}: the mean of their probabilities."
     return save_evaluated(full, name, validation, store=store, compact_copy=compact, weights_dtype=weights_dtype,

@@ -236,7 +236,8 @@ def _float32_networks(stored: StoredModel) -> list[tuple[str, str, keras.Model]]
 def _accuracy(stored: StoredModel, preprocessing: Preprocessing, faces: FaceDataset) -> float:
     """The stored model's accuracy on ``faces``, plain inference as a card's ``metrics.accuracy``."""
 
-    return evaluate_classifier(EmotionClassifier.from_stored(stored, flip_tta=False), preprocessing, faces).accuracy
+    classifier = EmotionClassifier.from_stored(stored, flip_tta=False, odds="fer2013")
+    return evaluate_classifier(classifier, preprocessing, faces).accuracy
 
 
 def _part_reporter(progress: ProgressListener, index: int, parts: int, member: str) -> ProgressListener:

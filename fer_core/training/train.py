@@ -31,7 +31,7 @@ from fer_core.datasets.dataset import FaceDataset
 from fer_core.datasets.load import load_dataset
 from fer_core.datasets.splits import train_validation
 from fer_core.faces.preprocess import Preprocessing, images_to_input
-from fer_core.registry.cards import ModelCard, Training
+from fer_core.registry.cards import ModelCard, Training, count_classes
 from fer_core.registry.store import ModelStore
 from fer_core.training.callbacks import (
     CheckpointWriter,
@@ -327,22 +327,24 @@ def run_training(
     if on_stage is not None:
         on_stage("saving", len(train_part), len(validation))
     origin = lineage(store, config.init_from, result.commands)
-    card = _store_result(result, name, validation, data.name, origin.reproduce, origin.earlier_minutes, store)
+    card = _store_result(result, name, validation, data.name, origin.reproduce, origin.earlier_minutes, store,
+                         count_classes(train_part.labels))
     return TrainingOutcome(result, card)
 
 
 def _store_result(result: TrainResult, name: str, validation: FaceDataset, data_name: str, reproduce: str,
-                  earlier_minutes: float | None, store: ModelStore) -> ModelCard:
+                  earlier_minutes: float | None, store: ModelStore, class_counts: dict[str, int] | None) -> ModelCard:
     """Evaluate a finished run on its validation faces, time it, and save it with its card
     (see ``publish.save_evaluated``); returns the card. ``earlier_minutes`` is the training of
-    the network the run was fine-tuned from (None when unknown): ``total_minutes`` adds it."""
+    the network the run was fine-tuned from (None when unknown): ``total_minutes`` adds it;
+    ``class_counts`` are the faces of each class it was trained on."""
 
     training = Training(data=data_name, train_rows=result.train_rows, validation_rows=result.validation_rows,
                         precision=resolve_precision(result.config.precision), epochs_run=result.epochs_run,
                         stopped=result.stopped, minutes=round(result.minutes, 1),
                         total_minutes=None if earlier_minutes is None else round(result.minutes + earlier_minutes, 1),
                         averaged_epochs=result.averaged_epochs, recipe=result.config.to_dict(),
-                        history=result.history)
+                        history=result.history, class_counts=class_counts)
     return save_evaluated(result.model, name, validation, store=store,
                           preprocessing=Preprocessing.from_dict(result.config.preprocessing),
                           arch=result.config.arch, training=training, reproduce=reproduce,
