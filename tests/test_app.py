@@ -44,6 +44,7 @@ from fer_core.service.charts import confusion_matrix_figure
 from fer_core.service.queue import job_queue
 from fer_core.training.networks import build_ensemble, build_model, copy_in_precision
 from ui.display import EXPLANATION_LABELS
+from ui.sidebar import model_version
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "app.py"
@@ -220,7 +221,7 @@ def test_upload_page_analyses_photos_explains_them_and_reports_bad_files(store):
         maps.add(explained[0].url)
     assert len(maps) == len(EXPLANATION_LABELS)  # three different pictures
     at.toggle(key="explain").set_value(False).run()
-    assert len(image_captions(at)) == images and not at.get("radio")
+    assert len(image_captions(at)) == images and [radio.key for radio in at.get("radio")] == ["_odds"]
     at.toggle(key="explain").set_value(True).run()
     assert at.radio(key="_explanation").value == "guided_grad_cam"  # the method chosen before
 
@@ -494,7 +495,7 @@ def test_train_page_refuses_the_default_name_and_an_existing_name_unless_replaci
     assert job.status == "cancelled"
 
 
-def test_upload_page_keys_photo_results_on_the_model_its_file_the_detector_and_thoroughness(store, monkeypatch):
+def test_upload_page_keys_photo_results_on_the_model_its_file_the_detector_thoroughness_and_odds(store, monkeypatch):
     import fer_core.inference.predict
 
     shifted = []
@@ -508,11 +509,11 @@ def test_upload_page_keys_photo_results_on_the_model_its_file_the_detector_and_t
     at.toggle(key="thorough").set_value(True).run()
     assert not at.exception and len(plotly_figures(at)) == 1
     assert shifted == [1]  # the one face, read in shifted views
-    version = {name: store.resolve(name).stat().st_mtime for name in ("default", "small")}
+    version = {name: model_version(name) for name in ("default", "small")}
     results = at.session_state["upload_results"]
-    assert {key[1:] for key in results} == {("default", version["default"], "haar", False),
-                                           ("small", version["small"], "haar", False),
-                                           ("small", version["small"], "haar", True)}
+    assert {key[1:] for key in results} == {("default", version["default"], "haar", False, "balanced"),
+                                           ("small", version["small"], "haar", False, "balanced"),
+                                           ("small", version["small"], "haar", True, "balanced")}
     at.toggle(key="thorough").set_value(False).run()
     before = results[next(key for key in results if key[1] == "default")]
 
@@ -521,7 +522,7 @@ def test_upload_page_keys_photo_results_on_the_model_its_file_the_detector_and_t
     store.save("default", model, replace(store.card("default"), metrics=None))
     at.sidebar.selectbox(key="_model").set_value("default").run()
     assert not at.exception
-    retrained = ("default", store.resolve("default").stat().st_mtime, "haar", False)
+    retrained = ("default", model_version("default"), "haar", False, "balanced")
     fresh = [faces for key, faces in at.session_state["upload_results"].items() if key[1:] == retrained]
     assert len(fresh) == 1 and fresh[0] is not before
 
@@ -637,7 +638,7 @@ def test_compare_page_scores_the_rows_the_cli_scores_and_says_which(store, usage
     evaluation = at.session_state["compare_evaluation"]
     assert evaluation["n"] == n
     assert all(metrics.n == n for metrics in evaluation["metrics"].values())
-    assert any(f"({n} faces)" in toggle.label for toggle in at.toggle)
+    assert any(f"({n} faces, Balanced (posed faces))" in toggle.label for toggle in at.toggle)
 
 
 def test_confusion_matrix_figure_shows_the_counts_or_the_shares_of_each_true_class(store):

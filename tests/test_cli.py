@@ -156,7 +156,7 @@ def test_evaluate_backends_agree(model_store, fer_csv, tmp_path, capsys):
     for backend in ("litert", "tensorflow"):
         out = tmp_path / f"{backend}.json"
         assert main(["evaluate", "--data", str(fer_csv), "--backend", backend, "--json", str(out)]) == 0
-        assert f"{backend})" in capsys.readouterr().out
+        assert f"({stored.card.arch}, {backend}, " in capsys.readouterr().out
         reports[backend] = json.loads(out.read_text())
     assert reports["litert"]["confusion_matrix"] == reports["tensorflow"]["confusion_matrix"]
     assert main(["evaluate", "--model", "tiny", "--data", str(fer_csv), "--backend", "litert"]) == 2

@@ -25,8 +25,10 @@ def test_confusion_matrix_equals_a_hand_computed_one():
     normalized = np.array(report.confusion_normalized)
     assert normalized[0].tolist()[:4] == [pytest.approx(2 / 3, abs=1e-4), 0, 0, pytest.approx(1 / 3, abs=1e-4)]
     assert normalized[2].sum() == 0  # no fear faces: the row stays zero
+    # recalls of the four classes with faces: angry 2/3, disgust 1, happy 3/4, neutral 1/2 (fear has none)
+    assert report.balanced_accuracy == pytest.approx((2 / 3 + 1 + 0.75 + 0.5) / 4, abs=1e-4)
     assert report.format().splitlines()[-1] == "accuracy: 0.7000"
-    assert set(report.to_dict()) == {"accuracy", "macro_f1", "n", "per_class", "confusion_matrix",
+    assert set(report.to_dict()) == {"accuracy", "balanced_accuracy", "macro_f1", "n", "per_class", "confusion_matrix",
                                      "confusion_matrix_normalized"}
 
 

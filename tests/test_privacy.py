@@ -128,7 +128,7 @@ def test_uploaded_photos_and_videos_are_never_written_to_disk(model_store, temp_
         assert len(at.get("plotly_chart")) >= 1  # the photos were analysed
         at.toggle(key="explain").set_value(True).run()
         at.file_uploader[1].set_value(("class.mp4", mp4_bytes(astronaut()), "video/mp4")).run()
-        at.button[0].click().run()
+        next(button for button in at.button if button.label == "Analyse video").click().run()
         assert not at.exception
         assert len(at.dataframe) == 1  # the video was analysed: its summary per face track
     assert data_writes(written, temp_dir) == []
