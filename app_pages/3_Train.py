@@ -131,9 +131,15 @@ def training_form() -> None:
                                              format="%.4f", key="train_lr")
     augment_column, weight_column, average_column = st.columns(3)
     augment = augment_column.toggle("Augmentation (flip, rotate, shift, zoom, erase)", True, key="train_augment")
-    class_weight = weight_column.radio("Class balancing", CLASS_WEIGHTS, horizontal=True,
-                                       key="train_class_weight",
-                                       help="Weigh rare classes (disgust) up: fully (balanced) or halfway (sqrt).")
+    webcam_augment = augment and augment_column.toggle(
+        "Webcam light and focus", False, key="train_webcam_augment",
+        help="Also vary brightness, contrast, gamma and sharpness, as classroom webcams do.")
+    balancing = weight_column.radio("Class balancing", [*CLASS_WEIGHTS, "logit_adjusted"], horizontal=True,
+                                    key="train_class_weight",
+                                    help="Weigh rare classes (disgust) up: fully (balanced) or halfway (sqrt); or "
+                                         "logit_adjusted: a loss with which the network learns the balanced odds "
+                                         "(every emotion as likely) instead of its data's.")
+    class_weight, loss = ("none", "logit_adjusted") if balancing == "logit_adjusted" else (balancing, TrainConfig.loss)
     swa_epochs = average_column.number_input(
         "Average the last N epochs (0 = keep the best)", 0, 500, 0, key="train_swa_epochs",
         help="Stochastic weight averaging: save the mean of the weights at the end of each of the last N epochs, "
@@ -152,7 +158,8 @@ def training_form() -> None:
         st.error(problem)
         return
     config = TrainConfig(arch=arch, epochs=int(epochs), batch_size=int(batch_size), learning_rate=float(learning_rate),
-                         augment=augment, class_weight=class_weight, minutes=float(minutes) or None,
+                         augment=augment, webcam_augment=webcam_augment, class_weight=class_weight, loss=loss,
+                         minutes=float(minutes) or None,
                          init_from=None if start == RANDOM_START else start, swa_epochs=int(swa_epochs),
                          schedule="constant" if swa_epochs else TrainConfig.schedule)
     with user_errors():

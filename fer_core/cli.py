@@ -28,12 +28,19 @@ from fer_core.faces.detect import DETECTORS, LargestFaceCropper, get_detector  #
 from fer_core.faces.images import encode_png, load_image  # noqa: E402
 from fer_core.faces.samples import sample_frame  # noqa: E402
 from fer_core.inference import bench  # noqa: E402
-from fer_core.inference.odds import ODDS, shift_for  # noqa: E402
+from fer_core.inference.odds import ODDS, strength_for  # noqa: E402
 from fer_core.inference.photos import PhotoFaces  # noqa: E402
 from fer_core.inference.predict import EmotionAnalyser, EmotionClassifier, classifier_ms_per_face  # noqa: E402
 from fer_core.registry.cards import ModelCard, count_classes  # noqa: E402
 from fer_core.registry.store import ModelStore, check_name  # noqa: E402
-from fer_core.training.recipe import CLASS_WEIGHTS, PRECISIONS, SCHEDULES, TrainConfig, TrainingData  # noqa: E402
+from fer_core.training.recipe import (  # noqa: E402
+    CLASS_WEIGHTS,
+    LOSSES,
+    PRECISIONS,
+    SCHEDULES,
+    TrainConfig,
+    TrainingData,
+)
 
 if TYPE_CHECKING:
     from fer_core.registry.cards import ModelCard
@@ -54,7 +61,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     """The recipe the ``train`` command's options describe (checked by the training service)."""
 
     return TrainConfig(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                       weight_decay=args.weight_decay, augment=not args.no_augment, class_weight=args.class_weight,
+                       weight_decay=args.weight_decay, augment=not args.no_augment,
+                       webcam_augment=args.webcam_augment, class_weight=args.class_weight, loss=args.loss,
                        patience=args.patience, minutes=args.minutes, precision=args.precision, seed=args.seed,
                        teacher=args.teacher or [], distill_weight=args.distill_weight, temperature=args.temperature,
                        init_from=args.init_from, schedule=args.schedule, swa_epochs=args.swa_epochs)
@@ -252,10 +260,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _odds(card: ModelCard, odds: str) -> str:
     """How a model reads faces under ``odds``, for a report's first line."""
-    if shift_for(card, odds) is None:
-        return "training odds" + ("" if odds == "fer2013" else ": no prior correction on its card")
-    assert card.prior_correction is not None  # a shift comes from the card's correction
-    return f"balanced odds, prior correction {card.prior_correction.strength:g}"
+    strength = strength_for(card, odds)
+    if strength is None:
+        return "training odds" + ("" if odds == "fer2013" else ": no training class counts on its card")
+    if odds == "fer2013":
+        return "training odds"
+    return f"balanced odds, prior correction {strength:g}"
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -436,7 +446,12 @@ def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay,
                         help="AdamW weight decay; Keras scales it by the learning rate, so 0.05 is a real decay")
     parser.add_argument("--class-weight", choices=CLASS_WEIGHTS, default=TrainConfig.class_weight)
+    parser.add_argument("--loss", choices=LOSSES, default=TrainConfig.loss,
+                        help="logit_adjusted: the network learns the balanced odds (every emotion as likely) "
+                             "instead of its data's; in place of class weights")
     parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--webcam-augment", action="store_true",
+                        help="also vary brightness, contrast, gamma and focus as classroom webcams do")
     parser.add_argument("--patience", type=int, default=TrainConfig.patience,
                         help="early-stopping patience in epochs")
     parser.add_argument("--precision", choices=PRECISIONS, default=TrainConfig.precision)

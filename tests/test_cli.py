@@ -240,7 +240,9 @@ def test_train_fine_tunes_a_stored_network_with_weight_averaging(model_store, fe
                 minutes=12.5, init_from="small", schedule="constant", swa_epochs=3),
     TrainConfig(arch="mini_xception", epochs=7, learning_rate=3e-4, weight_decay=0.05, patience=40,
                 precision="float32", seed=4, teacher=["fer_vgg", "fer_resnet"], distill_weight=0.7, temperature=3.0),
-], ids=["defaults", "train-page", "distillation"])
+    TrainConfig(arch="fer_vgg", epochs=3, learning_rate=3e-4, init_from="fer_vgg", schedule="constant", swa_epochs=3,
+                loss="logit_adjusted", webcam_augment=True),
+], ids=["defaults", "train-page", "distillation", "balanced"])
 def test_the_reproduce_command_parses_back_to_its_recipe(config):
     from fer_core.cli import build_parser, train_config
     from fer_core.training.recipe import reproduce_command

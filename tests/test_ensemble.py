@@ -167,11 +167,14 @@ def test_an_ensemble_is_stored_only_in_float16_or_int8(model_store, fer_csv):
     (["default", "{root}/tiny.keras", "--name", "tiny"], "cannot replace its member 'tiny'"),
     (["default", "tiny", "--name", "no/slash"], "invalid model name"),
     (["default", "wide"], "prepare faces differently"),
+    (["default", "balanced"], "the members answer with different odds: balanced learned the balanced ones"),
 ])
 def test_ensemble_command_rejects_bad_members_and_names(model_store, fer_csv, capsys, arguments, message):
     tiny = model_store.load("tiny")
     model_store.save("pair", tiny.model, replace(tiny.card, arch="ensemble"))
     model_store.save("wide", tiny.model, replace(tiny.card, preprocessing=Preprocessing(margin=0.2)))
+    model_store.save("balanced", tiny.model, replace(tiny.card, training=replace(
+        tiny.card.training, recipe={"arch": "mini_xception", "loss": "logit_adjusted"})))
     arguments = [argument.format(root=model_store.root) for argument in arguments]
     if "--name" not in arguments:
         arguments += ["--name", "other"]

@@ -14,9 +14,9 @@ from fer_core.base.labels import EMOTIONS
 from fer_core.cli import main
 from fer_core.datasets.dataset import FaceDataset
 from fer_core.evaluation.prior import STRENGTHS, choose_strength, strength_scores
-from fer_core.inference.odds import adjust, prior_shift, shift_for
+from fer_core.inference.odds import adjust, prior_shift, shift_for, strength_for
 from fer_core.inference.predict import EmotionClassifier
-from fer_core.registry.cards import CardError, ModelCard, PriorCorrection, Training, count_classes
+from fer_core.registry.cards import CardError, Member, ModelCard, PriorCorrection, Training, count_classes
 
 #: FER2013's Training rows per class.
 FER2013_COUNTS = dict(zip(EMOTIONS, (3995, 436, 4097, 7215, 4830, 3171, 4965)))
@@ -75,6 +75,24 @@ def test_the_balanced_odds_use_the_cards_correction_and_the_fer2013_odds_none():
     assert shift_for(replace(card, training=Training()), "balanced") is None  # no prior known
     with pytest.raises(SettingError, match="odds must be one of balanced, fer2013"):
         shift_for(card, "even")
+
+
+def test_a_network_balanced_by_its_loss_gets_the_prior_back_for_the_fer2013_odds():
+    recipe = {"arch": "ds_cnn", "loss": "logit_adjusted"}
+    card = ModelCard(training=Training(class_counts=FER2013_COUNTS, recipe=recipe))
+    log_prior = np.log(np.array(card.class_prior))
+    assert card.training.balanced_by_loss and strength_for(card, "balanced") == 1.0
+    assert shift_for(card, "balanced") is None  # its own answer has the balanced odds
+    np.testing.assert_allclose(shift_for(card, "fer2013"), -log_prior, atol=1e-6)  # the prior put back
+    calibrated = replace(card, prior_correction=CORRECTION)  # strength 0.5: half the prior put back
+    assert strength_for(calibrated, "balanced") == 0.5
+    np.testing.assert_allclose(shift_for(calibrated, "balanced"), -0.5 * log_prior, atol=1e-6)
+    members = [Member(name=name, recipe=recipe) for name in ("a", "b")]
+    ensemble = ModelCard(arch="ensemble", training=Training(class_counts=FER2013_COUNTS, members=members))
+    assert ensemble.training.balanced_by_loss
+    mixed = replace(ensemble, training=replace(ensemble.training, members=[*members, Member(name="c")]))
+    assert not mixed.training.balanced_by_loss
+    assert strength_for(replace(card, training=replace(card.training, class_counts=None)), "balanced") is None
 
 
 def test_a_stored_model_reads_faces_with_the_odds_asked_for(model_store):

@@ -11,7 +11,8 @@ from fer_core.datasets.dataset import FaceDataset
 from fer_core.datasets.splits import train_validation
 from fer_core.faces.preprocess import Preprocessing
 from fer_core.registry.store import ModelStore
-from fer_core.training.networks import ARCHITECTURES, build_model
+from fer_core.training.losses import LogitAdjustedLoss
+from fer_core.training.networks import ARCHITECTURES, RandomGamma, build_augmentation, build_model
 from fer_core.training.recipe import TrainConfig
 from fer_core.training.train import TrainingData, class_weights, dataset_inputs, resolve_precision, run_training, train
 
@@ -203,6 +204,10 @@ def test_run_training_checks_the_recipe_first_and_stores_nothing_when_cancelled(
     ({"temperature": 3.0}, "the distillation weight and temperature go with teacher models"),
     ({"teacher": ["t"], "distill_weight": 1.5}, "the distillation weight must lie in 0-1"),
     ({"teacher": ["t"], "temperature": 0.0}, "the distillation temperature must be above 0"),
+    ({"loss": "focal"}, "the loss must be cross_entropy or logit_adjusted, not 'focal'"),
+    ({"loss": "logit_adjusted", "class_weight": "sqrt"}, "balances the classes itself: leave the class weight"),
+    ({"loss": "logit_adjusted", "teacher": ["t"]}, "does not go with distillation"),
+    ({"webcam_augment": True, "augment": False}, "webcam augmentation adds to the augmentation"),
 ])
 def test_a_recipe_out_of_range_is_refused_with_the_setting_named(changes, message):
     with pytest.raises(SettingError, match=message):
@@ -456,3 +461,59 @@ def test_a_weight_averaged_run_returns_the_mean_with_its_own_statistics(tiny_dat
     assert train(tiny_dataset, config, checkpoint_dir=tmp_path).averaged_epochs == 1
     with pytest.raises(SettingError, match="averaging the last 3 epochs"):
         train(tiny_dataset, TrainConfig(arch="ds_cnn", epochs=2, swa_epochs=3))
+
+
+def test_the_logit_adjusted_loss_adds_the_log_prior_before_the_cross_entropy():
+    labels = np.array([0] * 8 + [1] + [2] * 4 + [3] * 16 + [4] * 4 + [5] * 4 + [6] * 3)
+    prior = np.bincount(labels) / len(labels)
+    loss = LogitAdjustedLoss.for_labels(labels)
+    truth = np.eye(7, dtype=np.float32)[[1, 3]]
+    uniform = np.full((2, 7), 1 / 7, np.float32)
+    # a network answering 1/7 everywhere is read as the prior: the rare class costs most
+    np.testing.assert_allclose(np.asarray(loss.call(truth, uniform)), -np.log(prior[[1, 3]]), rtol=1e-5)
+    # a network answering the balanced posterior p(y|x)/prior is read as p(y|x)
+    posterior = np.array([[0.1, 0.4, 0.1, 0.1, 0.1, 0.1, 0.1], [0.05, 0.05, 0.05, 0.6, 0.1, 0.1, 0.05]])
+    balanced = posterior / prior
+    balanced = (balanced / balanced.sum(axis=1, keepdims=True)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(loss.call(truth, balanced)), -np.log([0.4, 0.6]), rtol=1e-5)
+    again = LogitAdjustedLoss.from_config(loss.get_config())
+    assert again.log_prior == loss.log_prior and again.label_smoothing == 0.0
+    with pytest.raises(DataError, match="needs training faces of every class; there are none of disgust, neutral"):
+        LogitAdjustedLoss.for_labels(np.array([0, 2, 3, 4, 5]))
+
+
+def test_a_logit_adjusted_webcam_run_checkpoints_resumes_and_says_so_on_its_card(tmp_path):
+    images, labels = synthetic_dataset(112)
+    data = tmp_path / "faces.csv"
+    usage = ["Training"] * 84 + ["PublicTest"] * 28
+    data.write_text("emotion,pixels,Usage\n" + "".join(
+        f"{label},{' '.join(map(str, image.ravel()))},{use}\n" for image, label, use in zip(images, labels, usage)))
+    config = TrainConfig(arch="ds_cnn", epochs=1, batch_size=32, loss="logit_adjusted", webcam_augment=True)
+    store, checkpoints = ModelStore(tmp_path / "models"), tmp_path / "ck"
+    run_training(config, TrainingData(data, "faces.csv"), "balanced", store=store, checkpoint_dir=checkpoints)
+    config.epochs = 2  # resumed: the checkpoint's compiled loss and augmentation load again
+    outcome = run_training(config, TrainingData(data, "faces.csv"), "balanced", store=store,
+                           checkpoint_dir=checkpoints)
+    assert outcome.result.epochs_run == 2
+    card = store.card("balanced")
+    assert card.training.recipe["loss"] == "logit_adjusted" and card.training.recipe["webcam_augment"]
+    assert card.training.balanced_by_loss and card.class_prior is not None
+    assert card.reproduce.endswith("--epochs 2 --batch-size 32 --webcam-augment --loss logit_adjusted")
+
+
+def test_webcam_augmentation_changes_the_light_of_training_faces_only():
+    faces = np.tile(np.linspace(0.2, 0.8, 48, dtype=np.float32), (6, 48, 1))[..., np.newaxis]
+    plain = build_augmentation(rotation_degrees=0, shift=0, zoom=0, erasing=False, seed=3)
+    webcam = build_augmentation(rotation_degrees=0, shift=0, zoom=0, erasing=False, webcam=True, seed=3)
+    np.testing.assert_array_equal(np.asarray(webcam(faces, training=False)), faces)
+    lit = np.asarray(webcam(faces, training=True))
+    assert lit.min() >= 0.0 and lit.max() <= 1.0
+    flipped_only = np.asarray(plain(faces, training=True))
+    brightness_change = np.abs(lit.mean(axis=(1, 2, 3)) - flipped_only.mean(axis=(1, 2, 3)))
+    assert brightness_change.max() > 0.02  # each face lit its own way
+    gamma = RandomGamma(2.0, seed=1)
+    np.testing.assert_array_equal(np.asarray(gamma(faces, training=False)), faces)
+    bent = np.asarray(gamma(faces, training=True))
+    powers = np.log(bent) / np.log(faces)  # each face raised to one power of its own
+    np.testing.assert_allclose(powers, np.broadcast_to(powers[:, :1, :1], powers.shape), rtol=1e-4)
+    assert np.all((powers > 0.5 - 1e-6) & (powers < 2.0 + 1e-6)) and np.ptp(powers[:, 0, 0, 0]) > 0.05

@@ -60,14 +60,20 @@ def key_figures(card: ModelCard, odds: str = "balanced") -> None:
     columns[0].metric("Accuracy", _percent(card.accuracy), help=card.scored_on)
     columns[1].metric("With flip TTA", _percent(card.flip_accuracy),
                       help="Each face also read mirrored and the answers averaged, as the app does when it helps.")
-    correction = card.prior_correction if odds == "balanced" else None
-    plain = card.metrics.balanced_accuracy if card.metrics is not None else None
-    columns[2].metric("Mean recall", _percent(correction.balanced_accuracy if correction else plain),
+    correction = card.prior_correction
+    if correction is not None:
+        balanced = odds == "balanced"
+        recall = correction.balanced_accuracy if balanced else correction.balanced_accuracy_before
+        source = (f"With the {'balanced' if balanced else 'training'} odds on {correction.chosen_on}; "
+                  f"{correction.balanced_accuracy_before if balanced else correction.balanced_accuracy:.1%} "
+                  f"with the {'training' if balanced else 'balanced'} ones.")
+    else:
+        recall = card.metrics.balanced_accuracy if card.metrics is not None else None
+        source = "The network's own answer: " + ("the balanced odds its loss learned." if card.training.balanced_by_loss
+                                                  else "its training data's odds.")
+    columns[2].metric("Mean recall", _percent(recall),
                       help="The mean of the seven classes' recalls: the accuracy a class posing every emotion "
-                           "equally often would see. "
-                           + (f"With the balanced odds on {correction.chosen_on}; "
-                              f"{correction.balanced_accuracy_before:.1%} with FER2013's." if correction
-                              else "Plain inference, FER2013 odds."))
+                           "equally often would see. " + source)
     columns[3].metric("Macro-F1", _percent(card.macro_f1))
     columns[4].metric("Parameters", "n/a" if card.parameters is None else f"{card.parameters:,}")
     columns[5].metric("ms per face", "n/a" if card.ms_per_face is None else f"{card.ms_per_face:.2f}")

@@ -5,7 +5,9 @@ A network learns its training prior: on FER2013 it says "happy" readily and "dis
 balanced odds undo part of that by logit adjustment (Menon et al. 2021, "Long-tail learning via logit
 adjustment"): ``strength`` times the log of each class's training share is taken from its log-probability
 and the result normalised again. Strength 1 removes the prior as Bayes' rule would; the card's strength
-is the one that gave the highest mean per-class recall on validation faces.
+is the one that gave the highest mean per-class recall on validation faces. A network trained with the
+logit-adjusted loss (``training.losses``) learned the balanced odds itself: its own answer carries
+strength 1, and the training odds are found by putting the prior back.
 """
 
 from __future__ import annotations
@@ -36,12 +38,30 @@ def adjust(probabilities: np.ndarray, shift: np.ndarray) -> np.ndarray:
     return (adjusted / adjusted.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
-def shift_for(card: ModelCard, odds: str) -> np.ndarray | None:
-    """The prior shift a model reads faces with under ``odds`` (one of :data:`ODDS`): None for the training
-    odds, or for a card without a prior correction (then both odds are the same)."""
+def built_in_strength(card: ModelCard) -> float:
+    """The correction a network's own answer already carries: 1 when it learned with the logit-adjusted
+    loss (it answers with balanced odds), 0 when with cross-entropy (its training data's odds)."""
+    return 1.0 if card.training.balanced_by_loss else 0.0
+
+
+def strength_for(card: ModelCard, odds: str) -> float | None:
+    """The prior correction a model reads faces with under ``odds`` (one of :data:`ODDS`): 0 for the
+    training odds; for the balanced ones the card's chosen strength, else what its loss built in. None
+    when the card does not give the training prior (then both odds are the network's own answer)."""
     if odds not in ODDS:
         raise SettingError(f"odds must be one of {', '.join(ODDS)}, not {odds!r}")
-    prior = card.class_prior
-    if odds == "fer2013" or card.prior_correction is None or prior is None:
+    if card.class_prior is None:
         return None
-    return prior_shift(prior, card.prior_correction.strength)
+    if odds == "fer2013":
+        return 0.0
+    return card.prior_correction.strength if card.prior_correction is not None else built_in_strength(card)
+
+
+def shift_for(card: ModelCard, odds: str) -> np.ndarray | None:
+    """The prior shift a model's answers take under ``odds`` (see :func:`strength_for`): None when its
+    own answer is already read with those odds."""
+    strength = strength_for(card, odds)
+    prior = card.class_prior
+    if strength is None or prior is None or strength == built_in_strength(card):
+        return None
+    return prior_shift(prior, strength - built_in_strength(card))

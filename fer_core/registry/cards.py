@@ -172,6 +172,13 @@ class Training:
     class_counts: dict[str, int] | None = None
 
     @property
+    def balanced_by_loss(self) -> bool:
+        """Whether the network learned the balanced odds itself, with the logit-adjusted loss: its own
+        recipe says so, or every member's of an ensemble."""
+        recipes = [self.recipe] if self.recipe else [member.recipe for member in self.members]
+        return bool(recipes) and all((recipe or {}).get("loss") == "logit_adjusted" for recipe in recipes)
+
+    @property
     def seed(self) -> int | None:
         """The recipe's random seed (which validation split the run was selected on)."""
         seed = (self.recipe or {}).get("seed")

@@ -33,7 +33,8 @@ STORAGE_TOLERANCE = {"float16": 5e-3, "int8": 0.1}
 
 def ensemble_members(store: ModelStore, names: list[str], name: str) -> list[StoredModel]:
     """The stored members of a future ensemble ``name``, checked to be two or more different
-    single networks, none stored under ``name``, that prepare faces the same way."""
+    single networks, none stored under ``name``, that prepare faces the same way and answer with the
+    same odds (trained with the same loss)."""
     keys = _keys(store, names)
     if len(names) < 2 or len(set(keys)) != len(names):
         raise DataError(f"an ensemble needs at least two different models, got {', '.join(names)}")
@@ -42,6 +43,11 @@ def ensemble_members(store: ModelStore, names: list[str], name: str) -> list[Sto
     members = single_networks(store, names, "an ensemble")
     if len({member.card.preprocessing for member in members}) != 1:
         raise DataError("the members prepare faces differently (their cards' preprocessing differ)")
+    if len({member.card.training.balanced_by_loss for member in members}) != 1:
+        raise DataError("the members answer with different odds: "
+                        + ", ".join(member.name for member in members if member.card.training.balanced_by_loss)
+                        + " learned the balanced ones (the logit-adjusted loss), the others their data's; "
+                          "average networks trained with the same loss")
     return members
 
 

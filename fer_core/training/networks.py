@@ -332,9 +332,37 @@ def _residual_block(x: keras.KerasTensor, filters: int, stride: int) -> keras.Ke
     return layers.ReLU()(layers.Add()([x, shortcut]))
 
 
+@keras.saving.register_keras_serializable(package="fer_core")
+class RandomGamma(layers.Layer):
+    """Raises each training face (values in 0-1) to its own power between ``1 / limit`` and ``limit``, drawn
+    on a log scale: the darker mid-tones and washed-out ones of webcams' exposure curves. An identity
+    at inference."""
+
+    def __init__(self, limit: float = 1.5, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.limit, self.seed = float(limit), seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=None):
+        if not training:
+            return images
+        ops = keras.ops
+        spread = float(np.log(self.limit))
+        power = ops.exp(keras.random.uniform((ops.shape(images)[0], 1, 1, 1), -spread, spread,
+                                             seed=self.seed_generator))
+        return ops.power(ops.clip(images, 0.0, 1.0), ops.cast(power, images.dtype))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "limit": self.limit, "seed": self.seed}
+
+
 def build_augmentation(rotation_degrees: float = 10.0, shift: float = 0.1, zoom: float = 0.1,
-                       erasing: bool = True, seed: int | None = None) -> keras.Sequential:
-    """Training-time augmentation as Keras layers: flip, rotation, shift, zoom and erasing.
+                       erasing: bool = True, webcam: bool = False, seed: int | None = None) -> keras.Sequential:
+    """Training-time augmentation as Keras layers: flip, rotation, shift, zoom and erasing; with
+    ``webcam``, also the light and focus of a classroom webcam: brightness, contrast, gamma and blur.
 
     The layers are identities at inference, so they can stay inside a saved model.
     """
@@ -344,6 +372,13 @@ def build_augmentation(rotation_degrees: float = 10.0, shift: float = 0.1, zoom:
         layers.RandomTranslation(shift, shift, fill_mode="nearest", seed=seed),
         layers.RandomZoom((-zoom, zoom), fill_mode="nearest", seed=seed),
     ]
+    if webcam:
+        steps += [
+            layers.RandomBrightness(0.2, value_range=(0.0, 1.0), seed=seed),
+            layers.RandomContrast(0.4, value_range=(0.0, 1.0), seed=seed),
+            RandomGamma(1.5, seed=seed),
+            layers.RandomGaussianBlur(0.5, kernel_size=3, sigma=(0.1, 1.2), value_range=(0.0, 1.0), seed=seed),
+        ]
     if erasing:
         steps.append(layers.RandomErasing(factor=0.5, scale=(0.02, 0.15), value_range=(0.0, 1.0), seed=seed))
     return keras.Sequential(steps, name="augmentation")

@@ -20,6 +20,9 @@ from fer_core.registry.store import check_name
 CLASS_WEIGHTS = ("none", "balanced", "sqrt")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 SCHEDULES = ("cosine", "constant")
+#: The losses a network can learn with: cross-entropy, or the logit-adjusted loss (Menon et al. 2021), whose
+#: network answers with balanced odds (every emotion as likely) instead of its training data's.
+LOSSES = ("cross_entropy", "logit_adjusted")
 
 
 @dataclass
@@ -34,6 +37,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     warmup_epochs: float = 2.0
     augment: bool = True
+    webcam_augment: bool = False  # also vary brightness, contrast, gamma and sharpness as classroom webcams do
     class_weight: str = "none"  # one of CLASS_WEIGHTS: none, balanced (inverse frequency) or its square root
     patience: int = 15
     minutes: float | None = None
@@ -46,6 +50,7 @@ class TrainConfig:
     init_from: str | None = None  # stored model whose weights start the run (fine-tuning)
     schedule: str = "cosine"  # one of SCHEDULES: cosine (anneals to 1% of the peak) | constant (holds the peak)
     swa_epochs: int = 0  # the last N epochs' weights are averaged into the result (SWA)
+    loss: str = "cross_entropy"  # one of LOSSES
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,6 +80,13 @@ class TrainConfig:
             (self.swa_epochs < 0, f"the averaged epochs must be 0 or more, not {self.swa_epochs}"),
             (self.swa_epochs > self.epochs,
              f"averaging the last {self.swa_epochs} epochs needs at least as many epochs (not {self.epochs})"),
+            (self.loss not in LOSSES, f"the loss must be {' or '.join(LOSSES)}, not {self.loss!r}"),
+            (self.loss == "logit_adjusted" and self.class_weight != "none",
+             "the logit-adjusted loss balances the classes itself: leave the class weight at none"),
+            (self.loss == "logit_adjusted" and bool(self.teacher),
+             "the logit-adjusted loss does not go with distillation (--teacher): choose one"),
+            (self.webcam_augment and not self.augment, "webcam augmentation adds to the augmentation: do not turn "
+                                                        "that off"),
             (not self.teacher and (self.distill_weight, self.temperature) != (TrainConfig.distill_weight,
                                                                                TrainConfig.temperature),
              "the distillation weight and temperature go with teacher models (--teacher): name them, or leave "
@@ -94,10 +106,12 @@ class TrainConfig:
 
 #: The option of ``python -m fer_core train`` that sets each recipe entry (``--arch`` is always given).
 OPTIONS = {"epochs": "--epochs", "batch_size": "--batch-size", "learning_rate": "--lr",
-           "weight_decay": "--weight-decay", "augment": "--no-augment", "class_weight": "--class-weight",
+           "weight_decay": "--weight-decay", "augment": "--no-augment", "webcam_augment": "--webcam-augment",
+           "class_weight": "--class-weight",
            "patience": "--patience", "minutes": "--minutes", "precision": "--precision", "seed": "--seed",
            "teacher": "--teacher", "distill_weight": "--distill-weight", "temperature": "--temperature",
-           "init_from": "--init-from", "schedule": "--schedule", "swa_epochs": "--swa-epochs"}
+           "init_from": "--init-from", "schedule": "--schedule", "swa_epochs": "--swa-epochs",
+           "loss": "--loss"}
 
 
 def reproduce_command(config: TrainConfig, data_name: str, model_name: str) -> str:
@@ -115,7 +129,7 @@ def reproduce_command(config: TrainConfig, data_name: str, model_name: str) -> s
             raise SettingError(f"the command line has no option for {entry.name} ({value!r}): train with the "
                                f"default {getattr(defaults, entry.name)!r} to get a reproducible command")
         if isinstance(value, bool):
-            words.append(option)  # only --no-augment: augmentation is on by default
+            words.append(option)  # a flag: --no-augment (on by default) or --webcam-augment (off by default)
         elif isinstance(value, list):
             words += [option, *value]
         else:

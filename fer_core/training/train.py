@@ -52,6 +52,7 @@ from fer_core.training.checkpoints import (
 )
 from fer_core.training.distill import DistillationLoss, distillation_trainer, student_accuracy, weights_fingerprint
 from fer_core.training.ensemble import lineage, starting_network, teacher_model
+from fer_core.training.losses import LogitAdjustedLoss
 from fer_core.training.networks import build_augmentation, build_model, copy_in_precision, describe, with_augmentation
 from fer_core.training.publish import save_evaluated
 from fer_core.training.recipe import TrainConfig, TrainingData, reproduce_command
@@ -110,12 +111,14 @@ def dataset_inputs(dataset: FaceDataset, preprocessing: Preprocessing) -> tuple[
     return x, y
 
 
-def compile_trainer(trainer: keras.Model, config: TrainConfig) -> None:
+def compile_trainer(trainer: keras.Model, config: TrainConfig, labels: np.ndarray) -> None:
     """Compile a training model with the recipe's optimizer and loss (the distillation loss for a
-    recipe with teachers)."""
+    recipe with teachers; the logit-adjusted one, from the training ``labels``' shares, if chosen)."""
     if config.teacher:
         loss = DistillationLoss(config.distill_weight, config.temperature, config.label_smoothing)
         metrics = [keras.metrics.MeanMetricWrapper(student_accuracy, name="accuracy")]
+    elif config.loss == "logit_adjusted":
+        loss, metrics = LogitAdjustedLoss.for_labels(labels, config.label_smoothing), ["accuracy"]
     else:
         loss, metrics = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing), ["accuracy"]
     trainer.compile(optimizer=keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay),
@@ -123,7 +126,7 @@ def compile_trainer(trainer: keras.Model, config: TrainConfig) -> None:
 
 
 def _new_trainer(config: TrainConfig, network: keras.Model, teacher: keras.Model | None,
-                 start_from: keras.Model | None) -> keras.Model:
+                 start_from: keras.Model | None, labels: np.ndarray) -> keras.Model:
     """The compiled training model of a new run around ``network``: augmentation, then the network
     (beside the frozen teacher, for distillation)."""
     if config.init_from:
@@ -133,26 +136,27 @@ def _new_trainer(config: TrainConfig, network: keras.Model, teacher: keras.Model
             network.set_weights(start_from.get_weights())
         except ValueError as error:
             raise DataError(f"{config.init_from}: its weights do not fit a fresh {network.name} ({error})") from error
-    augmentation = build_augmentation(seed=config.seed) if config.augment else None
+    augmentation = build_augmentation(webcam=config.webcam_augment, seed=config.seed) if config.augment else None
     if teacher is not None:
         trainer = distillation_trainer(network, teacher, augmentation)
     else:
         trainer = with_augmentation(network, augmentation) if augmentation is not None else network
-    compile_trainer(trainer, config)
+    compile_trainer(trainer, config, labels)
     return trainer
 
 
 def _resumed_trainer(directory: Path, state: RunState, config: TrainConfig, teacher: keras.Model | None,
-                     network_name: str) -> tuple[keras.Model, keras.Model]:
+                     network_name: str, labels: np.ndarray) -> tuple[keras.Model, keras.Model]:
     """The training model of a checkpoint and the network inside it. A distillation checkpoint's
     student is put beside ``teacher`` again, with its optimizer's saved state."""
     if teacher is None:
         trainer = load_training_model(directory)
         return trainer, trainer if trainer.name == network_name else trainer.get_layer(network_name)
     student, optimizer_state = load_student(directory)
-    augmentation = build_augmentation(seed=config.seed + state.epochs_done) if config.augment else None
+    augmentation = (build_augmentation(webcam=config.webcam_augment, seed=config.seed + state.epochs_done)
+                    if config.augment else None)
     trainer = distillation_trainer(student, teacher, augmentation)
-    compile_trainer(trainer, config)
+    compile_trainer(trainer, config, labels)
     restore_optimizer(trainer, optimizer_state, directory)
     return trainer, student
 
@@ -209,10 +213,10 @@ def train(
         if has_checkpoint(directory):
             state = read_state(directory, config, teacher_weights)
             state.config = config.to_dict()  # this run's: its epochs, budget or averaging may differ
-            trainer, network = _resumed_trainer(directory, state, config, teacher, network.name)
+            trainer, network = _resumed_trainer(directory, state, config, teacher, network.name, dataset.labels)
         else:
             state = RunState(config.to_dict(), teacher_weights=teacher_weights)
-            trainer = _new_trainer(config, network, teacher, start_from)
+            trainer = _new_trainer(config, network, teacher, start_from, dataset.labels)
         if command is not None and command not in state.commands:  # a crashed run started again is one run
             state.commands.append(command)
         start_epoch = state.epochs_done
