@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 # aiortc's libsrtp must initialise before TensorFlow is loaded: the other way round the process crashes
@@ -62,5 +64,6 @@ def home() -> None:
         st.page_link(page, label=f"{page.title}: {text}", icon=page.icon)
 
 
-st.set_page_config(page_title="FER Lab", page_icon=":material/mood:", layout="wide")
+# A file of our own: a Material icon as the favicon makes every browser fetch it from Google's font server.
+st.set_page_config(page_title="FER Lab", page_icon=str(Path(__file__).parent / "ui" / "favicon.png"), layout="wide")
 st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True), *PAGES.values()]).run()

@@ -157,6 +157,23 @@ def test_direct_links_to_pages_work_on_a_fresh_server(models, page, workdir):
         assert page.get_by_test_id("stSidebarNav").get_by_role("link", name="Photos and videos").count() == 1
 
 
+def test_no_page_asks_another_origin_for_anything(app, page):
+    """Every page, fully drawn, fetches only from the app itself: no font server for icons or the favicon."""
+    url, _ = app
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(url)
+    page.get_by_role("heading", name="FER Lab").wait_for()
+    navigation = page.get_by_test_id("stSidebarNav")
+    for link in ("Live webcam", "Photos and videos", "Train", "Compare models", "Class faces", "Home"):
+        navigation.get_by_role("link", name=link).click()
+        page.wait_for_load_state("networkidle")
+        check_no_exception(page)
+    outside = sorted({request for request in requested
+                      if not request.startswith((url, "data:", "blob:", url.replace("http", "ws")))})
+    assert requested and outside == []
+
+
 def test_compare_page_opens_a_confusion_matrix_cell_with_a_click(app, page, workdir):
     labelled = workdir / "faces.csv"
     write_fer_csv(labelled, *synthetic_dataset(70))
