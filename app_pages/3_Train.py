@@ -133,7 +133,7 @@ def training_form() -> None:
     augment = augment_column.toggle("Augmentation (flip, rotate, shift, zoom, erase)", True, key="train_augment")
     webcam_augment = augment and augment_column.toggle(
         "Webcam light and focus", False, key="train_webcam_augment",
-        help="Also vary brightness, contrast, gamma and sharpness, as classroom webcams do.")
+        help="Also vary brightness, contrast, gamma and focus (blur), as classroom webcams do.")
     balancing = weight_column.radio("Class balancing", [*CLASS_WEIGHTS, "logit_adjusted"], horizontal=True,
                                     key="train_class_weight",
                                     help="Weigh rare classes (disgust) up: fully (balanced) or halfway (sqrt); or "

@@ -60,8 +60,7 @@ def strength_for(card: ModelCard, odds: str) -> float | None:
 def shift_for(card: ModelCard, odds: str) -> np.ndarray | None:
     """The prior shift a model's answers take under ``odds`` (see :func:`strength_for`): None when its
     own answer is already read with those odds."""
-    strength = strength_for(card, odds)
-    prior = card.class_prior
-    if strength is None or prior is None or strength == built_in_strength(card):
+    strength, built_in, prior = strength_for(card, odds), built_in_strength(card), card.class_prior
+    if strength is None or prior is None or strength == built_in:
         return None
-    return prior_shift(prior, strength - built_in_strength(card))
+    return prior_shift(prior, strength - built_in)

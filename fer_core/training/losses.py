@@ -13,10 +13,9 @@ import keras
 import numpy as np
 
 from fer_core.base.errors import DataError
-from fer_core.base.labels import EMOTIONS, NUM_CLASSES
-
-#: The prior correction a network trained with each loss already carries (see ``inference.odds``).
-BUILT_IN_STRENGTH = {"cross_entropy": 0.0, "logit_adjusted": 1.0}
+from fer_core.base.labels import EMOTIONS
+from fer_core.inference.odds import prior_shift
+from fer_core.registry.cards import count_classes
 
 
 @keras.saving.register_keras_serializable(package="fer_core")
@@ -33,11 +32,12 @@ class LogitAdjustedLoss(keras.losses.Loss):
     @classmethod
     def for_labels(cls, labels: np.ndarray, label_smoothing: float = 0.0) -> LogitAdjustedLoss:
         """The loss for training faces with these labels (FER2013 codes)."""
-        counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=NUM_CLASSES).astype(np.float64)
-        if counts.min() == 0:
-            missing = ", ".join(EMOTIONS[code] for code in np.flatnonzero(counts == 0))
+        counts = count_classes(labels)
+        if counts is None:
+            seen = set(np.asarray(labels, dtype=np.int64).tolist())
+            missing = ", ".join(name for code, name in enumerate(EMOTIONS) if code not in seen)
             raise DataError(f"the logit-adjusted loss needs training faces of every class; there are none of {missing}")
-        return cls(np.log(counts / counts.sum()).tolist(), label_smoothing)
+        return cls(prior_shift(list(counts.values()), 1.0).tolist(), label_smoothing)  # the log prior
 
     def call(self, y_true, y_pred):
         ops = keras.ops

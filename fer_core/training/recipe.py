@@ -37,7 +37,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     warmup_epochs: float = 2.0
     augment: bool = True
-    webcam_augment: bool = False  # also vary brightness, contrast, gamma and sharpness as classroom webcams do
+    webcam_augment: bool = False  # also vary brightness, contrast, gamma and focus (blur) as classroom webcams do
     class_weight: str = "none"  # one of CLASS_WEIGHTS: none, balanced (inverse frequency) or its square root
     patience: int = 15
     minutes: float | None = None
