@@ -11,7 +11,7 @@ from fer_core.base.errors import DataError, FerError
 from fer_core.faces.preprocess import Preprocessing
 from fer_core.registry.store import DEFAULT_NAME, ModelStore
 from fer_core.service.charts import confusion_matrix_figure, training_curves
-from fer_core.service.jobs import ACTIVE_STATES, Job
+from fer_core.service.jobs import ACTIVE_STATES, JobState
 from fer_core.service.queue import job_queue
 from fer_core.service.uploads import resolve_server_path, server_data_roots, spool_upload
 from fer_core.service.work import submit_training
@@ -36,9 +36,10 @@ my_job = jobs.get(st.session_state.get("train_job_id"))
 
 
 @st.fragment(run_every=1.0)
-def follow(job: Job) -> None:
+def follow(job: JobState) -> None:
     """Progress, ETA, live curves and stop buttons of this session's running job, refreshed every second."""
-    status = job.status  # read once: the job's thread may end it meanwhile
+    job = jobs.get(job.job_id) or job  # the fragment's rerun reads the job anew
+    status = job.status
     if status not in ACTIVE_STATES:
         st.rerun()
     progress = job.progress
@@ -47,7 +48,7 @@ def follow(job: Job) -> None:
         text = f"Epoch {progress.epoch}/{progress.epochs}, batch {progress.batch}/{progress.batches}{eta}"
     else:
         text = f"{STATUS_TEXT[status]}..."  # one of ACTIVE_STATES, checked above
-    st.progress(job.fraction, text=text)
+    st.progress(job.fraction or 0.0, text=text)
     if progress is not None:
         loss, accuracy = st.columns(2)
         loss.metric("Training loss (this epoch)", f"{progress.loss:.3f}")
@@ -56,7 +57,7 @@ def follow(job: Job) -> None:
     if history:
         st.plotly_chart(training_curves(history), key="live-curves")
     finish, cancel = st.columns(2)
-    if finish.button("Stop and save", key="train_finish", disabled=job.finish_event.is_set(),
+    if finish.button("Stop and save", key="train_finish", disabled=job.finish_requested,
                      help="End the run now and save its best weights so far (or their mean so far, "
                           "with weight averaging)."):
         jobs.finish(job.job_id)
@@ -77,7 +78,7 @@ def queue_overview() -> None:
                "fine-tunes in another, side by side." + ("" if rows else " No job is running or waiting."))
 
 
-def show_outcome(job: Job) -> None:
+def show_outcome(job: JobState) -> None:
     """How this session's last job ended: the saved model's figures, or why it did not finish."""
     if job.status == "failed":
         st.error(job.error)
@@ -165,13 +166,14 @@ def training_form() -> None:
     with user_errors():
         config.validate(name)  # before an upload is written to disk
         if upload is not None:
-            data_path, description, delete = spool_upload(upload, Path(upload.name).suffix), upload.name, True
+            data_path = spool_upload(upload, Path(upload.name).suffix, jobs.inbox)
+            description, delete = upload.name, True
         elif path_text.strip():
             data_path, description, delete = resolve_server_path(path_text), Path(path_text).name, False
         else:
             raise DataError("choose the training data first: upload a file or give a path")
         job = submit_training(jobs, data_path, config, name, owner=owner or "someone", data_description=description,
-                                   delete_data=delete)
+                              delete_data=delete)
         st.session_state["train_job_id"] = job.job_id
         st.rerun()
 

@@ -15,9 +15,9 @@ from fer_core.faces.images import load_image
 from fer_core.inference.live import LiveAnalyser
 from fer_core.registry.store import ModelStore
 from fer_core.service.charts import confusion_matrix_figure
-from fer_core.service.jobs import Job
+from fer_core.service.jobs import JobState
 from fer_core.service.queue import job_queue
-from fer_core.service.work import FineTuneWork, finetune_problem, submit_finetune
+from fer_core.service.work import finetune_problem, submit_finetune
 from ui.display import existing_model, name_problem, user_errors
 from ui.jobs import show_job
 from ui.sidebar import analyser_or_stop, load_analyser, require_model, sidebar
@@ -164,12 +164,12 @@ def gallery() -> None:
 
 
 @st.fragment(run_every=1.0)
-def follow(job: Job) -> None:
+def follow(job: JobState) -> None:
     """How far this session's fine-tuning has come, refreshed every second, and a button to cancel it."""
+    job = jobs.get(job.job_id) or job  # the fragment's rerun reads the job anew
     if not job.active:
         st.rerun()
-    work: FineTuneWork = job.request.work
-    st.progress(work.fraction, text=f"Fine-tuning {work.start} as '{job.model_name}': {work.message}")
+    st.progress(job.fraction or 0.0, text=f"Fine-tuning {", ".join(sorted(job.uses))} as '{job.model_name}': {job.message}")
     if st.button("Cancel", key="class_cancel", help="Stop now and save nothing."):
         jobs.cancel(job.job_id)
         st.toast("Cancelling after the current step...")
@@ -180,7 +180,7 @@ def use_model(name: str) -> None:
     st.session_state["model"] = name
 
 
-def show_outcome(job: Job) -> None:
+def show_outcome(job: JobState) -> None:
     """How this session's last fine-tuning ended: both models' accuracy and confusion matrices on the
     held-out faces, or why it did not finish."""
     if job.status == "failed":
@@ -189,13 +189,12 @@ def show_outcome(job: Job) -> None:
     if job.status == "cancelled":
         st.warning(f"Fine-tuning as '{job.model_name}' was cancelled; nothing was saved.")
         return
-    work: FineTuneWork = job.request.work
-    card, before = job.card, work.before
+    card, before, start = job.card, job.baseline, ", ".join(sorted(job.uses))
     tuning = card.training.fine_tuning
     st.success(f"Saved as '{job.model_name}': choose it in the sidebar, on any page.")
     st.button(f"Use '{job.model_name}' now", key="class_use", on_click=use_model, args=(job.model_name,))
     first, second = st.columns(2)
-    first.metric(f"Accuracy of {work.start} (before)", f"{before.accuracy:.1%}")
+    first.metric(f"Accuracy of {start} (before)", f"{before.accuracy:.1%}")
     second.metric(f"Accuracy of {job.model_name} (after)", f"{card.accuracy:.1%}",
                   delta=f"{(card.accuracy - before.accuracy) * 100:+.1f} points")
     untested = (f" No face of {', '.join(DISPLAY_NAMES[name] for name in tuning.untested_classes)} could be held "
@@ -205,7 +204,7 @@ def show_outcome(job: Job) -> None:
                f"({card.training.stopped.replace('_', ' ')}).{untested}")
     normalised = st.toggle("Normalised confusion matrices", key="class_normalised")
     left, right = st.columns(2)
-    left.plotly_chart(confusion_matrix_figure(before, normalised, f"Before: {work.start}"), key="class_before")
+    left.plotly_chart(confusion_matrix_figure(before, normalised, f"Before: {start}"), key="class_before")
     right.plotly_chart(confusion_matrix_figure(card.metrics, normalised, f"After: {job.model_name}"),
                        key="class_after")
     with st.expander(f"Delete '{job.model_name}'"):

@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # The modules every command may use load at once (about 0.4 s); a command imports the heavy ones
 # it needs, marked where it does: scikit-learn (2 s) for scoring, Keras and TensorFlow (10 s) for training.
-from fer_core.base.errors import FerError  # noqa: E402
+from fer_core.base.errors import FerError, SettingError  # noqa: E402
 from fer_core.base.labels import EMOTIONS  # noqa: E402
 from fer_core.datasets.load import load_dataset  # noqa: E402
 from fer_core.faces.detect import DETECTORS, LargestFaceCropper, get_detector  # noqa: E402
@@ -376,6 +376,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from fer_core.service.redis_queue import run_worker, worker_threads  # redis and RQ: this command only
+
+    url = args.redis_url or os.environ.get("FER_LAB_REDIS_URL", "").strip()
+    if not url:
+        raise SettingError("a worker needs the Redis server: set FER_LAB_REDIS_URL or pass --redis-url")
+    lanes = [lane.strip() for lane in args.lanes.split(",") if lane.strip()]
+    threads = args.threads or worker_threads()
+    print(f"worker: lanes {', '.join(lanes)} from {url}, {threads} TensorFlow thread(s) per job", flush=True)
+    run_worker(url, lanes, threads=threads, name=args.name, burst=args.burst,
+               maintenance_seconds=args.maintenance_seconds)
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     cards = ModelStore(args.store).cards()
     if args.json:
@@ -598,6 +612,20 @@ def build_parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="list stored models")
     models.add_argument("--json", action="store_true")
     models.set_defaults(run=cmd_models)
+
+    worker = commands.add_parser("worker", help="run the app's queued trainings and fine-tunes from Redis "
+                                                "($FER_LAB_REDIS_URL), one at a time")
+    worker.add_argument("--lanes", default="train,finetune",
+                        help="comma-separated lanes whose jobs this worker takes (default: train,finetune)")
+    worker.add_argument("--redis-url", help="the Redis server (default: $FER_LAB_REDIS_URL)")
+    worker.add_argument("--threads", type=_at_least(1),
+                        help="TensorFlow threads per job (default: $FER_LAB_WORKER_THREADS, else the cores left "
+                             "after the live streams' analysis budget)")
+    worker.add_argument("--name", help="the worker's name in RQ (default: RQ's, host and process)")
+    worker.add_argument("--burst", action="store_true", help="stop once the lanes are empty")
+    worker.add_argument("--maintenance-seconds", type=_at_least(1), default=30,
+                        help="how often the worker looks for jobs whose worker stopped, to resume them")
+    worker.set_defaults(run=cmd_worker)
     return parser
 
 

@@ -6,24 +6,25 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from fer_core.service.jobs import WAITING, Job
+from fer_core.service.jobs import WAITING, JobState
 from fer_core.service.queue import job_queue
 
 
 @st.fragment(run_every=2.0)
-def waiting_turn(job: Job, key: str, note: str = "") -> None:
+def waiting_turn(job: JobState, key: str, note: str = "") -> None:
     """A session's queued job while it waits: its place in its lane, and a button (``key``) to leave."""
     jobs = job_queue()
     place = jobs.place(job.job_id)
     if place is None:  # it has started, or left the queue
         st.rerun()
-    st.info(f"Your {job.request.description} is {place.describe()}.{' ' + note if note else ''}")
+    st.info(f"Your {job.description} is {place.describe()}.{' ' + note if note else ''}")
     if st.button("Leave the queue", key=key, help="Take it out of the queue; nothing runs."):
         jobs.cancel(job.job_id)
         st.rerun()
 
 
-def show_job(job: Job | None, leave_key: str, follow: Callable[[Job], None], outcome: Callable[[Job], None],
+def show_job(job: JobState | None, leave_key: str, follow: Callable[[JobState], None],
+             outcome: Callable[[JobState], None],
              form: Callable[[], None], note: str = "") -> None:
     """This session's job (None: none yet) as its state asks: :func:`waiting_turn` (``leave_key``,
     ``note``) while it waits; ``follow`` while it runs; else the ``outcome`` of the last one, if any,

@@ -29,7 +29,7 @@ from fer_core.base.labels import EMOTIONS
 from fer_core.faces.preprocess import Preprocessing
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     import keras
 
@@ -96,6 +96,16 @@ class Metrics:
         values = asdict(self)
         flip_tta = values.pop("flip_tta")
         return {**values, "confusion_matrix_normalized": self.confusion_normalized, "flip_tta": flip_tta}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Metrics:
+        """Metrics from :meth:`to_dict`'s object (the normalised matrix is worked out again);
+        :class:`CardError` says what is wrong with one that is not."""
+        try:
+            return _READER.structure({key: value for key, value in values.items()
+                                      if key != "confusion_matrix_normalized"}, cls)
+        except BaseValidationError as error:
+            raise _card_error(error) from None
 
 
 def count_classes(labels: np.ndarray) -> dict[str, int] | None:

@@ -36,9 +36,10 @@ def resolve_server_path(text: str) -> Path:
     return path
 
 
-def spool_upload(upload: BinaryIO, suffix: str) -> Path:
-    """Copy an uploaded file to a private temporary file (loaders need a path); the caller deletes it."""
-    with tempfile.NamedTemporaryFile(prefix="fer_lab_upload_", suffix=suffix, delete=False) as handle:
+def spool_upload(upload: BinaryIO, suffix: str, folder: Path | None = None) -> Path:
+    """Copy an uploaded file to a private temporary file (loaders need a path) in ``folder`` (by default
+    this machine's temporary folder; a job queue's inbox for a job's data); the caller deletes it."""
+    with tempfile.NamedTemporaryFile(prefix="fer_lab_upload_", suffix=suffix, delete=False, dir=folder) as handle:
         try:
             shutil.copyfileobj(upload, handle, length=1 << 20)
         except BaseException:

@@ -3,7 +3,7 @@ class's faces in the ``finetune`` lane, and the requests that queue them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from fer_core.base.errors import DataError
@@ -12,10 +12,10 @@ from fer_core.datasets.collection import FaceCollection
 from fer_core.datasets.dataset import FaceDataset
 from fer_core.evaluation.evaluate import evaluate_classifier
 from fer_core.inference.predict import EmotionClassifier
-from fer_core.registry.cards import Metrics, ModelCard
+from fer_core.registry.cards import ModelCard
 from fer_core.registry.store import ModelStore, check_name
-from fer_core.service.jobs import Job, JobRequest
-from fer_core.service.queue import JobQueue
+from fer_core.service.jobs import Job, JobRequest, JobState
+from fer_core.service.queue import JobQueue, delete_inputs
 from fer_core.training.recipe import TrainConfig, TrainingData
 
 
@@ -30,34 +30,35 @@ class TrainingWork:
     def __call__(self, job: Job) -> ModelCard | None:
         from fer_core.training.train import run_training  # Keras loads when the job runs, not when a page queues it
 
-        return run_training(self.config, self.data, job.model_name, store=self.store, listener=job.listen,
-                            on_stage=job.enter, cancel=job.cancel_event, finish=job.finish_event).card
+        return run_training(self.config, self.data, job.model_name, store=self.store, checkpoint_dir=job.checkpoint_dir,
+                            listener=job.listen, on_stage=job.enter, cancel=job.cancel_event,
+                            finish=job.finish_event).card
 
 
 def submit_training(queue: JobQueue, data_path: str | Path, config: TrainConfig, model_name: str, *,
                     owner: str = "someone", data_description: str | None = None, delete_data: bool = False,
-                    store: ModelStore | None = None) -> Job:
+                    store: ModelStore | None = None) -> JobState:
     """Queue training ``config`` on the data at ``data_path`` in the ``train`` lane of ``queue`` (see
     :meth:`JobQueue.submit`).
 
     ``data_description`` is the data's name in the card and its reproduce command (by default
     the file name). Raises ``SettingError`` for a recipe or model name that ``TrainConfig.validate``
-    refuses; with ``delete_data`` the data file is deleted even then.
+    refuses. With ``delete_data`` the data file is the job's (an upload spooled to ``queue.inbox``):
+    deleted once loaded, or once the job ends on a queue whose jobs may resume, and also when refused.
     """
-    discard = (lambda: Path(data_path).unlink(missing_ok=True)) if delete_data else None
+    inputs = (Path(data_path),) if delete_data else ()
     try:
         config.validate(model_name)
     except Exception:
-        if discard is not None:
-            discard()
+        delete_inputs(inputs)
         raise
     data = TrainingData(Path(data_path), data_description or Path(data_path).name,
-                        delete_after_loading=delete_data)
+                        delete_after_loading=delete_data and not queue.resumes)
     uses = frozenset([*config.teacher, *([config.init_from] if config.init_from else [])])
     work = TrainingWork(config, data, store or ModelStore())
     return queue.submit(JobRequest(lane="train", model_name=model_name, work=work, owner=owner, uses=uses,
-                                  description=f"training of '{model_name}' ({config.arch})",
-                                  minutes=config.minutes, discard=discard))
+                                   description=f"training of '{model_name}' ({config.arch})",
+                                   minutes=config.minutes, inputs=inputs))
 
 
 def finetune_problem(collection: FaceCollection) -> str | None:
@@ -74,11 +75,11 @@ def finetune_problem(collection: FaceCollection) -> str | None:
     return None
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True)
 class FineTuneWork:
     """A job's work: ``fer_core.training.finetune.finetune`` of the stored model ``start`` on ``dataset``.
 
-    While it runs, ``fraction`` (0-1) and ``message`` say how far it has come; at the end ``before``
+    While it runs it reports how far it has come (:meth:`Job.report`); at the end the job's ``baseline``
     holds the starting model's scores on the faces held out from training (the stored model's card
     holds its own, on the same faces).
     """
@@ -88,9 +89,6 @@ class FineTuneWork:
     dataset: FaceDataset
     minutes: float
     seed: int = 0
-    fraction: float = 0.0
-    message: str = "loading the starting model"
-    before: Metrics | None = field(default=None, repr=False)
 
     def __call__(self, job: Job) -> ModelCard | None:
         from fer_core.training.finetune import finetune, hold_out  # Keras loads when the job runs
@@ -102,21 +100,22 @@ class FineTuneWork:
                 job.enter("training", len(split.train), len(split.held_out))
             if done >= 1.0:
                 job.enter("saving", len(split.train), len(split.held_out))
-            self.fraction, self.message = done, message
+            job.report(done, message)
 
+        job.report(0.0, "loading the starting model")
         result = finetune(self.store, self.start, self.dataset, name=job.model_name, minutes=self.minutes,
                           seed=self.seed, progress=report, cancel=job.cancel_event)
         if result is None:
             return None
         stored = self.store.load(self.start)
         classifier = EmotionClassifier.from_stored(stored, flip_tta=False, odds="fer2013")
-        self.before = evaluate_classifier(classifier, stored.card.preprocessing, result.split.held_out).as_metrics(
+        job.baseline = evaluate_classifier(classifier, stored.card.preprocessing, result.split.held_out).as_metrics(
             dataset="held-out class faces")
         return result.card
 
 
 def submit_finetune(queue: JobQueue, collection: FaceCollection, start: str, name: str, *, minutes: float,
-                    owner: str = "someone", store: ModelStore | None = None) -> Job:
+                    owner: str = "someone", store: ModelStore | None = None) -> JobState:
     """Queue fine-tuning ``start`` on the collection's faces (as they are now) as ``name`` in the
     ``finetune`` lane; a collection that cannot be fine-tuned on is a DataError."""
     problem = finetune_problem(collection)

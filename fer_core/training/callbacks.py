@@ -11,7 +11,7 @@ import math
 import threading
 import time
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Protocol
 
@@ -21,24 +21,8 @@ import numpy as np
 from fer_core.base.errors import DataError, SettingError
 from fer_core.base.files import write_atomically
 from fer_core.training.checkpoints import BEST_FILE, LAST_FILE, OPTIMIZER_FILE, STATE_FILE, STUDENT_FILE, RunState
+from fer_core.training.progress import TrainProgress
 from fer_core.training.recipe import TrainConfig
-
-
-@dataclass
-class TrainProgress:
-    """One report from a running training: after a batch, or with validation after an epoch."""
-
-    epoch: int
-    epochs: int
-    batch: int
-    batches: int
-    loss: float
-    accuracy: float
-    elapsed_seconds: float
-    eta_seconds: float | None
-    val_loss: float | None = None
-    val_accuracy: float | None = None
-    epoch_end: bool = False
 
 
 class ProgressListener(Protocol):
