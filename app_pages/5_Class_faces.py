@@ -169,7 +169,8 @@ def follow(job: JobState) -> None:
     job = jobs.get(job.job_id) or job  # the fragment's rerun reads the job anew
     if not job.active:
         st.rerun()
-    st.progress(job.fraction or 0.0, text=f"Fine-tuning {", ".join(sorted(job.uses))} as '{job.model_name}': {job.message}")
+    start = ", ".join(sorted(job.uses))
+    st.progress(job.fraction or 0.0, text=f"Fine-tuning {start} as '{job.model_name}': {job.message}")
     if st.button("Cancel", key="class_cancel", help="Stop now and save nothing."):
         jobs.cancel(job.job_id)
         st.toast("Cancelling after the current step...")

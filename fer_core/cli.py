@@ -377,16 +377,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from fer_core.service.redis_queue import run_worker, worker_threads  # redis and RQ: this command only
+    from fer_core.service.redis_queue import check_lanes, run_worker, worker_threads  # redis and RQ: this command only
 
     url = args.redis_url or os.environ.get("FER_LAB_REDIS_URL", "").strip()
     if not url:
         raise SettingError("a worker needs the Redis server: set FER_LAB_REDIS_URL or pass --redis-url")
     lanes = [lane.strip() for lane in args.lanes.split(",") if lane.strip()]
+    check_lanes(lanes)
     threads = args.threads or worker_threads()
     print(f"worker: lanes {', '.join(lanes)} from {url}, {threads} TensorFlow thread(s) per job", flush=True)
     run_worker(url, lanes, threads=threads, name=args.name, burst=args.burst,
-               maintenance_seconds=args.maintenance_seconds)
+               maintenance_seconds=args.maintenance_seconds, heartbeat_seconds=args.heartbeat_seconds)
     return 0
 
 
@@ -625,6 +626,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--burst", action="store_true", help="stop once the lanes are empty")
     worker.add_argument("--maintenance-seconds", type=_at_least(1), default=30,
                         help="how often the worker looks for jobs whose worker stopped, to resume them")
+    worker.add_argument("--heartbeat-seconds", type=_at_least(1), default=10,
+                        help="how often the worker tells Redis its job still runs (a job is abandoned a minute "
+                             "after the last)")
     worker.set_defaults(run=cmd_worker)
     return parser
 

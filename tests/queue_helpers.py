@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import redis
 from fer_core.base.errors import DataError
 from fer_core.registry.cards import ModelCard
 from fer_core.service.jobs import Job
+from fer_core.training.progress import TrainProgress
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 20
@@ -65,12 +67,16 @@ class Worker:
         self.log = log or store.parent / f"worker-{time.monotonic_ns()}.log"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "fer_core", "worker", "--lanes", lanes, "--threads", "1",
-             "--maintenance-seconds", "2"], cwd=ROOT, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
+             "--maintenance-seconds", "2", "--heartbeat-seconds", "2"], cwd=ROOT, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
             start_new_session=True)
 
     def kill(self) -> None:
-        """SIGKILL the worker and its work horse: a machine lost mid-job."""
+        """SIGKILL the worker and its work horse (RQ starts it in a session of its own): a machine lost mid-job."""
+        horses = children(self.process.pid)
         os.killpg(self.process.pid, signal.SIGKILL)
+        for pid in horses:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         self.process.wait(TIMEOUT)
 
     def stop(self) -> None:
@@ -80,6 +86,17 @@ class Worker:
                 self.process.wait(TIMEOUT)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
 
 
 @dataclass(frozen=True)
@@ -96,11 +113,16 @@ class FileGate:
         while not (self.folder / f"{self.name}.release").exists():
             if job.cancel_event.is_set() or job.finish_event.is_set():
                 break
+            if (self.folder / f"{self.name}.progress").exists() and job.progress is None:
+                job.listen(TrainProgress(epoch=1, epochs=2, batch=1, batches=10, loss=1.0, accuracy=0.5,
+                                         elapsed_seconds=6.0, eta_seconds=120.0))
             if time.monotonic() > deadline:
                 raise TimeoutError("the test never released this job")
             time.sleep(0.02)
         if (self.folder / f"{self.name}.fail").exists():
             raise DataError(f"{self.name} failed as asked")
+        if (self.folder / f"{self.name}.crash").exists():
+            raise RuntimeError(f"{self.name} crashed")
         return None if job.cancel_event.is_set() else ModelCard(name=job.model_name)
 
     def started(self) -> bool:
@@ -108,6 +130,14 @@ class FileGate:
 
     def release(self) -> None:
         (self.folder / f"{self.name}.release").write_text("")
+
+    def report_progress(self) -> None:
+        """Have the job report a training's progress: epoch 1 of 2, batch 1 of 10, 2 minutes left."""
+        (self.folder / f"{self.name}.progress").write_text("")
+
+    def crash(self) -> None:
+        (self.folder / f"{self.name}.crash").write_text("")
+        self.release()
 
     def fail(self) -> None:
         (self.folder / f"{self.name}.fail").write_text("")

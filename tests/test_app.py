@@ -291,10 +291,11 @@ def test_train_page_trains_a_tiny_dataset_to_a_saved_model(store):
     queue = other.dataframe[0].value
     assert (queue["job"][0], queue["by"][0]) == ("training of 'tiny_test' (ds_cnn)", "Ada")
 
-    assert job.wait(timeout=300), "training did not finish in time"
+    state = job_queue().wait(job.job_id, timeout=300)
+    assert state is not None and not state.active, "training did not finish in time"
     at.run()
     assert not at.exception
-    assert job.status == "done", job.error
+    assert state.status == "done", state.error
     assert "tiny_test" in store.names()
     card = store.card("tiny_test")
     assert card.training.epochs_run == 1 and card.faces_scored == 14
@@ -333,9 +334,10 @@ def test_stop_and_save_ends_a_run_early_and_saves_its_best_weights(store, monkey
     at.button(key="train_finish").click().run()
     clicked.set()
     assert not at.exception
-    assert job.wait(timeout=120)
+    state = job_queue().wait(job.job_id, timeout=120)
+    assert state is not None and not state.active
     at.run()
-    assert job.status == "done" and job.stopped == "finished"
+    assert state.status == "done" and state.stopped == "finished", state.error
     card = store.card("stopped_model")
     assert card.training.stopped == "finished" and card.training.epochs_run == 1
     assert "stopped by you; the best epoch, or the weight average, so far kept" in at.success[0].value
@@ -491,8 +493,9 @@ def test_train_page_refuses_the_default_name_and_an_existing_name_unless_replaci
     job = jobs.get(at.session_state["train_job_id"])
     assert job.model_name == "small" and job.active
     jobs.cancel(job.job_id)
-    assert job.wait(timeout=120)
-    assert job.status == "cancelled"
+    state = jobs.wait(job.job_id, timeout=120)
+    assert state is not None and not state.active
+    assert state.status == "cancelled"
 
 
 def test_upload_page_keys_photo_results_on_the_model_its_file_the_detector_thoroughness_and_odds(store, monkeypatch):

@@ -29,7 +29,7 @@ from fer_core.faces.samples import astronaut
 from fer_core.inference.live import LiveAnalyser
 from fer_core.inference.predict import EmotionAnalyser
 from fer_core.registry.store import ModelStore
-from fer_core.service.queue import JobQueue, job_queue
+from fer_core.service.queue import EmbeddedJobQueue, job_queue
 from fer_core.service.work import finetune_problem, submit_finetune
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,7 +184,7 @@ def test_fine_tuning_needs_two_emotions_and_one_recorded_twice():
     recorded_faces(collection, {"sad": 1})
     assert "recorded twice" in finetune_problem(collection)
     with pytest.raises(DataError, match="two emotions"):
-        submit_finetune(JobQueue(), FaceCollection(), "tiny", "x", minutes=1)
+        submit_finetune(EmbeddedJobQueue(), FaceCollection(), "tiny", "x", minutes=1)
     recorded_faces(collection, {"sad": 1})
     assert finetune_problem(collection) is None
 
@@ -192,21 +192,22 @@ def test_fine_tuning_needs_two_emotions_and_one_recorded_twice():
 def test_a_fine_tuning_job_scores_both_models_on_the_held_out_recordings(model_store):
     collection = FaceCollection()
     recorded_faces(collection, {"happy": 3, "sad": 2, "neutral": 1})
-    jobs = JobQueue()
+    jobs = EmbeddedJobQueue()
     with pytest.raises(DataError, match="cannot save over it"):
         submit_finetune(jobs, collection, "tiny", "TINY", minutes=0.05, store=model_store)
     job = submit_finetune(jobs, collection, "tiny", "tiny_class", minutes=0.05, owner="Ada", store=model_store)
-    assert job.lane == "finetune" and job.request.uses == frozenset({"tiny"})
+    assert job.lane == "finetune" and job.uses == frozenset({"tiny"})
     collection.clear()  # the job fine-tunes on the faces as they were when it was submitted
-    assert job.wait(timeout=300), "fine-tuning did not finish in time"
-    assert job.status == "done", job.error
-    card, work = job.card, job.request.work
+    state = jobs.wait(job.job_id, timeout=300)
+    assert state is not None and not state.active, "fine-tuning did not finish in time"
+    assert state.status == "done", state.error
+    card, before = state.card, state.baseline
     assert card.name == "tiny_class" and "tiny_class" in model_store.names()
     tuning = card.training.fine_tuning
     assert tuning.start == "tiny" and tuning.untested_classes == ["neutral"]
-    assert work.before.accuracy == pytest.approx(tuning.accuracy_before)
-    assert work.before.n == card.metrics.n == card.faces_scored == 8  # one recording of happy, one of sad
-    assert np.sum(work.before.confusion_matrix) == 8 and work.fraction == 1.0
+    assert before.accuracy == pytest.approx(tuning.accuracy_before)
+    assert before.n == card.metrics.n == card.faces_scored == 8  # one recording of happy, one of sad
+    assert np.sum(before.confusion_matrix) == 8 and state.fraction == 1.0
 
 
 # The page -------------------------------------------------------------------------------------------
@@ -340,13 +341,14 @@ def test_the_form_fine_tunes_and_the_new_model_is_scored_before_and_after_and_ch
     assert not at.exception
     job = job_queue().get(at.session_state["class_job_id"])
     assert job.lane == "finetune"
-    assert job.wait(timeout=300), "fine-tuning did not finish in time"
+    state = job_queue().wait(job.job_id, timeout=300)
+    assert state is not None and not state.active, "fine-tuning did not finish in time"
     at.run()
-    assert not at.exception and job.status == "done", job.error
+    assert not at.exception and state.status == "done", state.error
     assert any("Saved as 'tiny_class'" in success.value for success in at.success)
     metrics = {metric.label: metric.value for metric in at.metric}
-    assert metrics["Accuracy of tiny (before)"] == f"{job.request.work.before.accuracy:.1%}"
-    assert metrics["Accuracy of tiny_class (after)"] == f"{job.card.accuracy:.1%}"
+    assert metrics["Accuracy of tiny (before)"] == f"{state.baseline.accuracy:.1%}"
+    assert metrics["Accuracy of tiny_class (after)"] == f"{state.card.accuracy:.1%}"
     titles = [chart.proto.spec for chart in at.get("plotly_chart")]
     assert len(titles) == 2 and '"Before: tiny"' in titles[0] and '"After: tiny_class"' in titles[1]
     assert "tiny_class" in at.sidebar.selectbox(key="_model").options  # listed at once

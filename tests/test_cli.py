@@ -442,3 +442,35 @@ def test_finetune_bad_input_ends_with_one_error_line_and_status_2(model_store, f
         assert main(["finetune", *options]) == 2, options
         error = capsys.readouterr().err.splitlines()
         assert len(error) == 1 and error[0].startswith("error: ") and message in error[0], (options, error)
+
+
+def test_worker_without_a_redis_server_ends_with_a_clear_error(monkeypatch, capsys):
+    monkeypatch.delenv("FER_LAB_REDIS_URL", raising=False)
+    assert main(["worker"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == "error: a worker needs the Redis server: set FER_LAB_REDIS_URL or pass --redis-url\n"
+    assert captured.out == ""
+    monkeypatch.setenv("FER_LAB_REDIS_URL", "  ")  # blank is unset
+    assert main(["worker", "--lanes", "train"]) == 2
+    assert capsys.readouterr().err.startswith("error: a worker needs the Redis server")
+
+
+def test_worker_refuses_unknown_lanes_and_a_url_that_is_not_redis_before_connecting(monkeypatch, capsys):
+    for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.setenv(name, "1")  # the worker sets them for its jobs: restored after the test
+    monkeypatch.delenv("FER_LAB_REDIS_URL", raising=False)
+    no_server = "unix:///nonexistent.sock"  # never reached: the lanes are refused first
+    cases = [
+        (["--redis-url", no_server, "--lanes", "nonsense"], "unknown job lane(s) nonsense: choose from train, "
+                                                            "finetune"),
+        (["--redis-url", no_server, "--lanes", "train,nonsense"], "unknown job lane(s) nonsense: choose from"),
+        (["--redis-url", no_server, "--lanes", ","], ": choose from train, finetune"),  # no lane at all
+        (["--redis-url", "notaurl"], "'notaurl' is not a Redis URL"),
+    ]
+    for options, message in cases:
+        assert main(["worker", "--threads", "1", *options]) == 2, options
+        error = capsys.readouterr().err.splitlines()
+        assert len(error) == 1 and error[0].startswith("error: ") and message in error[0], (options, error)
+    monkeypatch.setenv("FER_LAB_REDIS_URL", no_server)  # the URL from the environment, as a deployment gives it
+    assert main(["worker", "--threads", "1", "--lanes", "nonsense"]) == 2
+    assert "unknown job lane(s) nonsense" in capsys.readouterr().err

@@ -1,5 +1,7 @@
 """Privacy: the app keeps no one's face. Frames, photos and videos are analysed in memory and never
-written to disk; an uploaded training set sits in a temporary file only while it loads.
+written to disk; an uploaded training set sits in a temporary file only while it loads (with the
+app's own job queue, which these tests use; on Redis workers it waits in the queue's inbox until its
+training ends).
 
 The pages run through Streamlit's AppTest with a fresh temporary folder (``$TMPDIR``) and a
 temporary model store. Two checks: the folders hold exactly the same files before and after, and
@@ -26,7 +28,6 @@ from streamlit.testing.v1 import AppTest
 
 from fer_core.faces.images import encode_png
 from fer_core.faces.samples import astronaut, sample_frame
-from fer_core.service.board import BOARD_FOLDER
 from fer_core.service.queue import job_queue
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
@@ -158,6 +159,7 @@ def test_camera_frames_and_snapshots_are_never_written_to_disk(model_store, temp
 def test_an_uploaded_training_set_is_deleted_once_loaded(model_store, temp_dir, file_writes):
     at = open_page(TRAIN)
     models_before = files_under(model_store.root)
+    folders_before = {path for path in model_store.root.rglob("*") if path.is_dir()}
     at.file_uploader(key="train_upload").set_value(("faces.csv", fer_csv(), "text/csv"))
     at.selectbox(key="train_arch").set_value("ds_cnn")
     at.number_input(key="train_epochs").set_value(1)
@@ -168,34 +170,38 @@ def test_an_uploaded_training_set_is_deleted_once_loaded(model_store, temp_dir, 
         spooled = [Path(path) for path in written if Path(path).parent == temp_dir]
     assert not at.exception
     assert len(spooled) == 1 and spooled[0].name.startswith("fer_lab_upload_"), written
-    job = job_queue().get(at.session_state["train_job_id"])
-    assert job.model_name == "privacy_test"
+    jobs = job_queue()
+    assert jobs.inbox is None  # the app's own queue: the upload waits in the temporary folder, not the store
+    job_id = at.session_state["train_job_id"]
+    state = jobs.get(job_id)
+    assert state is not None and state.model_name == "privacy_test"
     deadline = time.monotonic() + 60
-    while job.status == "loading" and time.monotonic() < deadline:
+    while state.status in ("waiting", "loading") and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert job.status != "loading", "the data did not load in time"
+        state = jobs.get(job_id)
+    assert state.status not in ("waiting", "loading"), "the data did not load in time"
     assert not spooled[0].exists(), "the uploaded data outlived its loading"
-    assert job.wait(timeout=300), "training did not finish in time"
-    assert job.status == "done", job.error
+    state = jobs.wait(job_id, timeout=300)
+    assert state is not None and not state.active, "training did not finish in time"
+    assert state.status == "done", state.error
     assert leftovers(temp_dir) == []
-    # Only the trained model itself is kept, beside the shared training queue's empty lock files (its
-    # ticket, which named the job and who started it, was deleted when the job ended).
+    # Only the trained model itself is kept in the store: no copy of the upload, no record of the job
+    # (which named who started it), no folder left behind.
     new = set(map(Path, files_under(model_store.root))) - set(map(Path, models_before))
-    queue = {path for path in new if path.parent.name == BOARD_FOLDER}
-    assert all(path.stat().st_size == 0 for path in queue) and not any(path.suffix == ".json" for path in queue)
-    assert {path.name for path in new - queue} <= {"privacy_test.keras", "privacy_test.json", "privacy_test.tflite"}
-    assert {path.name for path in new - queue} >= {"privacy_test.keras", "privacy_test.json"}
+    assert {path.name for path in new} <= {"privacy_test.keras", "privacy_test.json", "privacy_test.tflite"}
+    assert {path.name for path in new} >= {"privacy_test.keras", "privacy_test.json"}
+    assert {path for path in model_store.root.rglob("*") if path.is_dir()} == folders_before
 
 
 def test_an_uploaded_training_set_is_deleted_when_it_cannot_be_used(model_store, temp_dir):
     at = open_page(TRAIN)
     at.file_uploader(key="train_upload").set_value(("faces.csv", b"emotion,pixels\n9,1 2 3\n", "text/csv"))
     at.button(key="train_start").click().run()
-    job = job_queue().get(at.session_state["train_job_id"])
-    assert job.wait(timeout=60)
+    state = job_queue().wait(at.session_state["train_job_id"], timeout=60)
+    assert state is not None and not state.active
     at.run()
     assert not at.exception
-    assert job.status == "failed"
+    assert state.status == "failed"
     assert "line 2: emotion label '9' is not 0-6" in at.error[0].value  # the place, without a traceback
     assert leftovers(temp_dir) == []
 

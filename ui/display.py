@@ -22,8 +22,8 @@ from fer_core.service.charts import probability_bars
 PRIVACY_NOTE = ("Privacy: camera frames, photos and videos are processed in memory and never stored. Faces "
                 "collected on the Class faces page stay in your browser session's memory until you download them. "
                 "An uploaded dataset sits in a temporary file only while it loads; with training workers, in the model "
-                "store's inbox folder until its training ends, so that another worker can resume it. Only models "
-                "you train or "
+                "store's inbox folder until its training ends, so that another worker can resume it, and faces sent "
+                "to be fine-tuned on wait in the job queue (Redis) until the fine-tune ends. Only models you train or "
                 "fine-tune are saved, under the name you give them.")
 #: fer_core.inference.explain.EXPLANATIONS by name: a short name and what the map shows. Said here so a page
 #: need not load TensorFlow to offer them.

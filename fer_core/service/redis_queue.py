@@ -14,11 +14,11 @@ train,finetune``, or RQ's own ``rq worker train finetune``). What pages show of 
 - ``fer-lab:lock``: held while a job is queued or a model deleted, so no two jobs save one model
   and a model in use is never deleted.
 
-A job's work travels pickled in RQ's record; the files it reads (an uploaded dataset) wait in the
-store folder's ``.inbox/``, which every replica and worker must see at the same path (one shared
+A job's work travels pickled in RQ's record (a fine-tune's class faces with it), which is deleted
+when the job ends; the files it reads (an uploaded dataset) wait in the store folder's ``.inbox/``, which every replica and worker must see at the same path (one shared
 model store folder, ``$FER_LAB_MODELS``), and are deleted when the job ends. A worker that stops
 mid-job (killed, or its machine lost) leaves the job *abandoned*: RQ notices once its heartbeat has
-lapsed (about a minute and a half) and queues it once more, and the next worker resumes a training
+lapsed (about 70 seconds) and queues it once more, and the next worker resumes a training
 from its last epoch's checkpoint (``.checkpoints/<id>`` in the store folder); a job abandoned twice
 fails with a message saying so. A job that runs past its time budget plus :data:`TIMEOUT_GRACE_MINUTES`
 is stopped by RQ.
@@ -33,6 +33,7 @@ import math
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -40,8 +41,9 @@ from pathlib import Path
 import redis
 import rq
 from rq.job import JobStatus
+from rq.registry import StartedJobRegistry
 
-from fer_core.base.errors import FerError
+from fer_core.base.errors import FerError, SettingError
 from fer_core.inference.streams import StreamBoard, usable_cores
 from fer_core.registry.store import ModelStore, models_dir
 from fer_core.service.jobs import (
@@ -70,12 +72,17 @@ _SEQ = f"{_PREFIX}seq"
 _LOCK = f"{_PREFIX}lock"
 #: How long (seconds) an ended job's state and RQ record stay, for its page to show the outcome.
 KEEP_SECONDS = 24 * 3600
+#: How long (seconds) RQ keeps the record of a job that failed in its hands (abandoned twice), work and all;
+#: one that ends otherwise is deleted at once (its state says how it ended), so a class's faces leave Redis.
+FAILED_RECORD_SECONDS = 600
 #: How often (seconds) a worker writes its running job's state and looks for a cancel or finish.
 REPORT_SECONDS = 1.0
 #: What a job may take beyond its time budget (loading its data, evaluating and saving) before RQ stops it.
 TIMEOUT_GRACE_MINUTES = 15
 #: How long (seconds) a worker keeps trying to write a job's outcome while Redis is away.
 OUTCOME_RETRY_SECONDS = 300
+#: How often (seconds) a replica looks for jobs whose worker stopped.
+ABANDONED_CHECK_SECONDS = 5.0
 #: The store folder's subfolders for the files jobs read and the checkpoints they resume from.
 INBOX_FOLDER, CHECKPOINT_FOLDER = ".inbox", ".checkpoints"
 
@@ -97,7 +104,8 @@ def connect(url: str) -> redis.Redis:
     try:
         return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=15)
     except ValueError as error:
-        raise QueueUnavailableError(f"FER_LAB_REDIS_URL: {url!r} is not a Redis URL ({error})") from error
+        raise QueueUnavailableError(f"{url!r} is not a Redis URL ({error}); give redis://host:port/db or "
+                                    "unix:///path/to/redis.sock") from error
 
 
 def timeout_seconds(minutes: float | None) -> int:
@@ -144,6 +152,7 @@ class RedisJobQueue(JobQueue):
         with contextlib.suppress(OSError):  # a store that cannot be written says so when a job is queued
             self.inbox.mkdir(parents=True, exist_ok=True)
         self._queues = {lane: rq.Queue(lane, connection=self.connection) for lane in lanes}
+        self._checked_abandoned = -ABANDONED_CHECK_SECONDS
 
     @contextlib.contextmanager
     def _reachable(self) -> Iterator[None]:
@@ -177,7 +186,7 @@ class RedisJobQueue(JobQueue):
                     self._queues[request.lane].enqueue(
                         run_queued_job, request.work, [str(path) for path in request.inputs], job_id=job.job_id,
                         description=request.description, job_timeout=timeout_seconds(request.minutes),
-                        retry=rq.Retry(max=1), result_ttl=KEEP_SECONDS, failure_ttl=KEEP_SECONDS)
+                        retry=rq.Retry(max=1), result_ttl=0, failure_ttl=FAILED_RECORD_SECONDS)
                 except Exception:
                     self.connection.delete(_state_key(job.job_id))
                     self.connection.zrem(_ACTIVE, job.job_id)
@@ -205,9 +214,24 @@ class RedisJobQueue(JobQueue):
         states = [read_state(self.connection, job_id.decode()) for job_id in self.connection.zrange(_ACTIVE, 0, -1)]
         return sorted(self._reconciled([state for state in states if state is not None]), key=lambda state: state.seq)
 
+    def _requeue_abandoned(self) -> None:
+        """Every :data:`ABANDONED_CHECK_SECONDS`, have RQ queue again (or fail) the jobs whose worker stopped,
+        as a worker's maintenance does: so a job shows as waiting to resume even while no worker runs."""
+        now = time.monotonic()
+        if now - self._checked_abandoned < ABANDONED_CHECK_SECONDS:
+            return
+        self._checked_abandoned = now
+        for queue in self._queues.values():
+            if queue.acquire_maintenance_lock():  # the lock workers take for the same cleaning
+                try:
+                    StartedJobRegistry(queue=queue).cleanup()
+                finally:
+                    queue.release_maintenance_lock()
+
     def _reconciled(self, states: list[JobState]) -> list[JobState]:
         """``states`` as RQ's records say: a job whose worker stopped waits again to resume (or has failed),
         and one asked to finish says so."""
+        self._requeue_abandoned()
         records = rq.job.Job.fetch_many([state.job_id for state in states], connection=self.connection)
         controls = self.connection.mget([_control_key(state.job_id) for state in states]) if states else []
         result = []
@@ -241,9 +265,10 @@ class RedisJobQueue(JobQueue):
                                                                                 JobStatus.SCHEDULED):
                 self.connection.set(_control_key(job_id), "cancel", ex=KEEP_SECONDS)
                 return True
-            record.cancel()
+            inputs = [Path(path) for path in record.args[1]]
+            record.delete()  # out of its queue, and its work (a class's faces) out of Redis
             write_state(self.connection, replace(state, status="cancelled"))
-        delete_inputs(Path(path) for path in record.args[1])
+        delete_inputs(inputs)
         return True
 
     def finish(self, job_id: str) -> bool:
@@ -350,25 +375,35 @@ def worker_threads(environ: Mapping[str, str] = os.environ) -> int:
     text = environ.get("FER_LAB_WORKER_THREADS", "").strip()
     if text:
         if not text.isdigit() or int(text) < 1:
-            raise QueueUnavailableError(f"FER_LAB_WORKER_THREADS: {text!r} is not a whole number of 1 or more")
+            raise SettingError(f"FER_LAB_WORKER_THREADS: {text!r} is not a whole number of 1 or more")
         return int(text)
     board = StreamBoard.from_environment(environ)
     return max(1, usable_cores() - math.ceil(board.analysis_cores))
 
 
-def run_worker(url: str, lanes: list[str], *, threads: int, name: str | None = None, burst: bool = False,
-               maintenance_seconds: int = 30) -> None:
-    """Run jobs of ``lanes`` from the Redis at ``url`` until stopped (``burst``: until the lanes are empty),
-    one at a time, each in a fresh process (RQ's work horse) whose TensorFlow uses ``threads`` threads."""
-    os.environ.update({"TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": "1",
-                       "OMP_NUM_THREADS": str(threads)})
-    connection = connect(url)
+def check_lanes(lanes: list[str]) -> None:
+    """A :class:`SettingError` unless ``lanes`` names one or more of the queue's lanes, and no other."""
     unknown = sorted(set(lanes) - set(DEFAULT_LANES))
     if unknown or not lanes:
-        raise QueueUnavailableError(f"unknown job lane(s) {', '.join(unknown) or '(none)'}: choose from "
-                                    f"{', '.join(DEFAULT_LANES)}")
+        given = f"unknown job lane(s) {', '.join(unknown)}" if unknown else "no job lane given"
+        raise SettingError(f"{given}: choose from {', '.join(DEFAULT_LANES)}")
+
+
+def run_worker(url: str, lanes: list[str], *, threads: int, name: str | None = None, burst: bool = False,
+               maintenance_seconds: int = 30, heartbeat_seconds: int = 10) -> None:
+    """Run jobs of ``lanes`` from the Redis at ``url`` until stopped (``burst``: until the lanes are empty),
+    one at a time, each in a fresh process (RQ's work horse) whose TensorFlow uses ``threads`` threads.
+
+    Every ``heartbeat_seconds`` the worker tells Redis its job still runs (RQ counts a job abandoned a
+    minute after the last one); every ``maintenance_seconds`` it looks for abandoned jobs to queue again."""
+    check_lanes(lanes)
+    connection = connect(url)
+    os.environ.update({"TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": "1",
+                       "OMP_NUM_THREADS": str(threads)})  # read by TensorFlow in each work horse
     queues = [rq.Queue(lane, connection=connection) for lane in lanes]
-    worker = rq.Worker(queues, connection=connection, name=name, maintenance_interval=maintenance_seconds)
+    # RQ waits for a job at most worker_ttl - 15 s, and only looks for abandoned jobs between waits.
+    worker = rq.Worker(queues, connection=connection, name=name, maintenance_interval=maintenance_seconds,
+                       job_monitoring_interval=heartbeat_seconds, worker_ttl=maintenance_seconds + 15)
     try:
         worker.work(burst=burst, with_scheduler=False)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
