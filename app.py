@@ -12,6 +12,7 @@ import streamlit_webrtc  # noqa: F401, I001
 
 from fer_core.base.labels import DISPLAY_NAMES, EMOTIONS
 from fer_core.registry.store import ModelStore
+from fer_core.service.threads import cap_training_threads, training_threads
 from ui.display import PRIVACY_NOTE, key_figures, user_errors
 from ui.sidebar import sidebar
 
@@ -65,5 +66,13 @@ def home() -> None:
 
 
 # A file of our own: a Material icon as the favicon makes every browser fetch it from Google's font server.
+@st.cache_resource
+def cap_trainings() -> bool:
+    """Once per server process, before TensorFlow loads: trainings run here (with no Redis queue) leave the
+    live streams their cores."""
+    return cap_training_threads(training_threads())
+
+
+cap_trainings()
 st.set_page_config(page_title="FER Lab", page_icon=str(Path(__file__).parent / "ui" / "favicon.png"), layout="wide")
 st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True), *PAGES.values()]).run()

@@ -377,14 +377,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from fer_core.service.redis_queue import check_lanes, run_worker, worker_threads  # redis and RQ: this command only
+    from fer_core.service.redis_queue import check_lanes, run_worker  # redis and RQ: this command only
+    from fer_core.service.threads import training_threads
 
     url = args.redis_url or os.environ.get("FER_LAB_REDIS_URL", "").strip()
     if not url:
         raise SettingError("a worker needs the Redis server: set FER_LAB_REDIS_URL or pass --redis-url")
     lanes = [lane.strip() for lane in args.lanes.split(",") if lane.strip()]
     check_lanes(lanes)
-    threads = args.threads or worker_threads()
+    threads = args.threads or training_threads()
     print(f"worker: lanes {', '.join(lanes)} from {url}, {threads} TensorFlow thread(s) per job", flush=True)
     run_worker(url, lanes, threads=threads, name=args.name, burst=args.burst,
                maintenance_seconds=args.maintenance_seconds, heartbeat_seconds=args.heartbeat_seconds)

@@ -14,7 +14,13 @@ tab shows analysed faces, and then measures for ``--seconds``:
 
     python scripts/load_test.py --streams 1 2 4 8 --seconds 30
 
-prints a table, and writes its rows as JSON with ``--json FILE``. It needs Debian's chromium and
+prints a table, and writes its rows as JSON with ``--json FILE``. With ``--training`` a training runs in the
+server all along (started on its Train page before the streams, on random faces, ds_cnn, 500 epochs),
+as when a class trains on a server without workers; ``--server-env FER_LAB_WORKER_THREADS=N`` sets
+how many threads it may take:
+
+    python scripts/load_test.py --streams 2 --server-cpus 0,1 --training --server-env FER_LAB_WORKER_THREADS=1
+ It needs Debian's chromium and
 playwright (``pip install -r requirements-dev.txt``). Pass ``--url`` and ``--server-pid`` to load a
 server started otherwise (then ``--server-cpus`` and the server options are not used).
 """
@@ -25,6 +31,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -171,6 +178,39 @@ def measure(pages: list, pid: int, seconds: float) -> LoadRow:
                    round(cores, 3), round(resident_mb(pid), 1), busy, refused, round(elapsed, 1))
 
 
+def start_training(context, url: str, data: Path) -> object:
+    """Start a training on the server's Train page (ds_cnn, 500 epochs, ``data`` uploaded) and wait until it
+    trains; the page, which then follows it."""
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(f"{url}/Train")
+    page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(str(data))
+    page.get_by_text(data.name, exact=True).wait_for()
+    page.get_by_role("combobox", name="Architecture").click()
+    page.get_by_role("option", name="ds_cnn: ", exact=False).first.click()
+    page.get_by_label("Epochs", exact=True).fill("500")
+    page.get_by_label("Save as (model name)").fill("load_test_training")
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text("Epoch ", exact=False).first.wait_for(timeout=300_000)
+    return page
+
+
+def still_training(page) -> bool:
+    """Whether the Train page still follows a running training."""
+    return page.get_by_role("button", name="Cancel training").count() > 0
+
+
+def random_faces(path: Path, rows: int = 3000) -> Path:
+    """A FER2013-format CSV of random 48x48 faces with random labels: work for a training, nothing to learn."""
+    rng = np.random.default_rng(0)
+    lines = ["emotion,pixels,Usage"]
+    for index in range(rows):
+        usage = "PublicTest" if index % 10 == 0 else "Training"
+        lines.append(f"{index % 7},{' '.join(map(str, rng.integers(0, 256, 48 * 48)))},{usage}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def run(url: str, pid: int, args: argparse.Namespace, camera: Path) -> list[LoadRow]:
     from playwright.sync_api import sync_playwright
 
@@ -186,8 +226,12 @@ def run(url: str, pid: int, args: argparse.Namespace, camera: Path) -> list[Load
                       "--disable-backgrounding-occluded-windows"])
             try:
                 context = browser.new_context(viewport={"width": 1280, "height": 1000})
+                training = (start_training(context, url, random_faces(camera.with_name("faces.csv")))
+                            if args.training else None)
                 pages = start_streams(context, url, count, args.warmup)
                 row = measure(pages, pid, args.seconds)
+                if training is not None and not still_training(training):
+                    print("  the training ended before the measurement did", file=sys.stderr)
                 rows.append(row)
                 print_row(row)
                 if args.json:
@@ -228,7 +272,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", help="load this running server instead of starting one")
     parser.add_argument("--server-pid", type=int, help="with --url: the server's process id, for its CPU and memory")
     parser.add_argument("--json", type=Path, help="write the rows here")
+    parser.add_argument("--training", action="store_true", help="a training runs in the server while it streams")
+    parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="set this in the server's environment (repeatable)")
     args = parser.parse_args(argv)
+    if args.training and len(args.streams) != 1:
+        parser.error("--training measures one number of streams (its training runs on)")
+    if any("=" not in entry for entry in args.server_env):
+        parser.error("--server-env takes NAME=VALUE")
     if not Path(CHROMIUM).exists():
         parser.error(f"{CHROMIUM} is missing (apt-get install chromium)")
     if args.url and args.server_pid is None:
@@ -240,12 +291,17 @@ def main(argv: list[str] | None = None) -> int:
         # 4 s looped, with sensor noise so that video coding works as hard as on a real camera.
         write_y4m(camera, camera_frames(width, height, count=4 * args.fps, noise=2.0), args.fps)
         print(f"camera {width}x{height} at {args.fps} fps; server on CPUs {args.server_cpus}, "
-              f"browsers on {args.browser_cpus}; {args.seconds:.0f} s a row")
+              f"browsers on {args.browser_cpus}; {args.seconds:.0f} s a row"
+              f"{'; a training runs in the server' if args.training else ''} {' '.join(args.server_env)}")
         print_header()
         if args.url:
             rows = run(args.url, args.server_pid, args, camera)
         else:
-            env = {**os.environ, "FER_LAB_ICE_SERVERS": "[]", "TF_CPP_MIN_LOG_LEVEL": "2"}
+            env = {**os.environ, "FER_LAB_ICE_SERVERS": "[]", "TF_CPP_MIN_LOG_LEVEL": "2",
+                   **dict(entry.split("=", 1) for entry in args.server_env)}
+            if args.training:  # a store of its own: the training's model is not left among the user's
+                env["FER_LAB_MODELS"] = str(Path(scratch) / "models")
+                shutil.copytree(ROOT / "models", env["FER_LAB_MODELS"])
             with serve(args.port, args.server_cpus, Path(scratch) / "server.log", env) as (url, pid):
                 rows = run(url, pid, args, camera)
     return 0 if rows else 1

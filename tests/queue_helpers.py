@@ -67,8 +67,8 @@ class Worker:
         self.log = log or store.parent / f"worker-{time.monotonic_ns()}.log"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "fer_core", "worker", "--lanes", lanes, "--threads", "1",
-             "--maintenance-seconds", "2", "--heartbeat-seconds", "2"], cwd=ROOT, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
-            start_new_session=True)
+             "--maintenance-seconds", "2", "--heartbeat-seconds", "2"],
+            cwd=ROOT, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 
     def kill(self) -> None:
         """SIGKILL the worker and its work horse (RQ starts it in a session of its own): a machine lost mid-job."""

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from test_live_video import FRAME, FakeClock, one_hot, stub_live
 
+import fer_core.inference.streams
+import fer_core.service.threads
 from fer_core.base.errors import SettingError
 from fer_core.inference.live import CAMERA_CONSTRAINTS
 from fer_core.inference.streams import ANALYSIS_SHARE, MAX_STREAM_SHARE, STREAMS_PER_CORE, StreamBoard, usable_cores
+from fer_core.service.threads import cap_training_threads, training_threads
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_a_full_board_refuses_new_streams_until_a_slot_is_released_or_its_lease_ends():
@@ -44,6 +55,39 @@ def test_board_settings_come_from_the_environment_or_the_cpu_count():
     for name, text in (("FER_LAB_MAX_STREAMS", "0"), ("FER_LAB_MAX_STREAMS", "many"), ("FER_LAB_ANALYSIS_CORES", "-1")):
         with pytest.raises(SettingError, match=name):
             StreamBoard.from_environment({name: text})
+
+
+def test_a_training_takes_the_cores_the_streams_leave_or_what_it_is_told(monkeypatch):
+    for module in (fer_core.service.threads, fer_core.inference.streams):
+        monkeypatch.setattr(module, "usable_cores", lambda: 4)
+    assert training_threads({}) == 4 - math.ceil(ANALYSIS_SHARE * 4)
+    assert training_threads({"FER_LAB_ANALYSIS_CORES": "1.5"}) == 2
+    assert training_threads({"FER_LAB_ANALYSIS_CORES": "8"}) == 1  # never none
+    assert training_threads({"FER_LAB_WORKER_THREADS": " 3 "}) == 3
+    for text in ("0", "two", "-1"):
+        with pytest.raises(SettingError, match="FER_LAB_WORKER_THREADS"):
+            training_threads({"FER_LAB_WORKER_THREADS": text})
+
+
+def test_the_training_cap_holds_for_tensorflow_loaded_after_it_only():
+    """In a fresh process TensorFlow starts as many operation threads as it is told; here it is loaded already."""
+    script = ("import os, sys\n"
+              "from fer_core.service.threads import cap_training_threads\n"
+              "assert cap_training_threads(int(sys.argv[1]))\n"
+              "import tensorflow as tf\n"
+              "a = tf.ones((256, 256)); tf.linalg.matmul(a, a).numpy()\n"
+              "print(os.environ['TF_NUM_INTRAOP_THREADS'], len(os.listdir('/proc/self/task')))\n")
+    counts = {}
+    for threads in (1, 8):
+        done = subprocess.run([sys.executable, "-c", script, str(threads)], capture_output=True, text=True, cwd=ROOT,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        told, started = done.stdout.split()
+        counts[int(told)] = int(started)
+    assert counts[8] >= counts[1] + 7  # seven more operation threads
+    import tensorflow  # noqa: F401  (loaded by the suite anyway)
+
+    assert not cap_training_threads(1)
 
 
 def test_a_stream_over_the_limit_is_not_analysed_and_its_frames_say_why():

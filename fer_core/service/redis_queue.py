@@ -15,8 +15,9 @@ train,finetune``, or RQ's own ``rq worker train finetune``). What pages show of 
   and a model in use is never deleted.
 
 A job's work travels pickled in RQ's record (a fine-tune's class faces with it), which is deleted
-when the job ends; the files it reads (an uploaded dataset) wait in the store folder's ``.inbox/``, which every replica and worker must see at the same path (one shared
-model store folder, ``$FER_LAB_MODELS``), and are deleted when the job ends. A worker that stops
+when the job ends; the files it reads (an uploaded dataset) wait in the store folder's ``.inbox/``,
+which every replica and worker must see at the same path (one shared model store folder,
+``$FER_LAB_MODELS``), and are deleted when the job ends. A worker that stops
 mid-job (killed, or its machine lost) leaves the job *abandoned*: RQ notices once its heartbeat has
 lapsed (about 70 seconds) and queues it once more, and the next worker resumes a training
 from its last epoch's checkpoint (``.checkpoints/<id>`` in the store folder); a job abandoned twice
@@ -29,12 +30,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
-import os
 import shutil
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -44,7 +43,6 @@ from rq.job import JobStatus
 from rq.registry import StartedJobRegistry
 
 from fer_core.base.errors import FerError, SettingError
-from fer_core.inference.streams import StreamBoard, usable_cores
 from fer_core.registry.store import ModelStore, models_dir
 from fer_core.service.jobs import (
     ACTIVE_STATES,
@@ -63,6 +61,7 @@ from fer_core.service.queue import (
     refuse_deleting_in_use,
     run_work,
 )
+from fer_core.service.threads import cap_training_threads
 
 logger = logging.getLogger(__name__)
 
@@ -211,7 +210,8 @@ class RedisJobQueue(JobQueue):
 
     def _states(self) -> list[JobState]:
         """The active jobs' states in order of submission, as their RQ records say they are."""
-        states = [read_state(self.connection, job_id.decode()) for job_id in self.connection.zrange(_ACTIVE, 0, -1)]
+        job_ids: list[bytes] = self.connection.zrange(_ACTIVE, 0, -1)  # type: ignore[assignment]  # redis-py types every reply alike
+        states = [read_state(self.connection, job_id.decode()) for job_id in job_ids]
         return sorted(self._reconciled([state for state in states if state is not None]), key=lambda state: state.seq)
 
     def _requeue_abandoned(self) -> None:
@@ -369,18 +369,6 @@ def _write_outcome(connection: redis.Redis, state: JobState) -> None:
             stop.wait(2.0)
 
 
-def worker_threads(environ: Mapping[str, str] = os.environ) -> int:
-    """How many threads a worker's TensorFlow may use: ``$FER_LAB_WORKER_THREADS``, else the cores
-    left after the live streams' analysis budget on this machine (at least 1)."""
-    text = environ.get("FER_LAB_WORKER_THREADS", "").strip()
-    if text:
-        if not text.isdigit() or int(text) < 1:
-            raise SettingError(f"FER_LAB_WORKER_THREADS: {text!r} is not a whole number of 1 or more")
-        return int(text)
-    board = StreamBoard.from_environment(environ)
-    return max(1, usable_cores() - math.ceil(board.analysis_cores))
-
-
 def check_lanes(lanes: list[str]) -> None:
     """A :class:`SettingError` unless ``lanes`` names one or more of the queue's lanes, and no other."""
     unknown = sorted(set(lanes) - set(DEFAULT_LANES))
@@ -398,8 +386,7 @@ def run_worker(url: str, lanes: list[str], *, threads: int, name: str | None = N
     minute after the last one); every ``maintenance_seconds`` it looks for abandoned jobs to queue again."""
     check_lanes(lanes)
     connection = connect(url)
-    os.environ.update({"TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": "1",
-                       "OMP_NUM_THREADS": str(threads)})  # read by TensorFlow in each work horse
+    cap_training_threads(threads)  # each work horse's TensorFlow reads it
     queues = [rq.Queue(lane, connection=connection) for lane in lanes]
     # RQ waits for a job at most worker_ttl - 15 s, and only looks for abandoned jobs between waits.
     worker = rq.Worker(queues, connection=connection, name=name, maintenance_interval=maintenance_seconds,
