@@ -19,7 +19,7 @@ from fer_core.training.ensemble import starting_networks
 from fer_core.training.networks import ARCHITECTURES, describe
 from fer_core.training.recipe import CLASS_WEIGHTS, TrainConfig
 from ui.display import existing_model, key_figures, name_problem, user_errors
-from ui.jobs import show_job
+from ui.jobs import remember_job, remembered_job, show_job
 from ui.sidebar import sidebar
 
 STATUS_TEXT = {"loading": "Loading and checking the data", "training": "Training", "saving": "Evaluating and saving"}
@@ -32,7 +32,7 @@ STOP_REASONS = {"completed": "all epochs ran", "early_stopping": "validation acc
 sidebar()
 st.title("Train a network")
 jobs = job_queue()
-my_job = jobs.get(st.session_state.get("train_job_id"))
+my_job = jobs.get(remembered_job("train_job_id"))
 
 
 @st.fragment(run_every=1.0)
@@ -174,7 +174,7 @@ def training_form() -> None:
             raise DataError("choose the training data first: upload a file or give a path")
         job = submit_training(jobs, data_path, config, name, owner=owner or "someone", data_description=description,
                               delete_data=delete)
-        st.session_state["train_job_id"] = job.job_id
+        remember_job("train_job_id", job.job_id)
         st.rerun()
 
 

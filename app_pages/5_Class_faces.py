@@ -19,7 +19,7 @@ from fer_core.service.jobs import JobState
 from fer_core.service.queue import job_queue
 from fer_core.service.work import finetune_problem, submit_finetune
 from ui.display import existing_model, name_problem, user_errors
-from ui.jobs import show_job
+from ui.jobs import forget_job, remember_job, remembered_job, show_job
 from ui.sidebar import analyser_or_stop, load_analyser, require_model, sidebar
 from ui.webrtc import live_analyser, live_stream, stream_help, stream_notices
 
@@ -214,7 +214,7 @@ def show_outcome(job: JobState) -> None:
         if st.button("Delete model", key="class_delete_model", disabled=not sure):
             with user_errors():
                 jobs.delete_model(job.model_name)
-                st.session_state.pop("class_job_id")
+                forget_job("class_job_id")
                 st.rerun()
 
 
@@ -244,14 +244,14 @@ def finetune_form() -> None:
         return
     with user_errors():
         job = submit_finetune(jobs, collection, start, name, minutes=float(minutes), owner=owner or "someone")
-        st.session_state["class_job_id"] = job.job_id
+        remember_job("class_job_id", job.job_id)
         st.rerun()
 
 
 def finetune_section() -> None:
     """This session's fine-tuning: waiting, running, or its outcome and a form for the next one."""
     st.subheader("3. Fine-tune a model on them")
-    show_job(jobs.get(st.session_state.get("class_job_id")), "class_leave", follow=follow, outcome=show_outcome,
+    show_job(jobs.get(remembered_job("class_job_id")), "class_leave", follow=follow, outcome=show_outcome,
              form=finetune_form)
 
 

@@ -15,8 +15,10 @@ import pytest
 import rq
 from conftest import synthetic_dataset, write_fer_csv
 from queue_helpers import ROOT, TIMEOUT, FileGate, RedisServer, Worker, until
+from streamlit.testing.v1 import AppTest
 from test_class_faces import recorded_faces
 
+import fer_core.service.queue
 from fer_core.datasets.collection import FaceCollection
 from fer_core.service.jobs import JobRequest
 from fer_core.service.redis_queue import TIMEOUT_GRACE_MINUTES, QueueUnavailableError, RedisJobQueue, timeout_seconds
@@ -210,3 +212,31 @@ def test_a_class_s_faces_travel_with_the_fine_tune_and_leave_redis_when_it_ends(
     assert not rq.job.Job.exists(waiting.job_id, connection=jobs.connection)
     FileGate(model_store.root.parent, "blocker").release()
     assert jobs.wait(blocker.job_id, TIMEOUT).status == "done"
+
+
+def test_a_session_on_another_replica_finds_its_job_by_the_page_s_address(cluster, tmp_path, model_store,
+                                                                          monkeypatch):
+    """The replica that held a session went away: the browser reconnects to another with the same address."""
+    server, _, _ = cluster
+    first = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    monkeypatch.setattr(fer_core.service.queue, "_JOBS", RedisJobQueue(server.url, store_root=model_store.root))
+    first.run()
+    first.switch_page("app_pages/3_Train.py").run()
+    first.file_uploader(key="train_upload").set_value(("faces.csv", b"emotion,pixels\n0,1 2 3\n", "text/csv"))
+    first.text_input(key="train_name").set_value("followed")
+    first.button(key="train_start").click().run()
+    assert not first.exception, [e.value for e in first.exception]
+    job_id = first.session_state["train_job_id"]
+    assert first.query_params["train_job_id"] == job_id
+    assert list((model_store.root / ".inbox").iterdir()), "the upload waits in the store's inbox for a worker"
+
+    monkeypatch.setattr(fer_core.service.queue, "_JOBS", RedisJobQueue(server.url, store_root=model_store.root))
+    second = AppTest.from_file(str(ROOT / "app_pages" / "3_Train.py"), default_timeout=60)
+    second.query_params["train_job_id"] = job_id
+    second.run()
+    assert not second.exception, [e.value for e in second.exception]
+    assert second.info[0].value.startswith("Your training of 'followed' (")
+    assert "no worker takes these jobs now" in second.info[0].value
+    second.button(key="train_leave").click().run()
+    assert "Training of 'followed' was cancelled; nothing was saved." in second.warning[0].value
+    assert not list((model_store.root / ".inbox").iterdir())  # the upload deleted with the job

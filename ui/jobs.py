@@ -10,6 +10,28 @@ from fer_core.service.jobs import WAITING, JobState
 from fer_core.service.queue import job_queue
 
 
+def remembered_job(key: str) -> str | None:
+    """This session's job: its id under ``key`` in the session state, or in the page's address (``?key=id``),
+    where :func:`remember_job` also put it. When a replica goes away, the browser reconnects to another
+    one with the same address, in a new session: the job is found again there."""
+    job_id = st.session_state.get(key) or st.query_params.get(key)
+    if job_id:
+        st.session_state[key] = job_id
+    return job_id
+
+
+def remember_job(key: str, job_id: str) -> None:
+    """Make ``job_id`` this session's job of ``key``, in its state and in the page's address."""
+    st.session_state[key] = job_id
+    st.query_params[key] = job_id
+
+
+def forget_job(key: str) -> None:
+    """This session no longer follows a job of ``key``."""
+    st.session_state.pop(key, None)
+    st.query_params.pop(key, None)
+
+
 @st.fragment(run_every=2.0)
 def waiting_turn(job: JobState, key: str, note: str = "") -> None:
     """A session's queued job while it waits: its place in its lane, and a button (``key``) to leave."""
