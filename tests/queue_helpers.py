@@ -59,7 +59,8 @@ class RedisServer:
 
 
 class Worker:
-    """``python -m fer_core worker`` in its own process group (so that killing it kills its work horse too)."""
+    """``python -m fer_core worker`` in a process group of its own; its work horse (RQ's child process that runs
+    a job) puts itself in another, which :meth:`kill` finds and kills too."""
 
     def __init__(self, url: str, store: Path, lanes: str = "train,finetune", log: Path | None = None) -> None:
         env = {**os.environ, "FER_LAB_REDIS_URL": url, "FER_LAB_MODELS": str(store),

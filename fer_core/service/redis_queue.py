@@ -387,6 +387,9 @@ def run_worker(url: str, lanes: list[str], *, threads: int, name: str | None = N
     check_lanes(lanes)
     connection = connect(url)
     cap_training_threads(threads)  # each work horse's TensorFlow reads it
+    handler = logging.StreamHandler()  # FER Lab's own warnings and errors, timed like RQ's lines
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+    logging.getLogger("fer_core").addHandler(handler)
     queues = [rq.Queue(lane, connection=connection) for lane in lanes]
     # RQ waits for a job at most worker_ttl - 15 s, and only looks for abandoned jobs between waits.
     worker = rq.Worker(queues, connection=connection, name=name, maintenance_interval=maintenance_seconds,
