@@ -73,6 +73,7 @@ def cap_trainings() -> bool:
     return cap_training_threads(training_threads())
 
 
-cap_trainings()
+with user_errors():  # a wrong FER_LAB_WORKER_THREADS is said on every page
+    cap_trainings()
 st.set_page_config(page_title="FER Lab", page_icon=str(Path(__file__).parent / "ui" / "favicon.png"), layout="wide")
 st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True), *PAGES.values()]).run()

@@ -15,7 +15,8 @@ tab shows analysed faces, and then measures for ``--seconds``:
     python scripts/load_test.py --streams 1 2 4 8 --seconds 30
 
 prints a table, and writes its rows as JSON with ``--json FILE``. With ``--training`` a training runs in the
-server all along (started on its Train page before the streams, on random faces, ds_cnn, 500 epochs),
+server all along (started on its Train page before the streams, on random faces, 500 epochs of
+``--training-arch``, ds_cnn unless told),
 as when a class trains on a server without workers; ``--server-env FER_LAB_WORKER_THREADS=N`` sets
 how many threads it may take:
 
@@ -178,8 +179,8 @@ def measure(pages: list, pid: int, seconds: float) -> LoadRow:
                    round(cores, 3), round(resident_mb(pid), 1), busy, refused, round(elapsed, 1))
 
 
-def start_training(context, url: str, data: Path) -> object:
-    """Start a training on the server's Train page (ds_cnn, 500 epochs, ``data`` uploaded) and wait until it
+def start_training(context, url: str, data: Path, arch: str) -> object:
+    """Start a training of ``arch`` on the server's Train page (500 epochs, ``data`` uploaded) and wait until it
     trains; the page, which then follows it."""
     page = context.new_page()
     page.set_default_timeout(60_000)
@@ -187,7 +188,7 @@ def start_training(context, url: str, data: Path) -> object:
     page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(str(data))
     page.get_by_text(data.name, exact=True).wait_for()
     page.get_by_role("combobox", name="Architecture").click()
-    page.get_by_role("option", name="ds_cnn: ", exact=False).first.click()
+    page.get_by_role("option", name=f"{arch}: ", exact=False).first.click()
     page.get_by_label("Epochs", exact=True).fill("500")
     page.get_by_label("Save as (model name)").fill("load_test_training")
     page.get_by_role("button", name="Start training").click()
@@ -200,7 +201,7 @@ def still_training(page) -> bool:
     return page.get_by_role("button", name="Cancel training").count() > 0
 
 
-def random_faces(path: Path, rows: int = 3000) -> Path:
+def random_faces(path: Path, rows: int = 1500) -> Path:
     """A FER2013-format CSV of random 48x48 faces with random labels: work for a training, nothing to learn."""
     rng = np.random.default_rng(0)
     lines = ["emotion,pixels,Usage"]
@@ -226,8 +227,8 @@ def run(url: str, pid: int, args: argparse.Namespace, camera: Path) -> list[Load
                       "--disable-backgrounding-occluded-windows"])
             try:
                 context = browser.new_context(viewport={"width": 1280, "height": 1000})
-                training = (start_training(context, url, random_faces(camera.with_name("faces.csv")))
-                            if args.training else None)
+                training = (start_training(context, url, random_faces(camera.with_name("faces.csv")),
+                                           args.training_arch) if args.training else None)
                 pages = start_streams(context, url, count, args.warmup)
                 row = measure(pages, pid, args.seconds)
                 if training is not None and not still_training(training):
@@ -273,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-pid", type=int, help="with --url: the server's process id, for its CPU and memory")
     parser.add_argument("--json", type=Path, help="write the rows here")
     parser.add_argument("--training", action="store_true", help="a training runs in the server while it streams")
+    parser.add_argument("--training-arch", default="ds_cnn", help="the architecture it trains")
     parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                         help="set this in the server's environment (repeatable)")
     args = parser.parse_args(argv)

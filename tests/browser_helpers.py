@@ -221,7 +221,8 @@ def check_live_stream(page: Page, url: str, process: subprocess.Popen, screensho
         camera = cv2.resize(CAMERA_FRAME, (width, height), interpolation=cv2.INTER_AREA)
         x, y, w, h = (round(v * scale) for v in FACE_IN_CAMERA)
         changed = np.abs(shown.astype(int) - camera.astype(int)).max(axis=2) > 80
-        near_face = changed[max(0, y - 60):y + h + 60, max(0, x - 60):x + w + 60].sum()
+        # The label above the box runs to the right as far as its text goes ("Surprise 100%" is the widest).
+        near_face = changed[max(0, y - 60):y + h + 60, max(0, x - 60):x + w + round(160 * scale)].sum()
         drawn = changed.sum() > 300 * scale ** 2
         if drawn and near_face >= 0.95 * changed.sum() or time.monotonic() > deadline:
             break
