@@ -12,7 +12,7 @@ from fer_core.faces.preprocess import Preprocessing
 from fer_core.registry.store import DEFAULT_NAME, ModelStore
 from fer_core.service.charts import confusion_matrix_figure, training_curves
 from fer_core.service.jobs import ACTIVE_STATES, JobState
-from fer_core.service.queue import job_queue
+from fer_core.service.queues import job_queue
 from fer_core.service.uploads import resolve_server_path, server_data_roots, spool_upload
 from fer_core.service.work import submit_training
 from fer_core.training.ensemble import starting_networks

@@ -16,7 +16,7 @@ from fer_core.inference.live import LiveAnalyser
 from fer_core.registry.store import ModelStore
 from fer_core.service.charts import confusion_matrix_figure
 from fer_core.service.jobs import JobState
-from fer_core.service.queue import job_queue
+from fer_core.service.queues import job_queue
 from fer_core.service.work import finetune_problem, submit_finetune
 from ui.display import existing_model, name_problem, user_errors
 from ui.jobs import forget_job, remember_job, remembered_job, show_job

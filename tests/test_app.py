@@ -41,7 +41,7 @@ from fer_core.inference.streams import StreamBoard
 from fer_core.registry.cards import PriorCorrection, Scores, Training, make_card
 from fer_core.registry.store import ModelStore
 from fer_core.service.charts import confusion_matrix_figure
-from fer_core.service.queue import job_queue
+from fer_core.service.queues import job_queue
 from fer_core.training.networks import build_ensemble, build_model, copy_in_precision
 from ui.display import EXPLANATION_LABELS
 from ui.sidebar import model_version

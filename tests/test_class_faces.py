@@ -29,7 +29,8 @@ from fer_core.faces.samples import astronaut
 from fer_core.inference.live import LiveAnalyser
 from fer_core.inference.predict import EmotionAnalyser
 from fer_core.registry.store import ModelStore
-from fer_core.service.queue import EmbeddedJobQueue, job_queue
+from fer_core.service.queue import EmbeddedJobQueue
+from fer_core.service.queues import job_queue
 from fer_core.service.work import finetune_problem, submit_finetune
 
 ROOT = Path(__file__).resolve().parent.parent

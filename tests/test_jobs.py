@@ -19,7 +19,7 @@ import pytest
 from queue_helpers import TIMEOUT, FileGate, RedisServer, Worker, until
 from streamlit.testing.v1 import AppTest
 
-import fer_core.service.queue
+import fer_core.service.queues
 from fer_core.base.errors import SettingError
 from fer_core.registry.cards import ModelCard
 from fer_core.registry.store import SHIPPED_MANIFEST, ModelStore
@@ -340,7 +340,7 @@ def test_train_page_queues_a_second_training_and_lets_it_leave_the_queue(tmp_pat
         stored(ModelStore(root), name, keras_hash=name)
     (root / SHIPPED_MANIFEST).write_text('{"shipped_model": "shipped_model"}')
     jobs = EmbeddedJobQueue()
-    monkeypatch.setattr(fer_core.service.queue, "_JOBS", jobs)
+    monkeypatch.setattr(fer_core.service.queues, "_JOBS", jobs)
     blocker = FileGate(tmp_path, "blocker")
     running = jobs.submit(job_request("blocker", blocker, owner="Ada", minutes=30))
     spooled_before = set(Path(tempfile.gettempdir()).glob("fer_lab_upload_*"))
@@ -387,10 +387,10 @@ def test_train_page_queues_a_second_training_and_lets_it_leave_the_queue(tmp_pat
 def test_the_app_queues_on_redis_when_told_and_in_its_own_process_otherwise(tmp_path, monkeypatch):
     monkeypatch.setenv("FER_LAB_MODELS", str(tmp_path / "models"))
     monkeypatch.delenv("FER_LAB_REDIS_URL", raising=False)
-    monkeypatch.setattr(fer_core.service.queue, "_JOBS", None)
-    assert isinstance(fer_core.service.queue.job_queue(), EmbeddedJobQueue)
+    monkeypatch.setattr(fer_core.service.queues, "_JOBS", None)
+    assert isinstance(fer_core.service.queues.job_queue(), EmbeddedJobQueue)
     monkeypatch.setenv("FER_LAB_REDIS_URL", f"unix://{tmp_path / 'redis.sock'}")
-    monkeypatch.setattr(fer_core.service.queue, "_JOBS", None)
-    jobs = fer_core.service.queue.job_queue()
+    monkeypatch.setattr(fer_core.service.queues, "_JOBS", None)
+    jobs = fer_core.service.queues.job_queue()
     assert isinstance(jobs, RedisJobQueue) and jobs.inbox == tmp_path / "models" / ".inbox"
-    monkeypatch.setattr(fer_core.service.queue, "_JOBS", None)
+    monkeypatch.setattr(fer_core.service.queues, "_JOBS", None)

@@ -28,7 +28,7 @@ from streamlit.testing.v1 import AppTest
 
 from fer_core.faces.images import encode_png
 from fer_core.faces.samples import astronaut, sample_frame
-from fer_core.service.queue import job_queue
+from fer_core.service.queues import job_queue
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 LIVE, UPLOAD, TRAIN = (f"app_pages/{name}.py" for name in ("1_Live_webcam", "2_Upload", "3_Train"))

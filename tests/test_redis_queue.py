@@ -18,7 +18,7 @@ from queue_helpers import ROOT, TIMEOUT, FileGate, RedisServer, Worker, until
 from streamlit.testing.v1 import AppTest
 from test_class_faces import recorded_faces
 
-import fer_core.service.queue
+import fer_core.service.queues
 from fer_core.datasets.collection import FaceCollection
 from fer_core.service.jobs import JobRequest
 from fer_core.service.redis_queue import TIMEOUT_GRACE_MINUTES, QueueUnavailableError, RedisJobQueue, timeout_seconds
@@ -219,7 +219,7 @@ def test_a_session_on_another_replica_finds_its_job_by_the_page_s_address(cluste
     """The replica that held a session went away: the browser reconnects to another with the same address."""
     server, _, _ = cluster
     first = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    monkeypatch.setattr(fer_core.service.queue, "_JOBS", RedisJobQueue(server.url, store_root=model_store.root))
+    monkeypatch.setattr(fer_core.service.queues, "_JOBS", RedisJobQueue(server.url, store_root=model_store.root))
     first.run()
     first.switch_page("app_pages/3_Train.py").run()
     first.file_uploader(key="train_upload").set_value(("faces.csv", b"emotion,pixels\n0,1 2 3\n", "text/csv"))
@@ -230,7 +230,7 @@ def test_a_session_on_another_replica_finds_its_job_by_the_page_s_address(cluste
     assert first.query_params["train_job_id"] == job_id
     assert list((model_store.root / ".inbox").iterdir()), "the upload waits in the store's inbox for a worker"
 
-    monkeypatch.setattr(fer_core.service.queue, "_JOBS", RedisJobQueue(server.url, store_root=model_store.root))
+    monkeypatch.setattr(fer_core.service.queues, "_JOBS", RedisJobQueue(server.url, store_root=model_store.root))
     second = AppTest.from_file(str(ROOT / "app_pages" / "3_Train.py"), default_timeout=60)
     second.query_params["train_job_id"] = job_id
     second.run()

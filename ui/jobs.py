@@ -7,7 +7,7 @@ from collections.abc import Callable
 import streamlit as st
 
 from fer_core.service.jobs import WAITING, JobState
-from fer_core.service.queue import job_queue
+from fer_core.service.queues import job_queue
 
 
 def remembered_job(key: str) -> str | None:

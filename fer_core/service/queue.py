@@ -11,7 +11,8 @@ A waiting job that is cancelled leaves the queue, and the jobs behind it move up
 the next one of its lane starts. While a job waits or runs, the models it saves and reads cannot be
 deleted (:meth:`JobQueue.delete_model`) nor saved over by another job.
 
-:class:`JobQueue` is the interface the pages use; it has two backends, chosen by :func:`job_queue`:
+:class:`JobQueue` is the interface the pages use; it has two backends, chosen by
+:func:`fer_core.service.queues.job_queue`:
 
 - :class:`EmbeddedJobQueue`, the default: the lanes live in the app's process and jobs run as its
   threads (slots from ``$FER_LAB_LANES``, e.g. ``train=1,finetune=2``); nothing to install;
@@ -26,7 +27,6 @@ import contextlib
 import datetime as _dt
 import heapq
 import logging
-import os
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -45,7 +45,6 @@ from fer_core.service.jobs import (
     JobRequest,
     JobState,
     QueuePlace,
-    lane_slots,
     local_now,
     whole_minutes,
 )
@@ -335,24 +334,3 @@ def _all_known(values: list[float | None]) -> list[float] | None:
 def _folded(names: set[str] | frozenset[str]) -> set[str]:
     """Model names as the store's file system may compare them: without case."""
     return {name.casefold() for name in names}
-
-
-_JOBS: JobQueue | None = None
-_JOBS_LOCK = threading.Lock()
-
-
-def job_queue() -> JobQueue:
-    """The job queue shared by every session of this server process: on Redis with ``$FER_LAB_REDIS_URL``
-    (shared with every replica and worker on it), else in this process (its lanes' slots from
-    ``$FER_LAB_LANES``)."""
-    global _JOBS
-    with _JOBS_LOCK:
-        if _JOBS is None:
-            url = os.environ.get("FER_LAB_REDIS_URL", "").strip()
-            if url:
-                from fer_core.service.redis_queue import RedisJobQueue  # redis and RQ load only when configured
-
-                _JOBS = RedisJobQueue(url)
-            else:
-                _JOBS = EmbeddedJobQueue(lane_slots(os.environ.get("FER_LAB_LANES")))
-        return _JOBS

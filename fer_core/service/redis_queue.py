@@ -178,12 +178,12 @@ class RedisJobQueue(JobQueue):
                 job.seq = int(self.connection.incr(_SEQ))
                 state = job.state()
                 with self.connection.pipeline() as pipeline:  # one transaction: no replica sees half a job
-                    pipeline.set(_state_key(job.job_id), json.dumps(state.to_record()))
-                    pipeline.zadd(_ACTIVE, {job.job_id: job.seq})
-                    self._queues[request.lane].enqueue_call(
+                    self._queues[request.lane].enqueue_call(  # RQ opens the transaction (MULTI): it comes first
                         run_queued_job, (request.work, [str(path) for path in request.inputs]), job_id=job.job_id,
                         description=request.description, timeout=timeout_seconds(request.minutes),
                         retry=rq.Retry(max=1), result_ttl=0, failure_ttl=FAILED_RECORD_SECONDS, pipeline=pipeline)
+                    pipeline.set(_state_key(job.job_id), json.dumps(state.to_record()))
+                    pipeline.zadd(_ACTIVE, {job.job_id: job.seq})
                     pipeline.execute()
             return state
         except Exception:
