@@ -19,7 +19,7 @@ from fer_core.training.ensemble import starting_networks
 from fer_core.training.networks import ARCHITECTURES, describe
 from fer_core.training.recipe import CLASS_WEIGHTS, TrainConfig
 from ui.display import existing_model, key_figures, name_problem, user_errors
-from ui.jobs import remember_job, remembered_job, show_job
+from ui.jobs import job_now, remember_job, remembered_job, show_job
 from ui.sidebar import sidebar
 
 STATUS_TEXT = {"loading": "Loading and checking the data", "training": "Training", "saving": "Evaluating and saving"}
@@ -32,13 +32,13 @@ STOP_REASONS = {"completed": "all epochs ran", "early_stopping": "validation acc
 sidebar()
 st.title("Train a network")
 jobs = job_queue()
-my_job = jobs.get(remembered_job("train_job_id"))
+my_job = job_now(remembered_job("train_job_id"))
 
 
 @st.fragment(run_every=1.0)
 def follow(job: JobState) -> None:
     """Progress, ETA, live curves and stop buttons of this session's running job, refreshed every second."""
-    job = jobs.get(job.job_id) or job  # the fragment's rerun reads the job anew
+    job = job_now(job.job_id) or job  # the fragment's rerun reads the job anew
     status = job.status
     if status not in ACTIVE_STATES:
         st.rerun()
@@ -60,18 +60,22 @@ def follow(job: JobState) -> None:
     if finish.button("Stop and save", key="train_finish", disabled=job.finish_requested,
                      help="End the run now and save its best weights so far (or their mean so far, "
                           "with weight averaging)."):
-        jobs.finish(job.job_id)
-        st.toast("Stopping after the current batch; the model is then evaluated and saved...")
+        with user_errors():
+            jobs.finish(job.job_id)
+            st.toast("Stopping after the current batch; the model is then evaluated and saved...")
     if cancel.button("Cancel training", key="train_cancel", help="End the run now and save nothing."):
-        jobs.cancel(job.job_id)
-        st.toast("Cancelling after the current batch...")
+        with user_errors():
+            jobs.cancel(job.job_id)
+            st.toast("Cancelling after the current batch...")
 
 
 @st.fragment(run_every=2.0)
 def queue_overview() -> None:
     """Every lane's running and waiting jobs, refreshed every two seconds."""
     st.subheader("Queue")
-    rows = jobs.overview()
+    rows: list[dict[str, str]] = []
+    with user_errors():
+        rows = jobs.overview()
     if rows:
         st.dataframe(rows, hide_index=True)
     st.caption("Each lane runs its jobs in the order they were submitted: FER2013-size trainings in one, short "
@@ -102,8 +106,9 @@ def show_outcome(job: JobState) -> None:
 def training_form() -> None:
     """A new training's data, architecture and recipe; starts the job and remembers it for this session."""
     st.subheader("New training")
-    if jobs.queue("train"):
-        st.caption("A training is running: a new one waits its turn in the queue below.")
+    with user_errors():
+        if jobs.queue("train"):
+            st.caption("A training is running: a new one waits its turn in the queue below.")
     roots = server_data_roots()
     sources = ["Upload a file", "Path on the server"] if roots else ["Upload a file"]
     source = st.radio("Training data", sources, horizontal=True, key="train_source")

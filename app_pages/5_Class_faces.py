@@ -19,7 +19,7 @@ from fer_core.service.jobs import JobState
 from fer_core.service.queues import job_queue
 from fer_core.service.work import finetune_problem, submit_finetune
 from ui.display import existing_model, name_problem, user_errors
-from ui.jobs import forget_job, remember_job, remembered_job, show_job
+from ui.jobs import forget_job, job_now, remember_job, remembered_job, show_job
 from ui.sidebar import analyser_or_stop, load_analyser, require_model, sidebar
 from ui.webrtc import live_analyser, live_stream, stream_help, stream_notices
 
@@ -166,13 +166,14 @@ def gallery() -> None:
 @st.fragment(run_every=1.0)
 def follow(job: JobState) -> None:
     """How far this session's fine-tuning has come, refreshed every second, and a button to cancel it."""
-    job = jobs.get(job.job_id) or job  # the fragment's rerun reads the job anew
+    job = job_now(job.job_id) or job  # the fragment's rerun reads the job anew
     if not job.active:
         st.rerun()
     start = ", ".join(sorted(job.uses))
     st.progress(job.fraction or 0.0, text=f"Fine-tuning {start} as '{job.model_name}': {job.message}")
     if st.button("Cancel", key="class_cancel", help="Stop now and save nothing."):
-        jobs.cancel(job.job_id)
+        with user_errors():
+            jobs.cancel(job.job_id)
         st.toast("Cancelling after the current step...")
 
 
@@ -251,7 +252,7 @@ def finetune_form() -> None:
 def finetune_section() -> None:
     """This session's fine-tuning: waiting, running, or its outcome and a form for the next one."""
     st.subheader("3. Fine-tune a model on them")
-    show_job(jobs.get(remembered_job("class_job_id")), "class_leave", follow=follow, outcome=show_outcome,
+    show_job(job_now(remembered_job("class_job_id")), "class_leave", follow=follow, outcome=show_outcome,
              form=finetune_form)
 
 

@@ -94,8 +94,8 @@ def test_two_replicas_share_one_queue_and_steer_each_others_jobs(cluster, tmp_pa
         assert jobs.place(mine.job_id).position == 1
         assert jobs.finish(first)
         assert jobs.wait(first, TIMEOUT).status == "done"  # the gate saves when asked to finish
-        assert not FileGate(tmp_path, "second").started()
         until(FileGate(tmp_path, "third").started)
+        assert not FileGate(tmp_path, "second").started()  # the worker went from the first to the third
         FileGate(tmp_path, "third").release()
         assert jobs.wait(mine.job_id, TIMEOUT).status == "done"
     finally:
@@ -240,3 +240,13 @@ def test_a_session_on_another_replica_finds_its_job_by_the_page_s_address(cluste
     second.button(key="train_leave").click().run()
     assert "Training of 'followed' was cancelled; nothing was saved." in second.warning[0].value
     assert not list((model_store.root / ".inbox").iterdir())  # the upload deleted with the job
+
+
+def test_the_train_page_says_so_when_the_queue_cannot_be_reached(tmp_path, model_store, monkeypatch):
+    monkeypatch.setattr(fer_core.service.queues, "_JOBS",
+                        RedisJobQueue(f"unix://{tmp_path / 'nothing.sock'}", store_root=model_store.root))
+    at = AppTest.from_file(str(ROOT / "app_pages" / "3_Train.py"), default_timeout=60)
+    at.query_params["train_job_id"] = "a1b2c3d4e5f6"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("cannot be reached" in error.value for error in at.error), [error.value for error in at.error]

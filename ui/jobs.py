@@ -8,6 +8,15 @@ import streamlit as st
 
 from fer_core.service.jobs import WAITING, JobState
 from fer_core.service.queues import job_queue
+from ui.display import user_errors
+
+
+def job_now(job_id: str | None) -> JobState | None:
+    """The job ``job_id`` as the queue says now; None, with the queue's error shown, when it cannot say
+    (Redis away)."""
+    with user_errors():
+        return job_queue().get(job_id)
+    return None
 
 
 def remembered_job(key: str) -> str | None:
@@ -36,13 +45,14 @@ def forget_job(key: str) -> None:
 def waiting_turn(job: JobState, key: str, note: str = "") -> None:
     """A session's queued job while it waits: its place in its lane, and a button (``key``) to leave."""
     jobs = job_queue()
-    place = jobs.place(job.job_id)
-    if place is None:  # it has started, or left the queue
-        st.rerun()
-    st.info(f"Your {job.description} is {place.describe()}.{' ' + note if note else ''}")
-    if st.button("Leave the queue", key=key, help="Take it out of the queue; nothing runs."):
-        jobs.cancel(job.job_id)
-        st.rerun()
+    with user_errors():
+        place = jobs.place(job.job_id)
+        if place is None:  # it has started, or left the queue
+            st.rerun()
+        st.info(f"Your {job.description} is {place.describe()}.{' ' + note if note else ''}")
+        if st.button("Leave the queue", key=key, help="Take it out of the queue; nothing runs."):
+            jobs.cancel(job.job_id)
+            st.rerun()
 
 
 def show_job(job: JobState | None, leave_key: str, follow: Callable[[JobState], None],

@@ -287,7 +287,8 @@ class Job:
         """A training's progress listener: keep the latest report and the epoch history."""
         self.progress = progress
         if progress.epoch_end:
-            with self._lock:
+            with self._lock:  # a resumed run may report again an epoch its checkpoint missed
+                self.history[:] = [epoch for epoch in self.history if epoch["epoch"] < progress.epoch]
                 self.history.append({"epoch": progress.epoch, "loss": progress.loss,
                                      "accuracy": progress.accuracy, "val_loss": progress.val_loss,
                                      "val_accuracy": progress.val_accuracy})

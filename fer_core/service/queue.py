@@ -257,7 +257,8 @@ class EmbeddedJobQueue(JobQueue):
         jobs = [job for job in self._jobs.values() if job.lane == lane and job.active]
         free = self._slots[lane] - sum(job.running for job in jobs)
         for job in [job for job in jobs if not job.running][:max(0, free)]:
-            job.status, job.started_at = ACTIVE_STATES[0], local_now()
+            job.started_at = local_now()  # first: a page reading meanwhile sees it waiting, not neither
+            job.status = ACTIVE_STATES[0]
             threading.Thread(target=self._run, args=(job,), name=f"fer-lab-{lane}-{job.job_id}", daemon=True).start()
 
     def _run(self, job: Job) -> None:

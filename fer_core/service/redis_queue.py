@@ -30,17 +30,20 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import redis
 import rq
 from rq.job import JobStatus
 from rq.registry import StartedJobRegistry
+from rq.worker_registration import clean_worker_registry
 
 from fer_core.base.errors import FerError, SettingError
 from fer_core.registry.store import ModelStore, models_dir
@@ -61,7 +64,7 @@ from fer_core.service.queue import (
     refuse_deleting_in_use,
     run_work,
 )
-from fer_core.service.threads import cap_training_threads
+from fer_core.service.threads import cap_training_threads, training_threads
 
 logger = logging.getLogger(__name__)
 
@@ -124,17 +127,46 @@ def read_state(connection: redis.Redis, job_id: str) -> JobState | None:
         return None
 
 
-def write_state(connection: redis.Redis, state: JobState) -> None:
-    """Store the job's state; once it has ended, take it off the active jobs and keep it a day."""
+def _queue_write(pipeline: redis.client.Pipeline, state: JobState) -> None:
+    """Queue the commands that store the job's state on ``pipeline``: an active job among the active ones,
+    an ended one off them, kept a day."""
     text = json.dumps(state.to_record())
+    if state.active:
+        pipeline.set(_state_key(state.job_id), text)
+        pipeline.zadd(_ACTIVE, {state.job_id: state.seq})
+    else:
+        pipeline.set(_state_key(state.job_id), text, ex=KEEP_SECONDS)
+        pipeline.zrem(_ACTIVE, state.job_id)
+        pipeline.delete(_control_key(state.job_id))
+
+
+def write_state(connection: redis.Redis, state: JobState) -> None:
+    """Store the job's state, whatever Redis holds of it now (see :func:`update_state`)."""
     with connection.pipeline() as pipeline:
-        if state.active:
-            pipeline.set(_state_key(state.job_id), text)
-        else:
-            pipeline.set(_state_key(state.job_id), text, ex=KEEP_SECONDS)
-            pipeline.zrem(_ACTIVE, state.job_id)
-            pipeline.delete(_control_key(state.job_id))
+        _queue_write(pipeline, state)
         pipeline.execute()
+
+
+def update_state(connection: redis.Redis, job_id: str,
+                 change: Callable[[JobState | None], JobState | None]) -> JobState | None:
+    """Store ``change(state now)`` unless it is None, in one step no other writer comes between (WATCH): a
+    replica and a worker each change a job only from the state they saw. Returns what Redis then holds."""
+    with connection.pipeline() as pipeline:
+        while True:
+            try:
+                pipeline.watch(_state_key(job_id))
+                text = pipeline.get(_state_key(job_id))
+                now = None if text is None else JobState.from_record(json.loads(text))
+                new = change(now)
+                if new is None:
+                    pipeline.unwatch()
+                    return now
+                pipeline.multi()
+                _queue_write(pipeline, new)
+                pipeline.execute()
+                return new
+            except redis.exceptions.WatchError:  # changed meanwhile: look again
+                continue
 
 
 class RedisJobQueue(JobQueue):
@@ -147,7 +179,8 @@ class RedisJobQueue(JobQueue):
         self.url = url
         self.lanes = lanes
         self.connection = connect(url)
-        self.inbox = (store_root or models_dir()) / INBOX_FOLDER
+        self.store_root = store_root or models_dir()
+        self.inbox = self.store_root / INBOX_FOLDER
         with contextlib.suppress(OSError):  # a store that cannot be written says so when a job is queued
             self.inbox.mkdir(parents=True, exist_ok=True)
         self._queues = {lane: rq.Queue(lane, connection=self.connection) for lane in lanes}
@@ -162,14 +195,22 @@ class RedisJobQueue(JobQueue):
             raise QueueUnavailableError(
                 f"the job queue (Redis at {self.url}) cannot be reached ({error}): jobs cannot be queued or "
                 "followed now; running trainings go on and save their models. Try again in a moment.") from error
+        except redis.exceptions.LockError as error:
+            raise QueueUnavailableError("the job queue is busy (another replica holds it): try again in a moment") \
+                from error
+        except redis.exceptions.RedisError as error:  # out of memory, read-only, ...: Redis says why
+            raise QueueUnavailableError(f"the job queue (Redis at {self.url}) refused: {error}") from error
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         """Hold the queue's lock in Redis: no other replica queues a job or deletes a model meanwhile."""
-        with self._reachable(), self.connection.lock(_LOCK, timeout=30, blocking_timeout=30):
+        # A release that fails (the lock expired, Redis away) must not undo what was done under it.
+        with self._reachable(), self.connection.lock(_LOCK, timeout=30, blocking_timeout=30,
+                                                     raise_on_release_error=False):
             yield
 
     def submit(self, request: JobRequest) -> JobState:
+        queued = False
         try:
             self._check_lane(request)
             job = Job(replace(request, owner=request.owner.strip() or "someone"))
@@ -178,16 +219,18 @@ class RedisJobQueue(JobQueue):
                 job.seq = int(self.connection.incr(_SEQ))
                 state = job.state()
                 with self.connection.pipeline() as pipeline:  # one transaction: no replica sees half a job
-                    self._queues[request.lane].enqueue_call(  # RQ opens the transaction (MULTI): it comes first
+                    self._queues[request.lane].enqueue_call(  # RQ sets the pipeline up: its commands come first
                         run_queued_job, (request.work, [str(path) for path in request.inputs]), job_id=job.job_id,
                         description=request.description, timeout=timeout_seconds(request.minutes),
-                        retry=rq.Retry(max=1), result_ttl=0, failure_ttl=FAILED_RECORD_SECONDS, pipeline=pipeline)
-                    pipeline.set(_state_key(job.job_id), json.dumps(state.to_record()))
-                    pipeline.zadd(_ACTIVE, {job.job_id: job.seq})
+                        retry=rq.Retry(max=1, enqueue_at_front=True),  # a resumed job keeps its place
+                        result_ttl=0, failure_ttl=FAILED_RECORD_SECONDS, pipeline=pipeline)
+                    _queue_write(pipeline, state)
                     pipeline.execute()
+                    queued = True
             return state
         except Exception:
-            delete_inputs(request.inputs)
+            if not queued:
+                delete_inputs(request.inputs)
             raise
 
     def get(self, job_id: str | None) -> JobState | None:
@@ -220,6 +263,7 @@ class RedisJobQueue(JobQueue):
             if queue.acquire_maintenance_lock():  # the lock workers take for the same cleaning
                 try:
                     StartedJobRegistry(queue=queue).cleanup()
+                    clean_worker_registry(queue)  # workers that stopped no longer count as the lane's slots
                 finally:
                     queue.release_maintenance_lock()
 
@@ -237,14 +281,18 @@ class RedisJobQueue(JobQueue):
                                 message="its worker stopped: it resumes from its last checkpoint")
             elif status is None or status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED,
                                               JobStatus.FINISHED):
-                fresh = read_state(self.connection, state.job_id)  # its worker may have ended it meanwhile
-                if fresh is not None and not fresh.active:
-                    state = fresh
-                else:
-                    state = replace(state, status="failed", error=abandoned_error(state, status))
-                    write_state(self.connection, state)
+                error = abandoned_error(state, status)
+                state = update_state(self.connection, state.job_id, partial(_failed, error=error)) or state
+                if state.status == "failed" and state.error == error:  # this replica ended it: it cleans up
+                    self._clean_up(state.job_id, record)
             result.append(replace(state, finish_requested=control == b"finish"))
         return result
+
+    def _clean_up(self, job_id: str, record: rq.job.Job | None) -> None:
+        """Delete what an ended job that no worker finished left: its uploaded inputs and its checkpoint."""
+        with contextlib.suppress(Exception):  # a record whose work cannot be read names no inputs
+            delete_inputs(Path(path) for path in (record.args[1] if record is not None else []))
+        shutil.rmtree(self.store_root / CHECKPOINT_FOLDER / job_id, ignore_errors=True)
 
     def slots(self, lane: str) -> int:
         with self._reachable():
@@ -258,12 +306,15 @@ class RedisJobQueue(JobQueue):
             record = rq.job.Job.fetch_many([job_id], connection=self.connection)[0]
             if state.running or record is None or record.get_status() not in (JobStatus.QUEUED, JobStatus.DEFERRED,
                                                                                 JobStatus.SCHEDULED):
+                self.connection.set(_control_key(job_id), "cancel", ex=KEEP_SECONDS)  # over a finish
+                return True
+            ended = update_state(self.connection, job_id, lambda now: (
+                replace(now, status="cancelled") if now is not None and now.status == WAITING else None))
+            if ended is None or ended.status != "cancelled":  # a worker took it meanwhile: it stops it
                 self.connection.set(_control_key(job_id), "cancel", ex=KEEP_SECONDS)
                 return True
-            inputs = [Path(path) for path in record.args[1]]
             record.delete()  # out of its queue, and its work (a class's faces) out of Redis
-            write_state(self.connection, replace(state, status="cancelled"))
-        delete_inputs(inputs)
+        self._clean_up(job_id, record)
         return True
 
     def finish(self, job_id: str) -> bool:
@@ -271,13 +322,18 @@ class RedisJobQueue(JobQueue):
         if state is None or not state.running:
             return False
         with self._reachable():
-            self.connection.set(_control_key(job_id), "finish", ex=KEEP_SECONDS)
+            self.connection.set(_control_key(job_id), "finish", ex=KEEP_SECONDS, nx=True)  # never over a cancel
         return True
 
     def delete_model(self, name: str, store: ModelStore | None = None) -> None:
         with self._locked():
             refuse_deleting_in_use(name, self._states())
             (store or ModelStore()).delete(name)
+
+
+def _failed(now: JobState | None, error: str) -> JobState | None:
+    """The job failed with ``error``, if it is still active (else nothing to store)."""
+    return None if now is None or not now.active else replace(now, status="failed", error=error)
 
 
 def abandoned_error(state: JobState, status: JobStatus | None) -> str:
@@ -293,6 +349,8 @@ def run_queued_job(work: JobWork, inputs: list[str]) -> str:
     :data:`REPORT_SECONDS` and stopping when asked; returns how it ended."""
     current = rq.get_current_job()
     assert current is not None  # RQ runs this function only as a job
+    if "TF_NUM_INTRAOP_THREADS" not in os.environ:  # started by `rq worker`, not by run_worker
+        cap_training_threads(training_threads())
     connection: redis.Redis = current.connection
     state = read_state(connection, current.id)
     if state is None or not state.active:  # cancelled while it was being dequeued, or forgotten
@@ -304,6 +362,9 @@ def run_queued_job(work: JobWork, inputs: list[str]) -> str:
     job = Job(request, job_id=state.job_id, seq=state.seq, submitted_at=state.submitted_at, started_at=local_now(),
               status=ACTIVE_STATES[0], attempts=state.attempts + 1, history=list(state.history),
               checkpoint_dir=models_dir() / CHECKPOINT_FOLDER / state.job_id)
+    claimed = update_state(connection, job.job_id, lambda now: _if_ours(now, job, state.attempts))
+    if claimed is None or claimed.attempts != job.attempts:  # cancelled (or taken) between the read and now
+        return "cancelled" if claimed is None else claimed.status
     reporter = _Reporter(connection, job)
     reporter.start()
     try:
@@ -311,15 +372,23 @@ def run_queued_job(work: JobWork, inputs: list[str]) -> str:
     finally:
         reporter.stop()
     job.end(status)
-    _write_outcome(connection, job.state())
+    if not _write_outcome(connection, job):  # another worker runs it now: what it has is that worker's
+        return status
     delete_inputs(request.inputs)
     if job.checkpoint_dir is not None:
         shutil.rmtree(job.checkpoint_dir, ignore_errors=True)
     return status
 
 
+def _if_ours(now: JobState | None, job: Job, attempts: int) -> JobState | None:
+    """The job's state to store if Redis still gives it to this run (active, and started ``attempts`` times
+    before it); else None, store nothing."""
+    return job.state() if now is not None and now.active and now.attempts == attempts else None
+
+
 class _Reporter(threading.Thread):
-    """Writes the running job's state to Redis and turns a replica's cancel or finish into the job's events."""
+    """Writes the running job's state to Redis and turns a replica's cancel or finish into the job's events;
+    stops the work if the job is no longer this run's (ended by a replica, or taken by another worker)."""
 
     def __init__(self, connection: redis.Redis, job: Job) -> None:
         super().__init__(name=f"fer-lab-report-{job.job_id}", daemon=True)
@@ -328,6 +397,7 @@ class _Reporter(threading.Thread):
         self._failing = False
 
     def run(self) -> None:
+        """Report every :data:`REPORT_SECONDS` until :meth:`stop`; Redis's failures are logged once and ridden out."""
         while True:
             try:
                 control = self.connection.get(_control_key(self.job.job_id))
@@ -335,7 +405,11 @@ class _Reporter(threading.Thread):
                     self.job.cancel_event.set()
                 elif control == b"finish":
                     self.job.finish_event.set()
-                write_state(self.connection, self.job.state())
+                stored = update_state(self.connection, self.job.job_id,
+                                      lambda now: _if_ours(now, self.job, self.job.attempts))
+                if stored is None or stored.attempts != self.job.attempts or not stored.active:
+                    logger.warning("job %s is no longer this worker's: it stops", self.job.job_id)
+                    self.job.cancel_event.set()
                 self._failing = False
             except redis.exceptions.RedisError as error:  # Redis away: train on, report when it is back
                 if not self._failing:
@@ -345,23 +419,25 @@ class _Reporter(threading.Thread):
                 return
 
     def stop(self) -> None:
+        """End the reports (after the one under way) and wait for the thread."""
         self._stopped.set()
         self.join()
 
 
-def _write_outcome(connection: redis.Redis, state: JobState) -> None:
-    """Write how the job ended, retrying while Redis is away (its model, if any, is saved already)."""
-    deadline = local_now().timestamp() + OUTCOME_RETRY_SECONDS
-    stop = threading.Event()
+def _write_outcome(connection: redis.Redis, job: Job) -> bool:
+    """Write how the job ended, retrying while Redis is away for up to :data:`OUTCOME_RETRY_SECONDS` (its model,
+    if any, is saved already); False when the job is no longer this run's."""
+    deadline = time.monotonic() + OUTCOME_RETRY_SECONDS
     while True:
         try:
-            write_state(connection, state)
-            return
+            stored = update_state(connection, job.job_id, lambda now: (
+                job.state() if now is not None and now.attempts == job.attempts else None))
+            return stored is not None and stored.attempts == job.attempts and not stored.active
         except redis.exceptions.RedisError as error:
-            if local_now().timestamp() > deadline:
-                logger.error("job %s ended %s, but Redis could not be told (%s)", state.job_id, state.status, error)
-                return
-            stop.wait(2.0)
+            if time.monotonic() > deadline:
+                logger.error("job %s ended %s, but Redis could not be told (%s)", job.job_id, job.status, error)
+                return True
+            time.sleep(2.0)
 
 
 def check_lanes(lanes: list[str]) -> None:
