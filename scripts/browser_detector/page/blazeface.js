@@ -68,8 +68,24 @@ export function weightedNms(candidates, threshold = NMS_THRESHOLD) {
   return kept;
 }
 
-/** The detector: ``await createDetector({model: 'short'})``, then ``await detector.detect(canvas)``. */
-export async function createDetector({model = 'short', minScore, wasmDir = '/vendor/@litertjs/core/wasm/'} = {}) {
+/** The parts of a frame the model is run on: the whole frame, or with ``squares`` (for the
+ * short-range model, whose smallest face is about a fifth of the input's side) as many overlapping
+ * squares of the frame's shorter side as cover it (two for 640x480), so faces are a third larger
+ * in the model's input than in a letterboxed whole frame. */
+export function regions(width, height, squares) {
+  const side = Math.min(width, height), long = Math.max(width, height);
+  if (!squares || long / side < 1.05) return [[0, 0, width, height]];
+  const count = Math.ceil(long / side);
+  return Array.from({length: count}, (_, i) => {
+    const offset = Math.round((i * (long - side)) / (count - 1));
+    return width >= height ? [offset, 0, side, side] : [0, offset, side, side];
+  });
+}
+
+/** The detector: ``await createDetector({model: 'short'})``, then ``await detector.detect(canvas)``
+ * for faces as {box: [x, y, width, height] in the frame's pixels, score, keypoints}. */
+export async function createDetector({model = 'short', minScore, squares = false,
+  wasmDir = '/vendor/@litertjs/core/wasm/'} = {}) {
   const spec = MODELS[model];
   const size = spec.inputSize;
   const threshold = minScore ?? spec.minScore;
@@ -80,15 +96,15 @@ export async function createDetector({model = 'short', minScore, wasmDir = '/ven
   const context = canvas.getContext('2d', {willReadFrequently: true});
   const input = new Float32Array(size * size * 3);
 
-  async function detect(source) {
-    const width = source.width, height = source.height;
-    const scale = size / Math.max(width, height);
-    const drawnW = Math.round(width * scale), drawnH = Math.round(height * scale);
+  /** The candidates (score >= threshold) in the region (rx, ry, rw, rh) of ``source``, in its pixels. */
+  async function candidatesIn(source, rx, ry, rw, rh) {
+    const scale = size / Math.max(rw, rh);
+    const drawnW = Math.round(rw * scale), drawnH = Math.round(rh * scale);
     const padX = Math.floor((size - drawnW) / 2), padY = Math.floor((size - drawnH) / 2);
     context.fillStyle = '#000';
     context.fillRect(0, 0, size, size);
     context.imageSmoothingQuality = 'high';
-    context.drawImage(source, padX, padY, drawnW, drawnH);
+    context.drawImage(source, rx, ry, rw, rh, padX, padY, drawnW, drawnH);
     const pixels = context.getImageData(0, 0, size, size).data;
     for (let i = 0, j = 0; i < pixels.length; i += 4, j += 3) {
       input[j] = pixels[i] / 127.5 - 1;
@@ -102,7 +118,8 @@ export async function createDetector({model = 'short', minScore, wasmDir = '/ven
     outputs.forEach((t) => t.delete());
     const boxes = arrays.find((a) => a.length === centres.length * 16);
     const logits = arrays.find((a) => a.length === centres.length);
-
+    // From the letterboxed input's [0, 1] coordinates to the source's pixels.
+    const toX = (v) => rx + (v * size - padX) / scale, toY = (v) => ry + (v * size - padY) / scale;
     const candidates = [];
     for (let i = 0; i < centres.length; i++) {
       const logit = Math.max(-SCORE_CLIP, Math.min(SCORE_CLIP, logits[i]));
@@ -112,16 +129,20 @@ export async function createDetector({model = 'short', minScore, wasmDir = '/ven
       const r = boxes.subarray(i * 16, i * 16 + 16);
       const cx = r[0] / size + ax, cy = r[1] / size + ay, w = r[2] / size, h = r[3] / size;
       const keypoints = [];
-      for (let k = 0; k < KEYPOINTS; k++) keypoints.push([r[4 + 2 * k] / size + ax, r[5 + 2 * k] / size + ay]);
-      candidates.push({x: cx - w / 2, y: cy - h / 2, w, h, score, keypoints});
+      for (let k = 0; k < KEYPOINTS; k++) keypoints.push([toX(r[4 + 2 * k] / size + ax), toY(r[5 + 2 * k] / size + ay)]);
+      candidates.push({x: toX(cx - w / 2), y: toY(cy - h / 2), w: (w * size) / scale, h: (h * size) / scale,
+        score, keypoints});
     }
-    // From the letterboxed input's [0, 1] coordinates back to the frame's pixels.
-    const toX = (v) => (v * size - padX) / scale, toY = (v) => (v * size - padY) / scale;
-    return weightedNms(candidates).map((d) => ({
-      box: [toX(d.x), toY(d.y), (d.w * size) / scale, (d.h * size) / scale], score: d.score,
-      keypoints: d.keypoints.map(([x, y]) => [toX(x), toY(y)]),
-    }));
+    return candidates;
   }
 
-  return {backend: `LiteRT.js wasm (${model} range)`, detect};
+  async function detect(source) {
+    const candidates = [];
+    for (const [rx, ry, rw, rh] of regions(source.width, source.height, squares)) {
+      candidates.push(...await candidatesIn(source, rx, ry, rw, rh));
+    }
+    return weightedNms(candidates).map((d) => ({box: [d.x, d.y, d.w, d.h], score: d.score, keypoints: d.keypoints}));
+  }
+
+  return {backend: `LiteRT.js wasm (${model} range${squares ? ', squares' : ''})`, detect};
 }
