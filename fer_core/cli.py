@@ -33,6 +33,7 @@ from fer_core.inference.photos import PhotoFaces  # noqa: E402
 from fer_core.inference.predict import EmotionAnalyser, EmotionClassifier, classifier_ms_per_face  # noqa: E402
 from fer_core.registry.cards import ModelCard, count_classes  # noqa: E402
 from fer_core.registry.store import ModelStore, check_name  # noqa: E402
+from fer_core.service.threads import training_threads  # noqa: E402
 from fer_core.training.recipe import (  # noqa: E402
     CLASS_WEIGHTS,
     LOSSES,
@@ -377,17 +378,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from fer_core.service.redis_queue import check_lanes, run_worker  # redis and RQ: this command only
-    from fer_core.service.threads import training_threads
+    """Run the app's queued jobs from Redis until stopped (see ``service.redis_queue.run_worker``)."""
+    from fer_core.service.redis_queue import run_worker  # redis and RQ: this command only
 
     url = args.redis_url or os.environ.get("FER_LAB_REDIS_URL", "").strip()
     if not url:
         raise SettingError("a worker needs the Redis server: set FER_LAB_REDIS_URL or pass --redis-url")
     lanes = [lane.strip() for lane in args.lanes.split(",") if lane.strip()]
-    check_lanes(lanes)
-    threads = args.threads or training_threads()
-    print(f"worker: lanes {', '.join(lanes)} from {url}, {threads} TensorFlow thread(s) per job", flush=True)
-    run_worker(url, lanes, threads=threads, name=args.name, burst=args.burst,
+    run_worker(url, lanes, threads=args.threads or training_threads(), name=args.name, burst=args.burst,
                maintenance_seconds=args.maintenance_seconds, heartbeat_seconds=args.heartbeat_seconds)
     return 0
 

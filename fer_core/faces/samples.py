@@ -51,9 +51,33 @@ def write_y4m(path: Path, frames: list[np.ndarray], fps: int) -> None:
 
 #: Where the astronaut's head is in her photo (x, y, width, height): face, hair and a little shoulder.
 _HEAD = (130, 10, 190, 220)
+#: The astronaut's face in her photo (x, y, width, height), found by eye: the ground truth of tests and benchmarks.
+ASTRONAUT_FACE = (180, 60, 90, 110)
 #: A group photo's rows, back to front: how many people, the width of each head and the step between them.
 _GROUP_ROWS = ((5, 112, 120), (4, 150, 164), (3, 200, 226))
 _GROUP_WIDTH = 960
+
+
+def _group_heads() -> list[tuple[int, int, int, int]]:
+    """Where :func:`group_photo` puts its twelve heads (x, y, width, height), back row first, left to right:
+    each the astronaut's head box, scaled."""
+    _, _, w, h = _HEAD
+    heights = [round(head_width * h / w) for _, head_width, _ in _GROUP_ROWS]
+    heads, top = [], heights[0] // 4
+    for (count, head_width, step), head_height in zip(_GROUP_ROWS, heights):
+        left = (_GROUP_WIDTH - (count - 1) * step - head_width) // 2
+        heads += [(left + index * step, top, head_width, head_height) for index in range(count)]
+        top += int(head_height * 0.78)
+    return heads
+
+
+def group_faces() -> list[tuple[float, float, float, float]]:
+    """The faces in :func:`group_photo` (x, y, width, height), back row first, left to right: :data:`ASTRONAUT_FACE`
+    scaled with each head (her face is centred in her head box, so a mirrored head keeps it)."""
+    hx, hy, hw, _ = _HEAD
+    fx, fy, fw, fh = ASTRONAUT_FACE
+    return [(left + (fx - hx) * width / hw, top + (fy - hy) * width / hw, fw * width / hw, fh * width / hw)
+            for left, top, width, _ in _group_heads()]
 
 
 def group_photo(seed: int = 4) -> np.ndarray:
@@ -64,27 +88,20 @@ def group_photo(seed: int = 4) -> np.ndarray:
     slight tilt, on a grainy gray backdrop: a many-face test picture that ships with the code.
     """
     rng = np.random.default_rng(seed)
-    width = _GROUP_WIDTH
     x, y, w, h = _HEAD
     head = cv2.cvtColor(astronaut()[y:y + h, x:x + w], cv2.COLOR_BGR2GRAY)
-    heights = [round(head_width * h / w) for _, head_width, _ in _GROUP_ROWS]
-    margin = heights[0] // 4
-    photo = np.full((2 * margin + sum(int(rise * 0.78) for rise in heights[:-1]) + heights[-1], width), 150, np.float32)
-    top = margin
-    for count, head_width, step in _GROUP_ROWS:
-        head_height = round(head_width * h / w)
-        left = (width - (count - 1) * step - head_width) // 2
-        for index in range(count):
-            person = cv2.resize(head, (head_width, head_height), interpolation=cv2.INTER_AREA)
-            if rng.random() < 0.5:
-                person = person[:, ::-1]
-            tilt = cv2.getRotationMatrix2D((head_width / 2, head_height / 2), rng.uniform(-5, 5), 1.0)
-            person = cv2.warpAffine(person, tilt, (head_width, head_height), borderMode=cv2.BORDER_REFLECT)
-            shade = 255.0 * (person / 255.0) ** rng.uniform(0.7, 1.4)
-            shade = (shade - 128.0) * rng.uniform(0.8, 1.2) + 128.0 + rng.uniform(-25, 25)
-            row_left = left + index * step
-            photo[top:top + head_height, row_left:row_left + head_width] = shade
-        top += int(head_height * 0.78)
+    heads = _group_heads()
+    margin = heads[0][1]
+    photo = np.full((max(top + height for _, top, _, height in heads) + margin, _GROUP_WIDTH), 150, np.float32)
+    for left, top, head_width, head_height in heads:
+        person = cv2.resize(head, (head_width, head_height), interpolation=cv2.INTER_AREA)
+        if rng.random() < 0.5:
+            person = person[:, ::-1]
+        tilt = cv2.getRotationMatrix2D((head_width / 2, head_height / 2), rng.uniform(-5, 5), 1.0)
+        person = cv2.warpAffine(person, tilt, (head_width, head_height), borderMode=cv2.BORDER_REFLECT)
+        shade = 255.0 * (person / 255.0) ** rng.uniform(0.7, 1.4)
+        shade = (shade - 128.0) * rng.uniform(0.8, 1.2) + 128.0 + rng.uniform(-25, 25)
+        photo[top:top + head_height, left:left + head_width] = shade
     photo += rng.normal(0.0, 6.0, photo.shape)
     gray = np.clip(photo, 0, 255).astype(np.uint8)
     return cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)

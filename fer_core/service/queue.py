@@ -98,10 +98,20 @@ class JobQueue(ABC):
         """Ask the running job ``job_id`` to stop after its current batch and save its best weights so far
         (as when its time budget runs out); False if it is not running."""
 
-    @abstractmethod
     def delete_model(self, name: str, store: ModelStore | None = None) -> None:
         """Delete the stored model ``name`` (see ``ModelStore.delete``, which refuses shipped models);
         :class:`JobConflictError` while a waiting or running job saves or reads it."""
+        with self._locked():
+            refuse_deleting_in_use(name, self._states())
+            (store or ModelStore()).delete(name)
+
+    @abstractmethod
+    def _locked(self) -> contextlib.AbstractContextManager:
+        """The queue's lock: no job is queued nor a model deleted meanwhile."""
+
+    @abstractmethod
+    def _states(self) -> list[JobState]:
+        """:meth:`states`, under :meth:`_locked`."""
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobState | None:
         """The job once it has ended, or as it is when ``timeout`` seconds have passed; None if unknown."""
@@ -243,10 +253,8 @@ class EmbeddedJobQueue(JobQueue):
         job.finish_event.set()
         return True
 
-    def delete_model(self, name: str, store: ModelStore | None = None) -> None:
-        with self._lock:
-            refuse_deleting_in_use(name, self._states())
-            (store or ModelStore()).delete(name)
+    def _locked(self) -> contextlib.AbstractContextManager:
+        return self._lock
 
     def _states(self) -> list[JobState]:
         """The active jobs' states, in the order they were submitted (under the lock)."""

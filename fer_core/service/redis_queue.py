@@ -46,7 +46,7 @@ from rq.registry import StartedJobRegistry
 from rq.worker_registration import clean_worker_registry
 
 from fer_core.base.errors import FerError, SettingError
-from fer_core.registry.store import ModelStore, models_dir
+from fer_core.registry.store import models_dir
 from fer_core.service.jobs import (
     ACTIVE_STATES,
     DEFAULT_LANES,
@@ -61,7 +61,6 @@ from fer_core.service.queue import (
     JobQueue,
     check_models,
     delete_inputs,
-    refuse_deleting_in_use,
     run_work,
 )
 from fer_core.service.threads import cap_training_threads, training_threads
@@ -138,13 +137,6 @@ def _queue_write(pipeline: redis.client.Pipeline, state: JobState) -> None:
         pipeline.set(_state_key(state.job_id), text, ex=KEEP_SECONDS)
         pipeline.zrem(_ACTIVE, state.job_id)
         pipeline.delete(_control_key(state.job_id))
-
-
-def write_state(connection: redis.Redis, state: JobState) -> None:
-    """Store the job's state, whatever Redis holds of it now (see :func:`update_state`)."""
-    with connection.pipeline() as pipeline:
-        _queue_write(pipeline, state)
-        pipeline.execute()
 
 
 def update_state(connection: redis.Redis, job_id: str,
@@ -325,10 +317,6 @@ class RedisJobQueue(JobQueue):
             self.connection.set(_control_key(job_id), "finish", ex=KEEP_SECONDS, nx=True)  # never over a cancel
         return True
 
-    def delete_model(self, name: str, store: ModelStore | None = None) -> None:
-        with self._locked():
-            refuse_deleting_in_use(name, self._states())
-            (store or ModelStore()).delete(name)
 
 
 def _failed(now: JobState | None, error: str) -> JobState | None:
@@ -458,9 +446,11 @@ def run_worker(url: str, lanes: list[str], *, threads: int, name: str | None = N
     check_lanes(lanes)
     connection = connect(url)
     cap_training_threads(threads)  # each work horse's TensorFlow reads it
-    handler = logging.StreamHandler()  # FER Lab's own warnings and errors, timed like RQ's lines
+    handler = logging.StreamHandler()  # FER Lab's own lines, timed like RQ's
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
     logging.getLogger("fer_core").addHandler(handler)
+    logging.getLogger("fer_core").setLevel(logging.INFO)
+    logger.info("worker: lanes %s from %s, %d TensorFlow thread(s) per job", ", ".join(lanes), url, threads)
     queues = [rq.Queue(lane, connection=connection) for lane in lanes]
     # RQ waits for a job at most worker_ttl - 15 s, and only looks for abandoned jobs between waits.
     worker = rq.Worker(queues, connection=connection, name=name, maintenance_interval=maintenance_seconds,

@@ -59,7 +59,14 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from fer_core.faces.detect import LIVE_OPTIONS, get_detector  # noqa: E402
-from fer_core.faces.samples import _GROUP_ROWS, _GROUP_WIDTH, _HEAD, astronaut, group_photo, sample_frame  # noqa: E402
+from fer_core.faces.samples import (  # noqa: E402
+    ASTRONAUT_FACE,
+    astronaut,
+    group_faces,
+    group_photo,
+    sample_frame,
+)
+from fer_core.inference.live import iou  # noqa: E402
 
 PAGE = Path(__file__).resolve().parent / "page"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -72,8 +79,6 @@ HAAR_FILE = "haarcascade_frontalface_default.xml"
 
 Box = tuple[float, float, float, float]
 Detected = tuple[Box, float]  #: a box and its score
-#: The astronaut's face in her 512x512 photo (tests/conftest.py).
-ASTRONAUT_FACE: Box = (180, 60, 90, 110)
 #: The cameraman's face in scikit-image's camera(): a three-quarter view, ear to nose tip and
 #: hairline to chin, by eye on a 20-pixel grid; MTCNN finds (197, 116, 58, 81).
 CAMERAMAN_FACE: Box = (195, 112, 62, 84)
@@ -203,21 +208,9 @@ def sweep_samples() -> list[Sample]:
 
 
 def group_samples() -> list[Sample]:
-    """fer_core.faces.samples' group photo with its twelve face boxes (from the layout in its code:
-    each head is the astronaut's head box, whose face is centred, so mirroring keeps the box), and
-    three faces in one 640x480 frame (37x46 pixels: below an eighth of the frame)."""
-    x, y, w, h = _HEAD
-    inner = (ASTRONAUT_FACE[0] - x, ASTRONAUT_FACE[1] - y, ASTRONAUT_FACE[2], ASTRONAUT_FACE[3])
-    heights = [round(head_width * h / w) for _, head_width, _ in _GROUP_ROWS]
-    top = heights[0] // 4
-    faces = []
-    for count, head_width, step in _GROUP_ROWS:
-        scale = head_width / w
-        left = (_GROUP_WIDTH - (count - 1) * step - head_width) // 2
-        for index in range(count):
-            faces.append((left + index * step + inner[0] * scale, top + inner[1] * scale,
-                          inner[2] * scale, inner[3] * scale))
-        top += int(round(head_width * h / w) * 0.78)
+    """fer_core.faces.samples' group photo with its twelve face boxes (``group_faces``), and three faces in
+    one 640x480 frame (37x46 pixels: below an eighth of the frame)."""
+    faces = group_faces()
     side = min(FRAME[1], FRAME[0] // 3)
     gap = (FRAME[0] - 3 * side) // 4
     three = [_moved(ASTRONAUT_FACE, np.float64([[side / 512, 0, gap + i * (side + gap)],
@@ -268,15 +261,6 @@ def all_samples() -> list[Sample]:
 
 
 # ---------------------------------------------------------------- scoring
-
-def iou(a: Box, b: Box) -> float:
-    width = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
-    height = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
-    if width <= 0 or height <= 0:
-        return 0.0
-    inter = width * height
-    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
-
 
 def match(truth: list[Box], found: list[Box], threshold: float = 0.5) -> tuple[dict[int, int], int]:
     """Greedy IoU matching: {face index: detection index} and the number of false positives."""

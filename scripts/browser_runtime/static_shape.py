@@ -83,19 +83,13 @@ def converted_batch_one(stored: StoredModel) -> bytes:
     """The stored model converted again by TensorFlow's converter with a fixed batch-1 input, with the
     card's weight type as ``fer_core.inference.predict.to_tflite`` converts it."""
     import keras
-    import tensorflow as tf
+
+    from fer_core.inference.predict import to_tflite
 
     network = _float32_network(stored)
     size = stored.card.preprocessing.size
     inputs = keras.Input((size, size, 1), batch_size=1)
-    fixed = keras.Model(inputs, network(inputs))
-    converter = tf.lite.TFLiteConverter.from_keras_model(fixed)
-    dtype = stored.card.weights_dtype
-    if dtype != "float32":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if dtype == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    return converter.convert()
+    return to_tflite(keras.Model(inputs, network(inputs)), stored.card.weights_dtype)
 
 
 def main(argv: list[str] | None = None) -> int:
